@@ -1,0 +1,3 @@
+//! The `tidemark` command line (in progress).
+
+fn main() {}

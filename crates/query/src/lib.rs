@@ -1,0 +1,1 @@
+//! MongoDB's query language over BSON documents (in progress).

@@ -1,0 +1,1 @@
+//! A MongoDB-wire-compatible server (in progress).
