@@ -1,3 +1,97 @@
-//! The `tidemark` command line (in progress).
+//! `tidemark`: backup and restore for MongoDB.
+//!
+//! This crate only parses arguments, renders results and maps errors to exit codes; the work is done
+//! by the library crates. Each subcommand lives in its own module with an `Args` struct and a `run`
+//! function.
+//!
+//! Exit codes (also in the README):
+//! - `0`: success;
+//! - `1`: the command failed (bad input, I/O error, server error, data that does not verify);
+//! - `2`: the command line is invalid (unknown option, contradictory options).
 
-fn main() {}
+mod bsondump;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Backup and restore for MongoDB.
+#[derive(Debug, Parser)]
+#[command(name = "tidemark", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print BSON files as Extended JSON, one document per line (like `bsondump`).
+    Bsondump(bsondump::Args),
+}
+
+/// Failure classes with their documented exit codes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Failure {
+    /// The command ran and failed.
+    Failed,
+    /// The command line was invalid.
+    Usage,
+}
+
+impl Failure {
+    fn exit_code(self) -> ExitCode {
+        match self {
+            Self::Failed => ExitCode::from(1),
+            Self::Usage => ExitCode::from(2),
+        }
+    }
+}
+
+/// An error on its way to the user: a one-line message and an exit class.
+#[derive(Debug)]
+pub(crate) struct CliError {
+    pub(crate) failure: Failure,
+    pub(crate) error: anyhow::Error,
+}
+
+impl CliError {
+    /// An invalid combination of options, reported like a usage error.
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self {
+            failure: Failure::Usage,
+            error: anyhow::anyhow!(message.into()),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(error: E) -> Self {
+        Self {
+            failure: Failure::Failed,
+            error: error.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bsondump(args) => bsondump::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e.error) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tidemark: error: {:#}", e.error);
+            e.failure.exit_code()
+        }
+    }
+}
+
+/// Output piped into `head` and closed early is not a failure.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}

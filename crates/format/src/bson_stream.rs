@@ -50,7 +50,8 @@ pub enum StreamError {
     },
     /// The input ended inside a document (or inside its length prefix).
     #[error(
-        "unexpected EOF at byte offset {offset}: document declares {declared} bytes but only {present} are present"
+        "unexpected EOF at byte offset {offset}: {}",
+        if *declared == 0 { format!("only {present} of the 4 length bytes are present") } else { format!("document declares {declared} bytes but only {present} are present") }
     )]
     Truncated {
         /// Offset of the truncated document.

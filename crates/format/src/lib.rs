@@ -14,10 +14,12 @@
 //! - [`metadata`]: `<collection>.metadata.json` in every form real dumps contain.
 //! - [`naming`]: file-name escaping (Go's `url.QueryEscape`) and the 238-byte long-name rule.
 //! - [`directory`]: the dump directory layout, `prelude.json`, gzip variants.
+//! - [`extjson`]: Extended JSON output byte-identical to the Go tools (`bsondump`, metadata).
 //! - [`archive`]: the `--archive` stream format with its per-namespace CRC-64/XZ.
 
 pub mod archive;
 pub mod bson_stream;
 pub mod directory;
+pub mod extjson;
 pub mod metadata;
 pub mod naming;
