@@ -103,32 +103,9 @@ impl fmt::Debug for NamespaceCrc {
     }
 }
 
-/// A namespace as it appears in namespace headers: database and (data) collection.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Namespace {
-    /// Database (`""` for the oplog).
-    pub db: String,
-    /// Collection (for timeseries before 8.3, the `system.buckets.` collection).
-    pub collection: String,
-}
-
-impl Namespace {
-    /// A namespace from its parts.
-    #[must_use]
-    pub fn new(db: impl Into<String>, collection: impl Into<String>) -> Self {
-        Self {
-            db: db.into(),
-            collection: collection.into(),
-        }
-    }
-}
-
-/// `db.collection`, as the tools print namespaces (the oplog is `.oplog`).
-impl fmt::Display for Namespace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.db, self.collection)
-    }
-}
+/// Namespaces in headers are database and *data* collection (for timeseries before 8.3, the
+/// `system.buckets.` collection); the oplog is `"".oplog`.
+pub use crate::naming::Namespace;
 
 /// Why an archive could not be read or written. Reader errors carry the byte offset (in the
 /// uncompressed stream) of the document or terminator at fault; the messages contain the

@@ -15,11 +15,13 @@
 //! - [`naming`]: file-name escaping (Go's `url.QueryEscape`) and the 238-byte long-name rule.
 //! - [`directory`]: the dump directory layout, `prelude.json`, gzip variants.
 //! - [`extjson`]: Extended JSON output byte-identical to the Go tools (`bsondump`, metadata).
+//! - [`inspect`]: what a dump holds (namespaces, counts, sizes, indexes, oplog window), verified.
 //! - [`archive`]: the `--archive` stream format with its per-namespace CRC-64/XZ.
 
 pub mod archive;
 pub mod bson_stream;
 pub mod directory;
 pub mod extjson;
+pub mod inspect;
 pub mod metadata;
 pub mod naming;
