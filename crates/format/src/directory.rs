@@ -890,14 +890,7 @@ fn parse_prelude(path: &Path, file: File, gzip: bool) -> Result<Prelude, Directo
 /// ```
 #[must_use]
 pub fn parse_server_version(text: &str) -> Option<[i64; 3]> {
-    let text = text.split('-').next().unwrap_or_default();
-    let text = text.split('+').next().unwrap_or_default();
-    let mut parts = text.splitn(3, '.');
-    let mut out = [0i64; 3];
-    for slot in &mut out {
-        *slot = parts.next()?.parse().ok()?;
-    }
-    Some(out)
+    crate::version::ServerVersion::parse(text).map(|v| [v.major, v.minor, v.patch])
 }
 
 /// Writes a dump directory laid out exactly as mongodump does.

@@ -25,3 +25,4 @@ pub mod extjson;
 pub mod inspect;
 pub mod metadata;
 pub mod naming;
+pub mod version;
