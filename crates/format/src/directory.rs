@@ -369,6 +369,8 @@ pub struct Prelude {
     pub server_version_text: String,
     /// The parsed version.
     pub server_version: ServerVersion,
+    /// The `ToolVersion` text (empty when absent).
+    pub tool_version_text: String,
 }
 
 /// How to read a dump directory: the restore options that change discovery.
@@ -838,10 +840,15 @@ fn parse_prelude(path: &Path, file: File, gzip: bool) -> Result<Prelude, Directo
     let value: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| fail(format!("failed to unmarshal prelude metadata: {e}")))?;
     let mut server_version = String::new();
+    let mut tool_version = String::new();
     match value {
         serde_json::Value::Object(map) => {
             for (key, value) in map {
-                if key.eq_ignore_ascii_case("ServerVersion") {
+                if key.eq_ignore_ascii_case("ToolVersion") {
+                    if let serde_json::Value::String(s) = &value {
+                        tool_version.clone_from(s);
+                    }
+                } else if key.eq_ignore_ascii_case("ServerVersion") {
                     match value {
                         serde_json::Value::String(s) => server_version = s,
                         serde_json::Value::Null => {}
@@ -876,6 +883,7 @@ fn parse_prelude(path: &Path, file: File, gzip: bool) -> Result<Prelude, Directo
         path: path.to_owned(),
         server_version_text: server_version,
         server_version: parsed,
+        tool_version_text: tool_version,
     })
 }
 
@@ -1021,7 +1029,15 @@ impl DumpWriter {
     /// # Errors
     /// Rendering failures ([`MetadataError::Render`]) and I/O failures.
     pub fn write_metadata(&self, db: &str, collection: &str, metadata: &Metadata) -> Result<PathBuf, DirectoryError> {
-        let text = metadata.to_json()?;
+        self.write_metadata_text(db, collection, &metadata.to_json()?)
+    }
+
+    /// Writes metadata text verbatim (for example the `metadata` string of an archive prelude
+    /// entry), so converting a dump never rewrites what the source tool wrote.
+    ///
+    /// # Errors
+    /// As [`DumpWriter::write_metadata`], without the rendering step.
+    pub fn write_metadata_text(&self, db: &str, collection: &str, text: &str) -> Result<PathBuf, DirectoryError> {
         let path = self.metadata_path(db, collection)?;
         write_whole_file(&path, text.as_bytes(), self.gzip)?;
         Ok(path)

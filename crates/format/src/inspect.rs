@@ -54,7 +54,10 @@ pub struct OpTime {
 
 impl From<Timestamp> for OpTime {
     fn from(ts: Timestamp) -> Self {
-        Self { t: ts.time, i: ts.increment }
+        Self {
+            t: ts.time,
+            i: ts.increment,
+        }
     }
 }
 
@@ -164,7 +167,10 @@ pub enum InspectError {
 /// [`NamespaceSummary::problems`]; a broken archive stops the inspection because nothing after
 /// the fault can be located.
 pub fn inspect(path: &Path, options: &InspectOptions) -> Result<DumpSummary, InspectError> {
-    let io_err = |source| InspectError::Io { path: path.to_owned(), source };
+    let io_err = |source| InspectError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(io_err)?;
     if meta.is_file() && !has_bson_extension(path) {
         return inspect_archive(path, options);
@@ -173,12 +179,15 @@ pub fn inspect(path: &Path, options: &InspectOptions) -> Result<DumpSummary, Ins
 }
 
 fn has_bson_extension(path: &Path) -> bool {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     [".bson", ".bson.gz", ".bin"].iter().any(|ext| name.ends_with(ext))
 }
 
 /// Whether the stream starts with the gzip magic bytes.
-fn sniff_gzip(path: &Path) -> std::io::Result<bool> {
+pub(crate) fn sniff_gzip(path: &Path) -> std::io::Result<bool> {
     let mut magic = [0u8; 2];
     let mut file = File::open(path)?;
     let n = file.read(&mut magic)?;
@@ -186,14 +195,24 @@ fn sniff_gzip(path: &Path) -> std::io::Result<bool> {
 }
 
 fn inspect_archive(path: &Path, options: &InspectOptions) -> Result<DumpSummary, InspectError> {
-    let io_err = |source| InspectError::Io { path: path.to_owned(), source };
+    let io_err = |source| InspectError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let gzip = match options.gzip {
         Some(g) => g,
         None => sniff_gzip(path).map_err(io_err)?,
     };
     let file = BufReader::new(File::open(path).map_err(io_err)?);
-    let input: Box<dyn Read> = if gzip { Box::new(archive::gzip::gzip_reader(file)) } else { Box::new(file) };
-    let archive_err = |source| InspectError::Archive { path: path.to_owned(), source };
+    let input: Box<dyn Read> = if gzip {
+        Box::new(archive::gzip::gzip_reader(file))
+    } else {
+        Box::new(file)
+    };
+    let archive_err = |source| InspectError::Archive {
+        path: path.to_owned(),
+        source,
+    };
     let mut reader = ArchiveReader::new(input).map_err(archive_err)?;
 
     let mut namespaces: Vec<NamespaceSummary> = reader
@@ -203,7 +222,10 @@ fn inspect_archive(path: &Path, options: &InspectOptions) -> Result<DumpSummary,
             let entry = &reader.prelude()[data_ns.prelude_index];
             let logical = Namespace::new(entry.db.clone(), entry.collection.clone());
             let metadata = Metadata::parse(entry.metadata.as_bytes(), &logical.to_string());
-            let mut summary = summary_for(&logical, kind_of(&logical, &entry.type_, metadata.as_ref().ok().and_then(Option::as_ref)));
+            let mut summary = summary_for(
+                &logical,
+                kind_of(&logical, &entry.type_, metadata.as_ref().ok().and_then(Option::as_ref)),
+            );
             match metadata {
                 Ok(Some(m)) => describe_metadata(&mut summary, &m),
                 Ok(None) => {}
@@ -220,7 +242,13 @@ fn inspect_archive(path: &Path, options: &InspectOptions) -> Result<DumpSummary,
                 let summary = &mut namespaces[namespace];
                 summary.documents += 1;
                 summary.bytes += document.as_bytes().len() as u64;
-                check_document(summary, &mut windows[namespace], document, options.verify, summary.documents);
+                check_document(
+                    summary,
+                    &mut windows[namespace],
+                    document,
+                    options.verify,
+                    summary.documents,
+                );
             }
             ArchiveEventRef::NamespaceEnd { namespace, crc, .. } => {
                 namespaces[namespace].crc = Some(format!("{crc:016x}"));
@@ -251,7 +279,13 @@ fn inspect_directory(path: &Path, options: &InspectOptions) -> Result<DumpSummar
         Some(g) => g,
         None => contains_gzip_files(path),
     };
-    let discovery = directory::discover(path, &DiscoverOptions { gzip, ..DiscoverOptions::default() })?;
+    let discovery = directory::discover(
+        path,
+        &DiscoverOptions {
+            gzip,
+            ..DiscoverOptions::default()
+        },
+    )?;
     let mut namespaces = Vec::with_capacity(discovery.entries.len());
     for entry in &discovery.entries {
         let mut summary = summary_for(&entry.namespace, kind_name(entry.kind, entry.metadata.as_ref()));
@@ -289,7 +323,11 @@ fn inspect_directory(path: &Path, options: &InspectOptions) -> Result<DumpSummar
         summary.oplog_window = window;
         namespaces.push(summary);
     }
-    let skipped = discovery.skipped.iter().map(|s| format!("{}: {}", s.path.display(), s.reason)).collect();
+    let skipped = discovery
+        .skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.path.display(), s.reason))
+        .collect();
     let server_version = discovery.prelude.as_ref().map(|p| p.server_version_text.clone());
     Ok(finish(DumpSummary {
         path: path.to_owned(),
@@ -313,7 +351,7 @@ fn stream_problem(path: Option<&Path>, error: &StreamError) -> String {
 }
 
 /// Whether any file below `path` (or `path` itself) has a gzip dump extension.
-fn contains_gzip_files(path: &Path) -> bool {
+pub(crate) fn contains_gzip_files(path: &Path) -> bool {
     let is_gz = |p: &Path| p.to_string_lossy().ends_with(".gz");
     if path.is_file() {
         return is_gz(path);
@@ -322,7 +360,9 @@ fn contains_gzip_files(path: &Path) -> bool {
     top.flatten().any(|e| {
         let p = e.path();
         if p.is_dir() {
-            std::fs::read_dir(&p).map(|d| d.flatten().any(|f| is_gz(&f.path()))).unwrap_or(false)
+            std::fs::read_dir(&p)
+                .map(|d| d.flatten().any(|f| is_gz(&f.path())))
+                .unwrap_or(false)
         } else {
             is_gz(&p)
         }
@@ -350,7 +390,11 @@ fn summary_for(namespace: &Namespace, kind: &'static str) -> NamespaceSummary {
 }
 
 fn describe_metadata(summary: &mut NamespaceSummary, metadata: &Metadata) {
-    summary.indexes = metadata.indexes.iter().filter_map(|i| i.get_str("name").ok().map(str::to_owned)).collect();
+    summary.indexes = metadata
+        .indexes
+        .iter()
+        .filter_map(|i| i.get_str("name").ok().map(str::to_owned))
+        .collect();
     summary.uuid.clone_from(&metadata.uuid);
 }
 
@@ -397,7 +441,9 @@ fn check_document(
                 w.first = w.first.min(ts);
                 w.last = w.last.max(ts);
             }
-            Err(e) => summary.problems.push(format!("oplog entry {number} has no valid ts: {e}")),
+            Err(e) => summary
+                .problems
+                .push(format!("oplog entry {number} has no valid ts: {e}")),
         }
     }
     if verify && let Err(e) = validate_document(doc) {

@@ -16,10 +16,12 @@
 //! - [`directory`]: the dump directory layout, `prelude.json`, gzip variants.
 //! - [`extjson`]: Extended JSON output byte-identical to the Go tools (`bsondump`, metadata).
 //! - [`inspect`]: what a dump holds (namespaces, counts, sizes, indexes, oplog window), verified.
+//! - [`convert`]: lossless directory ⇄ archive conversion.
 //! - [`archive`]: the `--archive` stream format with its per-namespace CRC-64/XZ.
 
 pub mod archive;
 pub mod bson_stream;
+pub mod convert;
 pub mod directory;
 pub mod extjson;
 pub mod inspect;
