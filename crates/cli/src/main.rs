@@ -9,7 +9,12 @@
 //! - `1`: the command failed (bad input, I/O error, server error, data that does not verify);
 //! - `2`: the command line is invalid (unknown option, contradictory options).
 
+mod bench;
 mod bsondump;
+mod convert;
+mod dump;
+mod inspect;
+mod restore;
 
 use std::process::ExitCode;
 
@@ -27,6 +32,16 @@ struct Cli {
 enum Command {
     /// Print BSON files as Extended JSON, one document per line (like `bsondump`).
     Bsondump(bsondump::Args),
+    /// Dump databases into a directory or archive, like `mongodump` (same options and formats).
+    Dump(dump::Args),
+    /// Restore a dump directory or archive, like `mongorestore` (same options and formats).
+    Restore(restore::Args),
+    /// Show what a dump directory or archive holds: namespaces, counts, sizes, indexes, oplog window.
+    Inspect(inspect::Args),
+    /// Convert a dump directory to an archive or back, gzip on or off, losslessly.
+    Convert(convert::Args),
+    /// Measure throughput (format read/write) on generated data; run from a release build.
+    Bench(bench::Args),
 }
 
 /// Failure classes with their documented exit codes.
@@ -77,6 +92,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bsondump(args) => bsondump::run(&args),
+        Command::Dump(args) => dump::run(&args),
+        Command::Restore(args) => restore::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Convert(args) => convert::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

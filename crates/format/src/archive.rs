@@ -32,7 +32,6 @@
 use std::fmt;
 use std::io;
 
-use crc::{CRC_64_XZ, Crc, Digest, Table};
 
 pub mod gzip;
 pub mod prelude;
@@ -53,10 +52,6 @@ pub const TERMINATOR: [u8; 4] = [0xFF; 4];
 /// (the maximum BSON document size); the [`NamespaceWriter`] default.
 pub const SEGMENT_BUFFER_SIZE: usize = crate::bson_stream::MAX_DOCUMENT_SIZE;
 
-/// CRC-64/XZ (reflected ECMA-182, init and final xor `!0`), the same as Go's `hash/crc64` with
-/// the ECMA table. Slice-by-16 tables, computed at compile time.
-static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_XZ);
-
 /// The CRC-64/XZ of `bytes`.
 ///
 /// ```
@@ -65,29 +60,35 @@ static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_XZ);
 /// ```
 #[must_use]
 pub fn crc64(bytes: &[u8]) -> u64 {
-    CRC64.checksum(bytes)
+    let mut crc = NamespaceCrc::new();
+    crc.update(bytes);
+    crc.value()
 }
 
-/// A running CRC-64/XZ over the body documents of one namespace.
+/// A running CRC-64/XZ (reflected ECMA-182, init and final xor `!0`; the same as Go's
+/// `hash/crc64` with the ECMA table) over the body documents of one namespace.
+///
+/// Computed with `crc64fast`, which uses carry-less multiplication (PCLMULQDQ/PMULL) where the CPU
+/// has it: the checksum would otherwise cost more than parsing the archive.
 #[derive(Clone)]
-pub struct NamespaceCrc(Digest<'static, u64, Table<16>>);
+pub struct NamespaceCrc(crc64fast::Digest);
 
 impl NamespaceCrc {
     /// A checksum of no bytes (value 0).
     #[must_use]
     pub fn new() -> Self {
-        Self(CRC64.digest())
+        Self(crc64fast::Digest::new())
     }
 
     /// Adds bytes.
     pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        self.0.write(bytes);
     }
 
     /// The checksum of everything added so far.
     #[must_use]
     pub fn value(&self) -> u64 {
-        self.0.clone().finalize()
+        self.0.sum64()
     }
 }
 

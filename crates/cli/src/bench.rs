@@ -1,0 +1,232 @@
+//! `tidemark bench`: throughput figures for the format layer, on generated data.
+//!
+//! Speed targets are checked here, never in timed tests. `tidemark bench format` writes and reads
+//! the same generated documents (about 1 KiB each, mixed types) as an archive (plain and gzip) and
+//! as a dump directory, and times `cat FILE > /dev/null` on the archive for reference: the
+//! uncompressed archive read (with its CRC-64 checks) should stay within 2x of `cat`.
+//! Run it from a release build (`cargo run --release -p tidemark -- bench format`).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use bson::{RawDocumentBuf, oid::ObjectId, rawdoc};
+use tidemark_format::archive::{self, ArchiveEventRef, ArchiveHeader, ArchiveReader, ArchiveWriter, PreludeEntry};
+use tidemark_format::directory::{DiscoverOptions, DumpWriter, discover};
+use tidemark_format::metadata::Metadata;
+
+use crate::CliError;
+
+/// Arguments of `tidemark bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum What {
+    /// Archive and directory read/write throughput on generated data.
+    Format {
+        /// Amount of document data to generate, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Scratch directory (a temporary one by default); everything written is removed.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Number of collections the data is spread over.
+        #[arg(long, default_value_t = 4)]
+        collections: usize,
+    },
+}
+
+pub(crate) fn run(args: &Args) -> Result<(), CliError> {
+    match &args.what {
+        What::Format { size_mib, dir, collections } => bench_format(*size_mib, dir.as_deref(), (*collections).max(1)),
+    }
+}
+
+/// One generated document of about 1 KiB with mixed BSON types.
+fn document(i: u64) -> RawDocumentBuf {
+    // xorshift64: a payload that does not compress, like real binary fields.
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let payload: Vec<u8> = (0..640)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect();
+    rawdoc! {
+        "_id": ObjectId::new(),
+        "seq": i64::try_from(i).unwrap_or(i64::MAX),
+        "name": format!("customer-{i:012}-{}", "x".repeat(40)),
+        "score": i as f64 / 7.0,
+        "active": i % 3 == 0,
+        "created": bson::DateTime::from_millis(1_700_000_000_000 + i64::try_from(i).unwrap_or(0)),
+        "tags": ["alpha", "beta", format!("t{}", i % 97)],
+        "address": { "street": "1 Main Street", "city": "Springfield", "zip": i32::try_from(i % 99_999).unwrap_or(0) },
+        "payload": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: payload },
+    }
+}
+
+struct Figure {
+    what: &'static str,
+    bytes: u64,
+    seconds: f64,
+}
+
+impl Figure {
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.seconds.max(1e-9)
+    }
+}
+
+fn timed<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, f64)> {
+    let start = Instant::now();
+    let value = f()?;
+    Ok((value, start.elapsed().as_secs_f64()))
+}
+
+fn bench_format(size_mib: u64, dir: Option<&Path>, collections: usize) -> Result<(), CliError> {
+    let scratch = match dir {
+        Some(d) => tempfile::Builder::new().prefix("tidemark-bench").tempdir_in(d)?,
+        None => tempfile::Builder::new().prefix("tidemark-bench").tempdir()?,
+    };
+    let target_bytes = size_mib * 1024 * 1024;
+    let sample = document(0).as_bytes().len() as u64;
+    let total_docs = target_bytes / sample;
+    eprintln!(
+        "generating {total_docs} documents of ~{sample} bytes ({size_mib} MiB) over {collections} collections in {}",
+        scratch.path().display()
+    );
+    // Documents are generated once (10 000 distinct ones, about 10 MiB, far beyond gzip's 32 KiB
+    // window) and written repeatedly, so generation is not timed and memory stays small.
+    let batch: Vec<RawDocumentBuf> = (0..10_000).map(document).collect();
+    let per_collection = total_docs / collections as u64;
+    let names: Vec<String> = (0..collections).map(|c| format!("coll{c}")).collect();
+
+    let mut figures = Vec::new();
+    let archive_path = scratch.path().join("bench.archive");
+    let (bytes, secs) = timed(|| write_archive(&archive_path, &names, per_collection, &batch, false))?;
+    figures.push(Figure { what: "archive write", bytes, seconds: secs });
+    let (bytes, secs) = timed(|| read_archive(&archive_path, false))?;
+    figures.push(Figure { what: "archive read + CRC check", bytes, seconds: secs });
+    let archive_len = std::fs::metadata(&archive_path)?.len();
+    let ((), secs) = timed(|| cat(&archive_path))?;
+    figures.push(Figure { what: "cat archive > /dev/null", bytes: archive_len, seconds: secs });
+    let cat_secs = secs;
+    let read_secs = figures[1].seconds;
+
+    let dump_dir = scratch.path().join("dump");
+    let (bytes, secs) = timed(|| write_directory(&dump_dir, &names, per_collection, &batch))?;
+    figures.push(Figure { what: "directory write", bytes, seconds: secs });
+    let (bytes, secs) = timed(|| read_directory(&dump_dir))?;
+    figures.push(Figure { what: "directory read", bytes, seconds: secs });
+    std::fs::remove_dir_all(&dump_dir)?;
+    std::fs::remove_file(&archive_path)?;
+
+    let gz_path = scratch.path().join("bench.archive.gz");
+    let (bytes, secs) = timed(|| write_archive(&gz_path, &names, per_collection, &batch, true))?;
+    figures.push(Figure { what: "archive write, gzip", bytes, seconds: secs });
+    let (bytes, secs) = timed(|| read_archive(&gz_path, true))?;
+    figures.push(Figure { what: "archive read, gzip", bytes, seconds: secs });
+    let gz_len = std::fs::metadata(&gz_path)?.len();
+
+    println!("{:<28} {:>12} {:>10} {:>10}", "operation", "bytes", "seconds", "MB/s");
+    for f in &figures {
+        println!("{:<28} {:>12} {:>10.3} {:>10.1}", f.what, f.bytes, f.seconds, f.mb_per_s());
+    }
+    println!("archive read time / cat time: {:.2}x (target <= 2x)", read_secs / cat_secs.max(1e-9));
+    println!("gzip ratio: {:.2}", archive_len as f64 / gz_len.max(1) as f64);
+    Ok(())
+}
+
+fn write_archive(path: &Path, names: &[String], per_collection: u64, batch: &[RawDocumentBuf], gzip: bool) -> anyhow::Result<u64> {
+    let entries: Vec<PreludeEntry> = names
+        .iter()
+        .map(|n| Ok(PreludeEntry::new("bench", n.clone(), Metadata::new(n.clone()).to_json()?, "collection")))
+        .collect::<anyhow::Result<_>>()?;
+    let header = ArchiveHeader::new(i32::try_from(names.len()).unwrap_or(i32::MAX), "7.0.16", "tidemark-bench");
+    let file = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let out: Box<dyn Write> = if gzip { Box::new(archive::gzip::gzip_writer(file)) } else { Box::new(file) };
+    let mut writer = ArchiveWriter::new(out, &header, &entries)?;
+    let mut bytes = 0u64;
+    // Interleave collections in 1000-document runs, as parallel dumpers would.
+    let mut written = vec![0u64; names.len()];
+    while written.iter().any(|&w| w < per_collection) {
+        for (index, done) in written.iter_mut().enumerate() {
+            let take = (per_collection - *done).min(batch.len() as u64);
+            for doc in &batch[..usize::try_from(take)?] {
+                writer.write_document(index, doc)?;
+                bytes += doc.as_bytes().len() as u64;
+            }
+            *done += take;
+        }
+    }
+    for index in 0..names.len() {
+        writer.close_namespace(index)?;
+    }
+    writer.finish()?.flush()?;
+    Ok(bytes)
+}
+
+fn read_archive(path: &Path, gzip: bool) -> anyhow::Result<u64> {
+    let file = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let input: Box<dyn std::io::Read> = if gzip { Box::new(archive::gzip::gzip_reader(file)) } else { Box::new(file) };
+    let mut reader = ArchiveReader::new(input)?;
+    let mut bytes = 0u64;
+    while let Some(event) = reader.next_event_ref()? {
+        if let ArchiveEventRef::Document { document, .. } = event {
+            bytes += document.as_bytes().len() as u64;
+        }
+    }
+    Ok(bytes)
+}
+
+fn cat(path: &Path) -> anyhow::Result<()> {
+    let status = Command::new("cat").arg(path).stdout(Stdio::null()).status().context("run cat")?;
+    if !status.success() {
+        bail!("cat failed: {status}");
+    }
+    Ok(())
+}
+
+fn write_directory(root: &Path, names: &[String], per_collection: u64, batch: &[RawDocumentBuf]) -> anyhow::Result<u64> {
+    let writer = DumpWriter::new(root, false);
+    let mut bytes = 0u64;
+    for name in names {
+        let mut file = writer.create_collection("bench", name)?;
+        let mut done = 0u64;
+        while done < per_collection {
+            let take = (per_collection - done).min(batch.len() as u64);
+            for doc in &batch[..usize::try_from(take)?] {
+                file.write_document(doc)?;
+                bytes += doc.as_bytes().len() as u64;
+            }
+            done += take;
+        }
+        file.finish()?;
+        writer.write_metadata("bench", name, &Metadata::new(name.clone()))?;
+    }
+    writer.write_prelude(None, "7.0.16", "tidemark-bench")?;
+    Ok(bytes)
+}
+
+fn read_directory(root: &Path) -> anyhow::Result<u64> {
+    let discovery = discover(root, &DiscoverOptions::default())?;
+    let mut bytes = 0u64;
+    let mut buf = Vec::new();
+    for entry in &discovery.entries {
+        if let Some(mut reader) = entry.open_data()? {
+            while reader.read_into(&mut buf)? {
+                bytes += buf.len() as u64;
+            }
+        }
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,228 @@
+//! `tidemark dump` → `tidemark restore` round trips against `tidemark-server`, in directory and
+//! archive modes, with and without gzip. The source is seeded from a real mongodump fixture and
+//! with pymongo (collection options, secondary indexes, a view); the restored server must look
+//! identical to pymongo, which is a client we did not write.
+
+mod dump_support;
+
+use dump_support::{Server, assert_same_snapshot, fixture, pymongo, restore_counts, snapshot, stderr, tidemark};
+
+fn seed(uri: &str) {
+    let out = tidemark(&[
+        "restore",
+        uri,
+        fixture("mongorestore/testdata/testdirs").to_str().unwrap(),
+        "-j1",
+        "--numInsertionWorkersPerCollection",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // FORMATS.md 6.2: a full restore of testdirs restores 110 documents.
+    assert_eq!(restore_counts(&out), (110, 0));
+    pymongo(
+        uri,
+        r#"
+db = client["shop"]
+db.create_collection("orders", validator={"$jsonSchema": {"bsonType": "object", "required": ["qty"]}})
+db.orders.insert_many([{"_id": i, "qty": i * 2, "sku": "s%d" % (i % 7), "tags": ["a", "b"][: i % 3]} for i in range(250)])
+db.orders.create_index([("sku", 1), ("qty", -1)], name="sku_qty")
+db.orders.create_index("qty", unique=True, name="qty_unique")
+db.create_collection("big_orders", viewOn="orders", pipeline=[{"$match": {"qty": {"$gt": 100}}}])
+db.create_collection("empty")
+print("ok")
+"#,
+    );
+}
+
+fn round_trip(dump_args: &[&str], restore_args: &[&str]) {
+    let source = Server::start();
+    seed(&source.uri);
+    let expected = snapshot(&source.uri);
+    assert!(
+        expected.contains("shop.orders {") && expected.contains("shop.big_orders {"),
+        "{expected}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["dump", source.uri.as_str()];
+    let joined: Vec<String> = dump_args
+        .iter()
+        .map(|a| a.replace("{dir}", dir.path().to_str().unwrap()))
+        .collect();
+    args.extend(joined.iter().map(String::as_str));
+    let out = tidemark(&args);
+    assert!(out.status.success(), "dump {dump_args:?}: {}", stderr(&out));
+
+    let target = Server::start();
+    let mut args = vec!["restore", target.uri.as_str()];
+    let joined: Vec<String> = restore_args
+        .iter()
+        .map(|a| a.replace("{dir}", dir.path().to_str().unwrap()))
+        .collect();
+    args.extend(joined.iter().map(String::as_str));
+    let out = tidemark(&args);
+    assert!(out.status.success(), "restore {restore_args:?}: {}", stderr(&out));
+    // 110 fixture documents + 250 orders; the view has no data of its own.
+    assert_eq!(restore_counts(&out), (360, 0), "{}", stderr(&out));
+    assert_same_snapshot(&snapshot(&target.uri), &expected);
+}
+
+#[test]
+fn directory_round_trip() {
+    round_trip(&["-o", "{dir}/out"], &["{dir}/out"]);
+}
+
+#[test]
+fn directory_gzip_round_trip() {
+    round_trip(&["--out={dir}/out", "--gzip"], &["--dir", "{dir}/out", "--gzip"]);
+}
+
+#[test]
+fn archive_round_trip() {
+    round_trip(
+        &["--archive={dir}/dump.archive", "-j", "2"],
+        &["--archive={dir}/dump.archive"],
+    );
+}
+
+#[test]
+fn archive_gzip_round_trip() {
+    round_trip(
+        &["--archive={dir}/dump.archive.gz", "--gzip"],
+        &["--archive={dir}/dump.archive.gz", "--gzip"],
+    );
+}
+
+#[test]
+fn dump_directory_layout_matches_mongodump() {
+    let source = Server::start();
+    seed(&source.uri);
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("dump");
+    let out = tidemark(&[
+        "dump",
+        "--uri",
+        &source.uri,
+        "-d",
+        "shop",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shop = out_dir.join("shop");
+    // FORMATS.md 1.1/1.4/1.7: views get metadata only, empty collections an empty .bson, the
+    // prelude of a --db dump goes inside the database directory.
+    assert!(shop.join("orders.bson").is_file() && shop.join("orders.metadata.json").is_file());
+    assert!(shop.join("big_orders.metadata.json").is_file() && !shop.join("big_orders.bson").exists());
+    assert_eq!(std::fs::metadata(shop.join("empty.bson")).unwrap().len(), 0);
+    assert!(shop.join("prelude.json").is_file() && !out_dir.join("prelude.json").exists());
+    // The data file is the plain concatenation of the documents: pymongo's decoder reads it.
+    let count = pymongo(
+        &source.uri,
+        &format!(
+            "print(len(bson.decode_all(open({:?}, 'rb').read())))",
+            shop.join("orders.bson").to_str().unwrap()
+        ),
+    );
+    assert_eq!(count.trim(), "250");
+    let meta = std::fs::read_to_string(shop.join("big_orders.metadata.json")).unwrap();
+    assert!(
+        meta.starts_with(r#"{"options":{"viewOn":"orders","pipeline":["#),
+        "{meta}"
+    );
+    assert!(
+        meta.ends_with(r#""indexes":[],"collectionName":"big_orders","type":"view"}"#),
+        "{meta}"
+    );
+}
+
+#[test]
+fn dump_query_and_single_collection_to_stdout() {
+    let source = Server::start();
+    seed(&source.uri);
+    let dir = tempfile::tempdir().unwrap();
+    let out = tidemark(&[
+        "dump",
+        &source.uri,
+        "-d",
+        "shop",
+        "-c",
+        "orders",
+        "-q",
+        r#"{"qty": {"$lt": 10}}"#,
+        "--out",
+        "-",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = dir.path().join("orders.bson");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let ids = pymongo(
+        &source.uri,
+        &format!(
+            "print([d['_id'] for d in bson.decode_all(open({:?}, 'rb').read())])",
+            path.to_str().unwrap()
+        ),
+    );
+    assert_eq!(ids.trim(), "[0, 1, 2, 3, 4]");
+}
+
+#[test]
+fn large_collections_are_split_by_id_ranges() {
+    let source = Server::start();
+    pymongo(
+        &source.uri,
+        r#"
+client.big.oids.insert_many([{"n": i} for i in range(3000)])
+client.big.mixed.insert_many([{"_id": i} for i in range(1500)] + [{"_id": "s%d" % i} for i in range(1500)])
+print("ok")
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = tidemark(&[
+        "dump",
+        &source.uri,
+        "-d",
+        "big",
+        "-o",
+        out_dir.to_str().unwrap(),
+        "-j",
+        "4",
+        "--split-threshold",
+        "1000",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Only the ObjectId collection can be split soundly.
+    assert_eq!(
+        summary["split"],
+        serde_json::json!([{"namespace": "big.oids", "ranges": 4}]),
+        "{summary}"
+    );
+    assert_eq!(summary["documents"], 6000);
+    // Every document exactly once, whether the collection could be split (ObjectIds) or not
+    // (two _id types).
+    for coll in ["oids", "mixed"] {
+        let file = out_dir.join("big").join(format!("{coll}.bson"));
+        let stats = pymongo(
+            &source.uri,
+            &format!(
+                "docs = bson.decode_all(open({:?}, 'rb').read())\nids = [json_util.dumps(d['_id']) for d in docs]\nprint(len(ids), len(set(ids)), client.big[{coll:?}].count_documents({{}}))",
+                file.to_str().unwrap()
+            ),
+        );
+        assert_eq!(stats.trim(), "3000 3000 3000", "{coll}");
+    }
+    let target = Server::start();
+    let out = tidemark(&[
+        "restore",
+        &target.uri,
+        out_dir.to_str().unwrap(),
+        "--numInsertionWorkersPerCollection",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(restore_counts(&out), (6000, 0));
+    assert_same_snapshot(&snapshot(&target.uri), &snapshot(&source.uri));
+}

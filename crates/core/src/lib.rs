@@ -1,0 +1,22 @@
+//! Dump and restore orchestration: the engine behind `tidemark dump` and `tidemark restore`.
+//!
+//! This is the only crate that talks to a server (through the official `mongodb` driver). It
+//! reads and writes the on-disk formats through `tidemark-format` and replays oplogs through the
+//! sans-IO rules of `tidemark-oplog`. Each command is split into a plan (what will be read,
+//! written, skipped and why; printable for `--dryRun`) and its execution; progress goes through
+//! the [`Progress`] trait so the library never prints.
+//!
+//! - [`connection`]: the tools' connection options folded into driver options.
+//! - [`dump`]: [`dump::plan_dump`] and [`dump::run_dump`].
+//! - [`restore`]: [`restore::plan_restore`] and [`restore::run_restore`].
+//! - [`nsmatch`]: `--nsInclude`/`--nsExclude`/`--nsFrom`/`--nsTo` patterns.
+
+pub mod connection;
+pub mod dump;
+pub mod error;
+pub mod nsmatch;
+pub mod progress;
+pub mod restore;
+
+pub use error::{Error, Result};
+pub use progress::{NoProgress, Progress};

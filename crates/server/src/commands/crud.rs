@@ -1,0 +1,1186 @@
+//! Data commands: `find`, `getMore`, `killCursors`, `count`, `distinct`, `aggregate`, `insert`, `update`,
+//! `delete`, `findAndModify`.
+//!
+//! Reads take the engine's read lock; writes run inside one [`crate::engine::Engine::write`] so a whole
+//! write command is one batch at the durability choke point (an ordered insert that stops at a duplicate
+//! key commits the documents before it, as mongod does, and reports the failure in `writeErrors`).
+//!
+//! `find` picks the cheapest plan that gives mongod's results: an `_id` equality uses the `_id` index; a
+//! query without sort becomes a scan cursor streaming stored bytes (filtered and projected on the way when
+//! asked); a sort materialises, sorts, then skips and limits; a view is rewritten into an aggregation over
+//! its source. Inserted documents without `_id` get an ObjectId placed first; an `_id` elsewhere is moved
+//! first (mongod's `fixDocumentForInsert`); all other bytes are kept as sent.
+
+use std::collections::BTreeSet;
+
+use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc, oid::ObjectId};
+use tidemark_query::{Filter, Pipeline, Projection, SortSpec, Update};
+
+use super::admin::{ensure_collection, request_ns, view_error, write_concern_j};
+use super::{AuthRequirement, Ctx, Registry, Reply, Request, Stats, check_size, get_bool, get_doc, get_i64, ok_with};
+use crate::cursor::{Cursor, CursorSource, DEFAULT_FIRST_BATCH, DocTransform, ScanState};
+use crate::engine::collection::Collection;
+use crate::engine::key::{Key, path_values, raw_id};
+use crate::engine::{Catalog, Mutation, Namespace, WriteTxn};
+use crate::error::{CommandError, CommandResult};
+
+/// Registers this group's commands.
+pub fn register(r: &mut Registry) {
+    use AuthRequirement::Check;
+    r.register("find", find, Check);
+    r.register("getMore", get_more, Check);
+    r.register("killCursors", kill_cursors, Check);
+    r.register("count", count, Check);
+    r.register("distinct", distinct, Check);
+    r.register("aggregate", aggregate, Check);
+    r.register("insert", insert, Check);
+    r.register("update", update, Check);
+    r.register("delete", delete, Check);
+    r.register("findAndModify", find_and_modify, Check);
+    r.alias("findandmodify", "findAndModify");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Shared helpers
+// ---------------------------------------------------------------------------------------------------------
+
+/// `cursor.batchSize` (for `aggregate`, `listCollections`, `listIndexes`) when `key` is `"cursor"`, or a
+/// top-level `batchSize`.
+pub fn batch_size_arg(body: &Document, key: &str) -> CommandResult<Option<usize>> {
+    let v = if key == "cursor" {
+        match get_doc(body, "cursor")? {
+            Some(c) => get_i64(c, "batchSize")?,
+            None => None,
+        }
+    } else {
+        get_i64(body, key)?
+    };
+    match v {
+        None => Ok(None),
+        Some(n) if n < 0 => Err(CommandError::bad_value(format!("BatchSize value must be non-negative, but received: {n}"))),
+        Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+    }
+}
+
+/// Produces the first batch of `cursor`, registering it for `getMore` if documents remain.
+pub fn first_batch(ctx: &mut Ctx<'_>, mut cursor: Cursor, batch_size: Option<usize>, single: bool) -> CommandResult<Reply> {
+    let ns = cursor.ns.clone();
+    if batch_size == Some(0) && !single {
+        let id = ctx.server.cursors.register(cursor);
+        return Ok(Reply::Raw(super::raw::cursor_reply("firstBatch", std::iter::empty(), id, &ns)?));
+    }
+    let limit = Some(batch_size.unwrap_or(DEFAULT_FIRST_BATCH));
+    let (reply_docs, exhausted) = cursor.next_batch(&ctx.server.engine, limit, |b| {
+        Ok((b.docs.iter().map(|d| d.to_vec()).collect::<Vec<_>>(), b.exhausted))
+    })?;
+    let id = if exhausted || single { 0 } else { ctx.server.cursors.register(cursor) };
+    Ok(Reply::Raw(super::raw::cursor_reply("firstBatch", reply_docs.iter().map(Vec::as_slice), id, &ns)?))
+}
+
+/// Encodes typed documents as a buffered cursor source.
+fn buffered(docs: Vec<Document>) -> CommandResult<CursorSource> {
+    let mut out = std::collections::VecDeque::with_capacity(docs.len());
+    for d in docs {
+        out.push_back(encode(&d)?);
+    }
+    Ok(CursorSource::Buffered(out))
+}
+
+fn encode(d: &Document) -> CommandResult<RawDocumentBuf> {
+    RawDocumentBuf::from_document(d).map_err(|e| CommandError::bad_value(format!("cannot encode document: {e}")))
+}
+
+fn decode(raw: &RawDocument, ns: &Namespace) -> CommandResult<Document> {
+    Document::try_from(raw).map_err(|e| CommandError::internal(format!("stored document in {ns} is invalid: {e}")))
+}
+
+/// A parsed query filter with an `_id` equality shortcut.
+struct Matcher {
+    filter: Option<Filter>,
+    id_eq: Option<Bson>,
+}
+
+impl Matcher {
+    fn new(filter: Option<&Document>) -> CommandResult<Self> {
+        let Some(f) = filter.filter(|f| !f.is_empty()) else {
+            return Ok(Self { filter: None, id_eq: None });
+        };
+        let parsed = Filter::parse(f).map_err(CommandError::from)?;
+        let id_eq = if f.len() == 1 {
+            match f.get("_id") {
+                Some(v @ (Bson::String(_) | Bson::ObjectId(_) | Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_))) => {
+                    Some(v.clone())
+                }
+                Some(Bson::Document(d)) if d.len() == 1 => match d.get("$eq") {
+                    Some(v @ (Bson::String(_) | Bson::ObjectId(_) | Bson::Int32(_) | Bson::Int64(_))) => Some(v.clone()),
+                    _ => None,
+                },
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(Self { filter: Some(parsed), id_eq })
+    }
+
+    fn matches(&self, d: &Document) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.matches(d))
+    }
+
+    /// Matching documents of a collection in natural order: `(record, raw, parsed)`.
+    fn collect<'a>(
+        &self,
+        coll: &'a Collection,
+        ns: &Namespace,
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> CommandResult<Vec<(u64, &'a RawDocumentBuf, Document)>> {
+        let mut out = Vec::new();
+        if let Some(id) = &self.id_eq {
+            if let Some((rec, raw)) = coll.find_id(id) {
+                let d = decode(raw, ns)?;
+                if self.matches(&d) {
+                    out.push((rec, raw, d));
+                }
+            }
+            return Ok(out);
+        }
+        for (rec, raw) in coll.scan_from(None, reverse) {
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            let d = decode(raw, ns)?;
+            if self.matches(&d) {
+                out.push((rec, raw, d));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `hint`: `{$natural: 1|-1}` picks the scan direction; any other hint must name an existing index.
+fn hint_direction(body: &Document, coll: Option<&Collection>) -> CommandResult<bool> {
+    match body.get("hint") {
+        None => Ok(false),
+        Some(Bson::Document(h)) if h.is_empty() => Ok(false),
+        Some(Bson::Document(h)) if h.contains_key("$natural") => {
+            Ok(h.get("$natural").and_then(super::raw::as_i64).is_some_and(|v| v < 0))
+        }
+        Some(h) => {
+            let exists = coll.is_none_or(|c| {
+                c.indexes().iter().any(|i| match h {
+                    Bson::String(name) => &i.name == name,
+                    Bson::Document(k) => &i.key_pattern() == k,
+                    _ => false,
+                })
+            });
+            if exists {
+                Ok(false)
+            } else {
+                Err(CommandError::bad_value("hint provided does not correspond to an existing index"))
+            }
+        }
+    }
+}
+
+/// The stages a view expands to (its own pipeline after those of the views it is defined on), and the
+/// underlying collection's namespace.
+fn resolve_view(cat: &Catalog, ns: &Namespace) -> CommandResult<Option<(Namespace, Vec<Document>)>> {
+    let mut current = ns.clone();
+    let mut stages: Vec<Document> = Vec::new();
+    let mut depth = 0;
+    loop {
+        let Some(coll) = cat.collection(&current) else {
+            return Ok(if depth == 0 { None } else { Some((current, stages)) });
+        };
+        if !coll.is_view() {
+            return Ok(if depth == 0 { None } else { Some((current, stages)) });
+        }
+        depth += 1;
+        if depth > 20 {
+            return Err(CommandError::new(43, "ViewDepthLimitExceeded", "View depth too deep or view cycle detected; maximum depth is 20"));
+        }
+        let mut own: Vec<Document> = match coll.options.get("pipeline") {
+            Some(Bson::Array(a)) => a.iter().filter_map(|s| s.as_document().cloned()).collect(),
+            _ => Vec::new(),
+        };
+        own.extend(stages);
+        stages = own;
+        let on = coll.options.get_str("viewOn").unwrap_or_default().to_string();
+        current = Namespace::new(&ns.db, &on)?;
+    }
+}
+
+/// Runs `stages` over the documents of `ns` (resolving views) and returns the output.
+fn run_pipeline(ctx: &Ctx<'_>, ns: &Namespace, stages: Vec<Document>) -> CommandResult<Vec<Document>> {
+    ctx.server.engine.read(|cat| {
+        let (source, mut all) = match resolve_view(cat, ns)? {
+            Some((src, view_stages)) => (src, view_stages),
+            None => (ns.clone(), Vec::new()),
+        };
+        all.extend(stages);
+        let pipeline = Pipeline::parse(&all).map_err(CommandError::from)?;
+        let docs: Vec<Document> = match cat.collection(&source) {
+            Some(c) => c.iter().map(|(_, raw)| decode(raw, &source)).collect::<CommandResult<_>>()?,
+            None => Vec::new(),
+        };
+        pipeline.run(docs.into_iter()).map_err(CommandError::from)
+    })
+}
+
+fn known_fields(req: &Request, allowed: &[&str]) -> CommandResult<()> {
+    for k in req.body.keys().skip(1) {
+        if !allowed.contains(&k.as_str()) && !super::admin::is_generic_arg(k) {
+            return Err(CommandError::unknown_field(format!("BSON field '{}.{k}' is an unknown field.", req.name)));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reads
+// ---------------------------------------------------------------------------------------------------------
+
+const FIND_FIELDS: &[&str] = &[
+    "filter", "sort", "projection", "skip", "limit", "batchSize", "singleBatch", "hint", "collation",
+    "allowDiskUse", "noCursorTimeout", "tailable", "awaitData", "allowPartialResults", "returnKey",
+    "showRecordId", "min", "max", "let", "oplogReplay", "readOnce", "term",
+];
+
+fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    known_fields(req, FIND_FIELDS)?;
+    let ns = request_ns(req)?;
+    Stats::add(&ctx.server.stats.op_query, 1);
+    let filter = get_doc(&req.body, "filter")?.cloned();
+    let sort = get_doc(&req.body, "sort")?.filter(|s| !s.is_empty()).cloned();
+    let projection = get_doc(&req.body, "projection")?.filter(|p| !p.is_empty()).cloned();
+    let skip = match get_i64(&req.body, "skip")? {
+        Some(s) if s < 0 => return Err(CommandError::bad_value(format!("Skip value must be non-negative, but received: {s}"))),
+        s => u64::try_from(s.unwrap_or(0)).unwrap_or(0),
+    };
+    let mut single = get_bool(&req.body, "singleBatch")?.unwrap_or(false);
+    let limit = match get_i64(&req.body, "limit")? {
+        Some(l) if l < 0 => {
+            // A negative limit (legacy form) asks for a single batch of at most |limit| documents.
+            single = true;
+            Some(l.unsigned_abs())
+        }
+        Some(0) | None => None,
+        Some(l) => Some(l.unsigned_abs()),
+    };
+    let mut batch_size = batch_size_arg(&req.body, "batchSize")?;
+    if let Some(l) = limit {
+        let l = usize::try_from(l).unwrap_or(usize::MAX);
+        batch_size = Some(batch_size.map_or(l.min(DEFAULT_FIRST_BATCH.max(l)), |b| if b == 0 { 0 } else { b.min(l) }));
+        if single {
+            batch_size = Some(l);
+        }
+    }
+    let matcher = Matcher::new(filter.as_ref())?;
+    let proj = projection.as_ref().map(|p| Projection::parse(p).map_err(CommandError::from)).transpose()?;
+    let sort_spec = sort.as_ref().map(|s| SortSpec::parse(s).map_err(CommandError::from)).transpose()?;
+
+    enum Plan {
+        View,
+        Scan([u8; 16], bool),
+        Buffered(Vec<Document>),
+    }
+    let plan = ctx.server.engine.read(|cat| -> CommandResult<Plan> {
+        let Some(coll) = cat.collection(&ns) else {
+            hint_direction(&req.body, None)?;
+            return Ok(Plan::Buffered(Vec::new()));
+        };
+        if coll.is_view() {
+            return Ok(Plan::View);
+        }
+        let reverse = hint_direction(&req.body, Some(coll))?;
+        if sort_spec.is_none() && matcher.id_eq.is_none() {
+            return Ok(Plan::Scan(coll.uuid, reverse));
+        }
+        let mut docs: Vec<Document> = matcher.collect(coll, &ns, reverse, None)?.into_iter().map(|(_, _, d)| d).collect();
+        if let Some(s) = &sort_spec {
+            docs.sort_by(|a, b| s.compare(a, b));
+        }
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let mut docs: Vec<Document> = docs.into_iter().skip(skip).collect();
+        if let Some(l) = limit {
+            docs.truncate(usize::try_from(l).unwrap_or(usize::MAX));
+        }
+        if let Some(p) = &proj {
+            docs = docs.iter().map(|d| p.apply(d)).collect();
+        }
+        Ok(Plan::Buffered(docs))
+    })?;
+    let source = match plan {
+        Plan::Buffered(docs) => buffered(docs)?,
+        Plan::Scan(uuid, reverse) => {
+            let projection: Option<DocTransform> =
+                proj.map(|p| Box::new(move |d: &Document| Ok(p.apply(d))) as DocTransform);
+            CursorSource::Scan(Box::new(ScanState {
+                ns: ns.clone(),
+                uuid,
+                after: None,
+                reverse,
+                filter: matcher.filter,
+                projection,
+                skip,
+                remaining: limit,
+            }))
+        }
+        Plan::View => {
+            let mut stages = Vec::new();
+            if let Some(f) = filter.filter(|f| !f.is_empty()) {
+                stages.push(doc! { "$match": f });
+            }
+            if let Some(s) = sort {
+                stages.push(doc! { "$sort": s });
+            }
+            if skip > 0 {
+                stages.push(doc! { "$skip": i64::try_from(skip).unwrap_or(i64::MAX) });
+            }
+            if let Some(l) = limit {
+                stages.push(doc! { "$limit": i64::try_from(l).unwrap_or(i64::MAX) });
+            }
+            if let Some(p) = projection {
+                stages.push(doc! { "$project": p });
+            }
+            buffered(run_pipeline(ctx, &ns, stages)?)?
+        }
+    };
+    let cursor = Cursor { ns: ns.to_string(), db: ns.db.clone(), collection: ns.coll.clone(), source };
+    first_batch(ctx, cursor, batch_size, single)
+}
+
+fn get_more(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    Stats::add(&ctx.server.stats.op_getmore, 1);
+    let id = match req.first_value() {
+        Some(Bson::Int64(i)) => *i,
+        _ => {
+            return Err(CommandError::type_mismatch(
+                "BSON field 'getMore.getMore' is the wrong type, expected type 'long'",
+            ));
+        }
+    };
+    let coll = match req.body.get("collection") {
+        Some(Bson::String(s)) => s.clone(),
+        _ => {
+            return Err(CommandError::missing_field(
+                "BSON field 'getMore.collection' is missing but a required field",
+            ));
+        }
+    };
+    let batch_size = batch_size_arg(&req.body, "batchSize")?.filter(|b| *b > 0);
+    let mut cursor =
+        ctx.server.cursors.take(id).ok_or_else(|| CommandError::cursor_not_found(format!("cursor id {id} not found")))?;
+    if cursor.db != req.db || cursor.collection != coll {
+        let cursor_ns = cursor.ns.clone();
+        ctx.server.cursors.put_back(id, cursor);
+        return Err(CommandError::unauthorized(format!(
+            "Requested getMore on namespace '{}.{coll}', but cursor belongs to a different namespace {cursor_ns}",
+            req.db
+        )));
+    }
+    let ns = cursor.ns.clone();
+    let result = cursor.next_batch(&ctx.server.engine, batch_size, |b| {
+        let exhausted = b.exhausted;
+        let id_out = if exhausted { 0 } else { id };
+        super::raw::cursor_reply("nextBatch", b.docs.iter().map(|d| d.as_ref()), id_out, &ns).map(|r| (r, exhausted))
+    });
+    match result {
+        Ok((reply, exhausted)) => {
+            if !exhausted {
+                ctx.server.cursors.put_back(id, cursor);
+            }
+            Ok(Reply::Raw(reply))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn kill_cursors(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    request_ns(req)?;
+    let ids = match req.body.get("cursors") {
+        Some(Bson::Array(a)) => a.clone(),
+        _ => {
+            return Err(CommandError::missing_field(
+                "BSON field 'killCursors.cursors' is missing but a required field",
+            ));
+        }
+    };
+    let mut killed = Vec::new();
+    let mut not_found = Vec::new();
+    for v in ids {
+        let Bson::Int64(id) = v else {
+            return Err(CommandError::type_mismatch("BSON field 'killCursors.cursors' must contain longs"));
+        };
+        if ctx.server.cursors.kill(id) {
+            killed.push(Bson::Int64(id));
+        } else {
+            not_found.push(Bson::Int64(id));
+        }
+    }
+    Ok(ok_with(doc! { "cursorsKilled": killed, "cursorsNotFound": not_found, "cursorsAlive": [], "cursorsUnknown": [] }))
+}
+
+fn count(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    let ns = request_ns(req)?;
+    Stats::add(&ctx.server.stats.op_query, 1);
+    let query = get_doc(&req.body, "query")?.cloned();
+    let skip = match get_i64(&req.body, "skip")? {
+        Some(s) if s < 0 => return Err(CommandError::bad_value("skip value is negative in count query")),
+        s => usize::try_from(s.unwrap_or(0)).unwrap_or(usize::MAX),
+    };
+    let limit = get_i64(&req.body, "limit")?.filter(|l| *l != 0).map(|l| usize::try_from(l.unsigned_abs()).unwrap_or(usize::MAX));
+    let matcher = Matcher::new(query.as_ref())?;
+    let is_view = ctx.server.engine.read(|cat| cat.collection(&ns).is_some_and(Collection::is_view));
+    let total = if is_view {
+        let mut stages = Vec::new();
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            stages.push(doc! { "$match": q });
+        }
+        run_pipeline(ctx, &ns, stages)?.len()
+    } else {
+        ctx.server.engine.read(|cat| -> CommandResult<usize> {
+            let Some(coll) = cat.collection(&ns) else { return Ok(0) };
+            hint_direction(&req.body, Some(coll))?;
+            if matcher.filter.is_none() {
+                return Ok(coll.len());
+            }
+            Ok(matcher.collect(coll, &ns, false, None)?.len())
+        })?
+    };
+    let mut n = total.saturating_sub(skip);
+    if let Some(l) = limit {
+        n = n.min(l);
+    }
+    let n = i32::try_from(n).map(Bson::Int32).unwrap_or_else(|_| Bson::Int64(i64::try_from(n).unwrap_or(i64::MAX)));
+    Ok(ok_with(doc! { "n": n }))
+}
+
+fn distinct(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    let ns = request_ns(req)?;
+    Stats::add(&ctx.server.stats.op_query, 1);
+    let key = match req.body.get("key") {
+        Some(Bson::String(k)) => k.clone(),
+        Some(_) => return Err(CommandError::type_mismatch("BSON field 'distinct.key' is the wrong type, expected type 'string'")),
+        None => return Err(CommandError::missing_field("BSON field 'distinct.key' is missing but a required field")),
+    };
+    let query = get_doc(&req.body, "query")?.cloned();
+    let matcher = Matcher::new(query.as_ref())?;
+    let is_view = ctx.server.engine.read(|cat| cat.collection(&ns).is_some_and(Collection::is_view));
+    let mut set: BTreeSet<Key> = BTreeSet::new();
+    let mut add = |raw: &RawDocument| {
+        if let Some(vals) = path_values(raw, &key) {
+            for v in vals {
+                if !matches!(v, Bson::Undefined) {
+                    set.insert(Key(v));
+                }
+            }
+        }
+    };
+    if is_view {
+        let mut stages = Vec::new();
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            stages.push(doc! { "$match": q });
+        }
+        for d in run_pipeline(ctx, &ns, stages)? {
+            add(&encode(&d)?);
+        }
+    } else {
+        ctx.server.engine.read(|cat| -> CommandResult<()> {
+            let Some(coll) = cat.collection(&ns) else { return Ok(()) };
+            if matcher.filter.is_none() {
+                for (_, raw) in coll.iter() {
+                    add(raw);
+                }
+            } else {
+                for (_, raw, _) in matcher.collect(coll, &ns, false, None)? {
+                    add(raw);
+                }
+            }
+            Ok(())
+        })?;
+    }
+    let values: Vec<Bson> = set.into_iter().map(|k| k.0).collect();
+    Ok(ok_with(doc! { "values": values }))
+}
+
+fn aggregate(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    Stats::add(&ctx.server.stats.op_query, 1);
+    let stages: Vec<Document> = match req.body.get("pipeline") {
+        Some(Bson::Array(a)) => a
+            .iter()
+            .map(|s| match s {
+                Bson::Document(d) => Ok(d.clone()),
+                _ => Err(CommandError::type_mismatch("Each element of the 'pipeline' array must be an object")),
+            })
+            .collect::<CommandResult<_>>()?,
+        Some(_) => return Err(CommandError::type_mismatch("'pipeline' option must be specified as an array")),
+        None => return Err(CommandError::missing_field("BSON field 'aggregate.pipeline' is missing but a required field")),
+    };
+    if !req.body.contains_key("cursor") && !get_bool(&req.body, "explain")?.unwrap_or(false) {
+        return Err(CommandError::failed_to_parse(
+            "The 'cursor' option is required, except for aggregate with the explain argument",
+        ));
+    }
+    let batch_size = batch_size_arg(&req.body, "cursor")?;
+    let (ns, reply_ns) = match req.first_value() {
+        Some(Bson::String(_)) => {
+            let ns = request_ns(req)?;
+            let s = ns.to_string();
+            (Some(ns), s)
+        }
+        Some(v) if super::raw::as_i64(v) == Some(1) => (None, format!("{}.$cmd.aggregate", req.db)),
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "Invalid aggregate namespace: the first field must be a collection name or 1",
+            ));
+        }
+    };
+    // `$out` as last stage: run the rest, then replace the target collection with the output.
+    let out_target = stages.last().and_then(|s| s.get("$out")).cloned();
+    let mut stages = stages;
+    if out_target.is_some() {
+        stages.pop();
+    }
+    let docs = match &ns {
+        Some(ns) if count_pipeline(&stages).is_some() => {
+            let (query, skip, limit) = count_pipeline(&stages).unwrap_or_default();
+            count_documents(ctx, ns, query, skip, limit)?
+        }
+        Some(ns) => run_pipeline(ctx, ns, stages)?,
+        None => {
+            let pipeline = Pipeline::parse(&stages).map_err(CommandError::from)?;
+            pipeline.run(std::iter::empty()).map_err(CommandError::from)?
+        }
+    };
+    if let Some(target) = out_target {
+        let target_ns = match target {
+            Bson::String(c) => Namespace::new(&req.db, &c)?,
+            Bson::Document(d) => Namespace::new(
+                d.get_str("db").unwrap_or(&req.db),
+                d.get_str("coll").map_err(|_| CommandError::failed_to_parse("$out requires 'coll'"))?,
+            )?,
+            _ => return Err(CommandError::failed_to_parse("$out only supports a string or object argument")),
+        };
+        write_out(ctx, &target_ns, docs, write_concern_j(&req.body))?;
+        let cursor = Cursor { ns: reply_ns, db: req.db.clone(), collection: String::new(), source: buffered(Vec::new())? };
+        return first_batch(ctx, cursor, batch_size, false);
+    }
+    let collection = ns.as_ref().map(|n| n.coll.clone()).unwrap_or_else(|| "$cmd.aggregate".into());
+    let cursor = Cursor { ns: reply_ns, db: req.db.clone(), collection, source: buffered(docs)? };
+    first_batch(ctx, cursor, batch_size, false)
+}
+
+/// Recognises the pipeline drivers send for `countDocuments`:
+/// `[{$match}?, {$skip}?, {$limit}?, {$group: {_id: 1, n: {$sum: 1}}}]` → `(filter, skip, limit)`.
+fn count_pipeline(stages: &[Document]) -> Option<(Option<Document>, u64, Option<u64>)> {
+    let (last, rest) = stages.split_last()?;
+    let group = last.get_document("$group").ok()?;
+    if last.len() != 1 || group.len() != 2 || group.get("_id").and_then(super::raw::as_i64) != Some(1) {
+        return None;
+    }
+    let (field, acc) = group.iter().find(|(k, _)| k.as_str() != "_id")?;
+    if field != "n" || acc.as_document()?.get("$sum").and_then(super::raw::as_i64) != Some(1) {
+        return None;
+    }
+    let mut query = None;
+    let mut skip = 0u64;
+    let mut limit = None;
+    let mut stage_iter = rest.iter().peekable();
+    if let Some(m) = stage_iter.peek().and_then(|s| s.get_document("$match").ok()) {
+        query = Some(m.clone());
+        stage_iter.next();
+    }
+    if let Some(s) = stage_iter.peek().and_then(|s| s.get("$skip")).and_then(super::raw::as_i64) {
+        skip = u64::try_from(s).ok()?;
+        stage_iter.next();
+    }
+    if let Some(l) = stage_iter.peek().and_then(|s| s.get("$limit")).and_then(super::raw::as_i64) {
+        limit = Some(u64::try_from(l).ok()?);
+        stage_iter.next();
+    }
+    if stage_iter.next().is_some() {
+        return None;
+    }
+    Some((query, skip, limit))
+}
+
+/// `countDocuments` without a pipeline engine: `[{_id: 1, n: <count>}]`, or nothing when no document matches.
+fn count_documents(
+    ctx: &Ctx<'_>,
+    ns: &Namespace,
+    query: Option<Document>,
+    skip: u64,
+    limit: Option<u64>,
+) -> CommandResult<Vec<Document>> {
+    let matcher = Matcher::new(query.as_ref())?;
+    let total = ctx.server.engine.read(|cat| -> CommandResult<Option<usize>> {
+        match cat.collection(ns) {
+            None => Ok(Some(0)),
+            Some(c) if c.is_view() => Ok(None),
+            Some(c) if matcher.filter.is_none() => Ok(Some(c.len())),
+            Some(c) => Ok(Some(matcher.collect(c, ns, false, None)?.len())),
+        }
+    })?;
+    let Some(total) = total else {
+        let mut stages = Vec::new();
+        if let Some(q) = query {
+            stages.push(doc! { "$match": q });
+        }
+        let n = run_pipeline(ctx, ns, stages)?.len();
+        return count_result(n, skip, limit);
+    };
+    count_result(total, skip, limit)
+}
+
+fn count_result(total: usize, skip: u64, limit: Option<u64>) -> CommandResult<Vec<Document>> {
+    let mut n = u64::try_from(total).unwrap_or(u64::MAX).saturating_sub(skip);
+    if let Some(l) = limit {
+        n = n.min(l);
+    }
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let n = i32::try_from(n).map(Bson::Int32).unwrap_or_else(|_| Bson::Int64(i64::try_from(n).unwrap_or(i64::MAX)));
+    Ok(vec![doc! { "_id": 1, "n": n }])
+}
+
+fn write_out(ctx: &Ctx<'_>, target: &Namespace, docs: Vec<Document>, j: bool) -> CommandResult<()> {
+    ctx.server.engine.write(|txn| {
+        txn.set_sync(j);
+        let (options, specs) = match txn.catalog().collection(target) {
+            Some(c) if c.is_view() => return Err(view_error(target)),
+            Some(c) => (c.options.clone(), c.index_specs()),
+            None => (Document::new(), Vec::new()),
+        };
+        if txn.catalog().collection(target).is_some() {
+            txn.apply(Mutation::DropCollection { ns: target.clone() })?;
+        }
+        txn.apply(Mutation::CreateCollection { ns: target.clone(), uuid: crate::engine::new_uuid(), options })?;
+        for spec in specs.into_iter().skip(1) {
+            txn.apply(Mutation::CreateIndex { ns: target.clone(), spec })?;
+        }
+        for d in docs {
+            let raw = prepare_insert(encode(&d)?)?;
+            txn.apply(Mutation::Insert { ns: target.clone(), doc: raw })?;
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Writes
+// ---------------------------------------------------------------------------------------------------------
+
+/// Puts `_id` first (generating an ObjectId when missing) without touching the other fields' bytes.
+pub fn prepare_insert(doc: RawDocumentBuf) -> CommandResult<RawDocumentBuf> {
+    check_size(&doc)?;
+    let mut first_is_id = false;
+    let mut id_elem: Option<(usize, usize)> = None;
+    let mut offset = 4usize;
+    for (i, elem) in doc.iter_elements().enumerate() {
+        let elem = elem.map_err(|e| CommandError::bad_value(format!("invalid BSON document: {e}")))?;
+        // Each element is: type byte, key, NUL, value.
+        let elem_len = elem.key().len().saturating_add(2).saturating_add(elem.len());
+        if elem.key() == "_id" {
+            if i == 0 {
+                first_is_id = true;
+            }
+            let v = elem.value().map_err(|e| CommandError::bad_value(format!("invalid _id: {e}")))?;
+            match v {
+                bson::RawBsonRef::Array(_) => return Err(CommandError::bad_value("can't use an array for _id")),
+                bson::RawBsonRef::RegularExpression(_) => return Err(CommandError::bad_value("can't use a regex for _id")),
+                bson::RawBsonRef::Undefined => return Err(CommandError::bad_value("can't use a undefined for _id")),
+                _ => {}
+            }
+            id_elem = Some((offset, elem_len));
+            break;
+        }
+        offset = offset.saturating_add(elem_len);
+    }
+    if first_is_id {
+        return Ok(doc);
+    }
+    let bytes = doc.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() + 17);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    match id_elem {
+        Some((offset, len)) => {
+            let start = offset;
+            let end = offset.checked_add(len).ok_or_else(|| CommandError::bad_value("invalid _id element"))?;
+            let elem = bytes.get(start..end).ok_or_else(|| CommandError::bad_value("invalid _id element"))?;
+            out.extend_from_slice(elem);
+            out.extend_from_slice(bytes.get(4..start).unwrap_or_default());
+            out.extend_from_slice(bytes.get(end..).unwrap_or_default());
+        }
+        None => {
+            out.push(0x07);
+            out.extend_from_slice(b"_id\0");
+            out.extend_from_slice(&ObjectId::new().bytes());
+            out.extend_from_slice(bytes.get(4..).unwrap_or_default());
+        }
+    }
+    let len = i32::try_from(out.len()).map_err(|_| CommandError::bson_object_too_large("document too large"))?;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    let raw = RawDocumentBuf::from_bytes(out).map_err(|e| CommandError::bad_value(format!("invalid document: {e}")))?;
+    check_size(&raw)?;
+    Ok(raw)
+}
+
+/// A collection's validator, ready to check documents.
+struct Validator {
+    filter: Filter,
+    moderate: bool,
+    warn: bool,
+}
+
+impl Validator {
+    fn for_collection(coll: Option<&Collection>, bypass: bool) -> CommandResult<Option<Self>> {
+        let Some(coll) = coll else { return Ok(None) };
+        if bypass {
+            return Ok(None);
+        }
+        let Ok(v) = coll.options.get_document("validator") else { return Ok(None) };
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let level = coll.options.get_str("validationLevel").unwrap_or("strict");
+        if level == "off" {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            filter: Filter::parse(v).map_err(CommandError::from)?,
+            moderate: level == "moderate",
+            warn: coll.options.get_str("validationAction").unwrap_or("error") == "warn",
+        }))
+    }
+
+    /// Checks a new version of a document (`old` is the version it replaces, for updates).
+    fn check(&self, ns: &Namespace, new: &Document, old: Option<&Document>) -> CommandResult<()> {
+        if self.filter.matches(new) {
+            return Ok(());
+        }
+        if self.moderate && old.is_some_and(|o| !self.filter.matches(o)) {
+            return Ok(());
+        }
+        if self.warn {
+            tracing::warn!(namespace = %ns, "Document would fail validation");
+            return Ok(());
+        }
+        let id = new.get("_id").cloned().unwrap_or(Bson::Null);
+        Err(CommandError::document_validation_failure("Document failed validation")
+            .with_extra(doc! { "errInfo": { "failingDocumentId": id, "details": { "operatorName": "$and", "schemaRulesNotSatisfied": [] } } }))
+    }
+}
+
+fn write_ops_count(n: usize) -> CommandResult<()> {
+    if n == 0 || n > crate::MAX_WRITE_BATCH_SIZE {
+        return Err(CommandError::new(
+            16,
+            "InvalidLength",
+            format!("Write batch sizes must be between 1 and {}. Got {n} operations.", crate::MAX_WRITE_BATCH_SIZE),
+        ));
+    }
+    Ok(())
+}
+
+fn write_reply(mut reply: Document, errors: Vec<Document>) -> Reply {
+    if !errors.is_empty() {
+        reply.insert("writeErrors", errors);
+    }
+    ok_with(reply)
+}
+
+fn insert(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    let ns = request_ns(req)?;
+    let docs = req.documents("documents")?;
+    write_ops_count(docs.len())?;
+    let ordered = get_bool(&req.body, "ordered")?.unwrap_or(true);
+    let bypass = get_bool(&req.body, "bypassDocumentValidation")?.unwrap_or(false);
+    let j = write_concern_j(&req.body);
+    let (n, errors) = ctx.server.engine.write(|txn| {
+        txn.set_sync(j);
+        ensure_collection(txn, &ns)?;
+        let validator = Validator::for_collection(txn.catalog().collection(&ns), bypass)?;
+        let mut n = 0usize;
+        let mut errors = Vec::new();
+        for (i, raw) in docs.into_iter().enumerate() {
+            let r = prepare_insert(raw).and_then(|raw| {
+                if let Some(v) = &validator {
+                    v.check(&ns, &decode(&raw, &ns)?, None)?;
+                }
+                txn.apply(Mutation::Insert { ns: ns.clone(), doc: raw })
+            });
+            match r {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    errors.push(e.to_write_error(i));
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((n, errors))
+    })?;
+    Stats::add(&ctx.server.stats.op_insert, n);
+    Ok(write_reply(doc! { "n": i32::try_from(n).unwrap_or(i32::MAX) }, errors))
+}
+
+/// Outcome of one update statement.
+#[derive(Default)]
+struct UpdateOutcome {
+    matched: usize,
+    modified: usize,
+    upserted: Option<Bson>,
+    /// (before, after) of the first document touched, for findAndModify.
+    first: Option<(Option<Document>, Document)>,
+}
+
+/// The modification an update statement makes: operators/replacement, or an aggregation pipeline.
+enum Modifier {
+    Update(Update),
+    Pipeline(Pipeline),
+}
+
+impl Modifier {
+    fn parse(u: &Bson) -> CommandResult<Self> {
+        match u {
+            Bson::Document(d) => Ok(Modifier::Update(Update::parse(d).map_err(CommandError::from)?)),
+            Bson::Array(stages) => {
+                let stages: Vec<Document> = stages
+                    .iter()
+                    .map(|s| s.as_document().cloned().ok_or_else(|| CommandError::failed_to_parse("pipeline stages must be objects")))
+                    .collect::<CommandResult<_>>()?;
+                Ok(Modifier::Pipeline(Pipeline::parse(&stages).map_err(CommandError::from)?))
+            }
+            _ => Err(CommandError::failed_to_parse("Update argument must be either an object or an array")),
+        }
+    }
+
+    fn is_replacement(&self) -> bool {
+        matches!(self, Modifier::Update(u) if u.is_replacement())
+    }
+
+    /// Applies to `doc`; returns whether it changed.
+    fn apply(&self, doc: &mut Document, upsert_insert: bool) -> CommandResult<bool> {
+        match self {
+            Modifier::Update(u) => {
+                if u.is_replacement() {
+                    let id = doc.get("_id").cloned();
+                    let before = doc.clone();
+                    u.apply(doc, upsert_insert).map_err(CommandError::from)?;
+                    if let Some(id) = id
+                        && !doc.contains_key("_id")
+                    {
+                        let mut with_id = doc! { "_id": id };
+                        with_id.extend(std::mem::take(doc));
+                        *doc = with_id;
+                    }
+                    Ok(*doc != before)
+                } else {
+                    u.apply(doc, upsert_insert).map_err(CommandError::from)
+                }
+            }
+            Modifier::Pipeline(p) => {
+                let before = doc.clone();
+                let mut out = p.run(std::iter::once(doc.clone())).map_err(CommandError::from)?;
+                if out.len() != 1 {
+                    return Err(CommandError::bad_value("an update pipeline must produce exactly one document"));
+                }
+                *doc = out.remove(0);
+                Ok(*doc != before)
+            }
+        }
+    }
+}
+
+/// Ensures `_id` is first in a typed document, generating one if absent.
+fn id_first(doc: Document, id: Option<Bson>) -> Document {
+    let id = doc.get("_id").cloned().or(id).unwrap_or_else(|| Bson::ObjectId(ObjectId::new()));
+    let mut out = doc! { "_id": id };
+    for (k, v) in doc {
+        if k != "_id" {
+            out.insert(k, v);
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_update(
+    txn: &mut WriteTxn<'_>,
+    ns: &Namespace,
+    query: &Document,
+    modifier: &Modifier,
+    multi: bool,
+    upsert: bool,
+    sort: Option<&SortSpec>,
+    bypass: bool,
+    want_docs: bool,
+) -> CommandResult<UpdateOutcome> {
+    if multi && modifier.is_replacement() {
+        return Err(CommandError::failed_to_parse("multi update is not supported for replacement-style update"));
+    }
+    let matcher = Matcher::new(Some(query))?;
+    if txn.catalog().collection(ns).is_some_and(Collection::is_view) {
+        return Err(view_error(ns));
+    }
+    let targets: Vec<Document> = match txn.catalog().collection(ns) {
+        None => Vec::new(),
+        Some(coll) => {
+            let limit = if multi || sort.is_some() { None } else { Some(1) };
+            let mut docs: Vec<Document> = matcher.collect(coll, ns, false, limit)?.into_iter().map(|(_, _, d)| d).collect();
+            if let Some(s) = sort {
+                docs.sort_by(|a, b| s.compare(a, b));
+                if !multi {
+                    docs.truncate(1);
+                }
+            }
+            docs
+        }
+    };
+    let mut out = UpdateOutcome::default();
+    if targets.is_empty() {
+        if !upsert {
+            return Ok(out);
+        }
+        let base = match &matcher.filter {
+            Some(f) => f.equality_fields(),
+            None => Document::new(),
+        };
+        let mut doc = if modifier.is_replacement() { Document::new() } else { base.clone() };
+        modifier.apply(&mut doc, true)?;
+        if modifier.is_replacement()
+            && let Some(id) = base.get("_id")
+            && !doc.contains_key("_id")
+        {
+            doc.insert("_id", id.clone());
+        }
+        let doc = id_first(doc, None);
+        ensure_collection(txn, ns)?;
+        if let Some(v) = Validator::for_collection(txn.catalog().collection(ns), bypass)? {
+            v.check(ns, &doc, None)?;
+        }
+        let raw = prepare_insert(encode(&doc)?)?;
+        txn.apply(Mutation::Insert { ns: ns.clone(), doc: raw })?;
+        out.matched = 0;
+        out.upserted = doc.get("_id").cloned();
+        if want_docs {
+            out.first = Some((None, doc));
+        }
+        return Ok(out);
+    }
+    let validator = Validator::for_collection(txn.catalog().collection(ns), bypass)?;
+    for old in targets {
+        let mut new = old.clone();
+        let changed = modifier.apply(&mut new, false)?;
+        if new.get("_id") != old.get("_id") {
+            let shown = new.get("_id").map(crate::engine::collection::shell_repr).unwrap_or_default();
+            return Err(CommandError::new(
+                66,
+                "ImmutableField",
+                format!("After applying the update, the (immutable) field '_id' was found to have been altered to _id: {shown}"),
+            ));
+        }
+        out.matched += 1;
+        if changed {
+            if let Some(v) = &validator {
+                v.check(ns, &new, Some(&old))?;
+            }
+            let raw = encode(&new)?;
+            check_size(&raw)?;
+            txn.apply(Mutation::Upsert { ns: ns.clone(), doc: raw })?;
+            out.modified += 1;
+        }
+        if want_docs && out.first.is_none() {
+            out.first = Some((Some(old), new));
+        }
+    }
+    Ok(out)
+}
+
+fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    let ns = request_ns(req)?;
+    let statements = req.documents("updates")?;
+    write_ops_count(statements.len())?;
+    let ordered = get_bool(&req.body, "ordered")?.unwrap_or(true);
+    let bypass = get_bool(&req.body, "bypassDocumentValidation")?.unwrap_or(false);
+    let j = write_concern_j(&req.body);
+    let stmts: Vec<Document> = statements
+        .iter()
+        .map(|r| Document::try_from(r.as_ref()).map_err(|e| CommandError::failed_to_parse(format!("invalid update statement: {e}"))))
+        .collect::<CommandResult<_>>()?;
+    let (n, modified, upserted, errors) = ctx.server.engine.write(|txn| {
+        txn.set_sync(j);
+        let mut n = 0usize;
+        let mut modified = 0usize;
+        let mut upserted = Vec::new();
+        let mut errors = Vec::new();
+        for (i, st) in stmts.iter().enumerate() {
+            let r = (|| -> CommandResult<UpdateOutcome> {
+                let q = get_doc(st, "q")?.cloned().unwrap_or_default();
+                let u = st.get("u").ok_or_else(|| CommandError::missing_field("BSON field 'update.updates.u' is missing but a required field"))?;
+                let modifier = Modifier::parse(u)?;
+                let multi = get_bool(st, "multi")?.unwrap_or(false);
+                let upsert = get_bool(st, "upsert")?.unwrap_or(false);
+                if let Some(Bson::Array(_)) = st.get("arrayFilters") {
+                    // Array filters are handled by the update operators when supported.
+                }
+                apply_update(txn, &ns, &q, &modifier, multi, upsert, None, bypass, false)
+            })();
+            match r {
+                Ok(o) => {
+                    if let Some(id) = o.upserted {
+                        n += 1;
+                        upserted.push(doc! { "index": i32::try_from(i).unwrap_or(i32::MAX), "_id": id });
+                    } else {
+                        n += o.matched;
+                        modified += o.modified;
+                    }
+                }
+                Err(e) => {
+                    errors.push(e.to_write_error(i));
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((n, modified, upserted, errors))
+    })?;
+    Stats::add(&ctx.server.stats.op_update, stmts.len());
+    let mut reply = doc! {
+        "n": i32::try_from(n).unwrap_or(i32::MAX),
+        "nModified": i32::try_from(modified).unwrap_or(i32::MAX),
+    };
+    if !upserted.is_empty() {
+        reply.insert("upserted", upserted);
+    }
+    Ok(write_reply(reply, errors))
+}
+
+fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    let ns = request_ns(req)?;
+    let statements = req.documents("deletes")?;
+    write_ops_count(statements.len())?;
+    let ordered = get_bool(&req.body, "ordered")?.unwrap_or(true);
+    let j = write_concern_j(&req.body);
+    let stmts: Vec<Document> = statements
+        .iter()
+        .map(|r| Document::try_from(r.as_ref()).map_err(|e| CommandError::failed_to_parse(format!("invalid delete statement: {e}"))))
+        .collect::<CommandResult<_>>()?;
+    let (n, errors) = ctx.server.engine.write(|txn| {
+        txn.set_sync(j);
+        let mut n = 0usize;
+        let mut errors = Vec::new();
+        for (i, st) in stmts.iter().enumerate() {
+            let r = (|| -> CommandResult<usize> {
+                let q = get_doc(st, "q")?.cloned().unwrap_or_default();
+                let limit = match st.get("limit") {
+                    Some(v) => super::raw::as_i64(v).ok_or_else(|| CommandError::type_mismatch("BSON field 'delete.deletes.limit' must be a number"))?,
+                    None => return Err(CommandError::missing_field("BSON field 'delete.deletes.limit' is missing but a required field")),
+                };
+                if limit != 0 && limit != 1 {
+                    return Err(CommandError::failed_to_parse(format!("The limit field in delete objects must be 0 or 1. Got {limit}")));
+                }
+                let ids: Vec<Bson> = match txn.catalog().collection(&ns) {
+                    None => return Ok(0),
+                    Some(c) if c.is_view() => return Err(view_error(&ns)),
+                    Some(c) => {
+                        let matcher = Matcher::new(Some(&q))?;
+                        let lim = if limit == 1 { Some(1) } else { None };
+                        matcher.collect(c, &ns, false, lim)?.into_iter().filter_map(|(_, raw, _)| raw_id(raw)).collect()
+                    }
+                };
+                let count = ids.len();
+                for id in ids {
+                    txn.apply(Mutation::Delete { ns: ns.clone(), id })?;
+                }
+                Ok(count)
+            })();
+            match r {
+                Ok(c) => n += c,
+                Err(e) => {
+                    errors.push(e.to_write_error(i));
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((n, errors))
+    })?;
+    Stats::add(&ctx.server.stats.op_delete, stmts.len());
+    Ok(write_reply(doc! { "n": i32::try_from(n).unwrap_or(i32::MAX) }, errors))
+}
+
+fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    let ns = request_ns(req)?;
+    let body = &req.body;
+    let query = get_doc(body, "query")?.cloned().unwrap_or_default();
+    let sort = get_doc(body, "sort")?.filter(|s| !s.is_empty()).map(|s| SortSpec::parse(s).map_err(CommandError::from)).transpose()?;
+    let fields = get_doc(body, "fields")?.filter(|f| !f.is_empty()).map(|f| Projection::parse(f).map_err(CommandError::from)).transpose()?;
+    let remove = get_bool(body, "remove")?.unwrap_or(false);
+    let return_new = get_bool(body, "new")?.unwrap_or(false);
+    let upsert = get_bool(body, "upsert")?.unwrap_or(false);
+    let bypass = get_bool(body, "bypassDocumentValidation")?.unwrap_or(false);
+    let update = body.get("update").filter(|u| !matches!(u, Bson::Null));
+    if remove && update.is_some() {
+        return Err(CommandError::failed_to_parse("Cannot specify both an update and remove=true"));
+    }
+    if !remove && update.is_none() {
+        return Err(CommandError::failed_to_parse("Either an update or remove=true must be specified"));
+    }
+    if remove && return_new {
+        return Err(CommandError::failed_to_parse(
+            "Cannot specify both new=true and remove=true; 'remove' always returns the deleted document",
+        ));
+    }
+    if remove && upsert {
+        return Err(CommandError::failed_to_parse("Cannot specify both upsert=true and remove=true"));
+    }
+    let modifier = update.map(Modifier::parse).transpose()?;
+    let j = write_concern_j(body);
+    let (value, last_error) = ctx.server.engine.write(|txn| {
+        txn.set_sync(j);
+        if remove {
+            let Some(coll) = txn.catalog().collection(&ns) else {
+                return Ok((None, doc! { "n": 0 }));
+            };
+            if coll.is_view() {
+                return Err(view_error(&ns));
+            }
+            let matcher = Matcher::new(Some(&query))?;
+            let mut docs: Vec<Document> =
+                matcher.collect(coll, &ns, false, if sort.is_some() { None } else { Some(1) })?.into_iter().map(|(_, _, d)| d).collect();
+            if let Some(s) = &sort {
+                docs.sort_by(|a, b| s.compare(a, b));
+            }
+            let Some(doc) = docs.into_iter().next() else { return Ok((None, doc! { "n": 0 })) };
+            let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+            txn.apply(Mutation::Delete { ns: ns.clone(), id })?;
+            return Ok((Some(doc), doc! { "n": 1 }));
+        }
+        let Some(modifier) = &modifier else { return Err(CommandError::internal("update missing")) };
+        let o = apply_update(txn, &ns, &query, modifier, false, upsert, sort.as_ref(), bypass, true)?;
+        let mut last = doc! { "n": i32::from(o.first.is_some()), "updatedExisting": o.upserted.is_none() && o.matched > 0 };
+        if let Some(id) = &o.upserted {
+            last.insert("upserted", id.clone());
+        }
+        let value = match o.first {
+            None => None,
+            Some((before, after)) => {
+                if return_new { Some(after) } else { before }
+            }
+        };
+        Ok((value, last))
+    })?;
+    let value = match (value, &fields) {
+        (Some(v), Some(p)) => Bson::Document(p.apply(&v)),
+        (Some(v), None) => Bson::Document(v),
+        (None, _) => Bson::Null,
+    };
+    Ok(ok_with(doc! { "lastErrorObject": last_error, "value": value }))
+}

@@ -1,0 +1,249 @@
+//! Index commands: `createIndexes`, `listIndexes`, `dropIndexes`.
+//!
+//! Specs are stored as `{v, key, name, ...options}` with the client's key order and option value types kept,
+//! and listed with `_id_` first. Unique indexes are enforced (building one over duplicate data fails with
+//! 11000); every other index kind (text, 2dsphere, hashed, TTL, wildcard...) is kept as metadata so that it
+//! survives a dump and restore exactly.
+
+use bson::{Bson, Document, RawDocumentBuf, doc};
+
+use super::admin::{ensure_collection, request_ns, view_error, write_concern_j};
+use super::{AuthRequirement, Ctx, Registry, Reply, Request, ok_with};
+use crate::cursor::{Cursor, CursorSource};
+use crate::engine::{Collection, Mutation};
+use crate::error::{CommandError, CommandResult};
+
+/// Registers this group's commands.
+pub fn register(r: &mut Registry) {
+    use AuthRequirement::Check;
+    r.register("createIndexes", create_indexes, Check);
+    r.register("listIndexes", list_indexes, Check);
+    r.register("dropIndexes", drop_indexes, Check);
+    r.alias("deleteIndexes", "dropIndexes");
+}
+
+/// Validates a client index spec and puts it in stored form `{v, key, name, ...}`.
+pub fn normalize_spec(spec: &Document) -> CommandResult<Document> {
+    let key = match spec.get("key") {
+        Some(Bson::Document(k)) => k.clone(),
+        Some(_) => return Err(CommandError::type_mismatch("The field 'key' must be an object")),
+        None => {
+            return Err(CommandError::failed_to_parse(
+                "The 'key' field is a required property of an index specification",
+            ));
+        }
+    };
+    if key.is_empty() {
+        return Err(CommandError::cannot_create_index("Index keys cannot be empty."));
+    }
+    for (field, v) in &key {
+        let valid = match v {
+            Bson::Int32(i) => *i != 0,
+            Bson::Int64(i) => *i != 0,
+            Bson::Double(f) => *f != 0.0 && f.is_finite(),
+            Bson::Decimal128(_) => true,
+            Bson::String(s) => matches!(s.as_str(), "text" | "2d" | "2dsphere" | "hashed" | "geoHaystack" | "columnstore"),
+            _ => false,
+        };
+        if !valid || field.is_empty() {
+            return Err(CommandError::cannot_create_index(format!(
+                "Values in the index key pattern can only be numbers or strings, and numbers must be non-zero; \
+                 invalid key pattern field '{field}': {v}"
+            )));
+        }
+    }
+    let name = match spec.get("name") {
+        Some(Bson::String(n)) if !n.is_empty() => n.clone(),
+        Some(Bson::String(_)) => return Err(CommandError::cannot_create_index("index name cannot be empty")),
+        Some(_) => return Err(CommandError::type_mismatch("The field 'name' must be a string")),
+        None => {
+            return Err(CommandError::failed_to_parse(
+                "The 'name' field is a required property of an index specification",
+            ));
+        }
+    };
+    if name == "*" {
+        return Err(CommandError::bad_value("The index name '*' is not valid"));
+    }
+    let mut out = doc! { "v": spec.get("v").cloned().unwrap_or(Bson::Int32(2)), "key": key, "name": name };
+    for (k, v) in spec {
+        if !matches!(k.as_str(), "v" | "key" | "name" | "ns") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(u) = out.get("unique")
+        && !matches!(u, Bson::Boolean(_) | Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_))
+    {
+        return Err(CommandError::type_mismatch("The field 'unique' must be a boolean"));
+    }
+    Ok(out)
+}
+
+/// Options that make two specs with the same key pattern the same index.
+fn same_options(a: &Document, b: &Document) -> bool {
+    let strip = |d: &Document| {
+        let mut d = d.clone();
+        d.remove("v");
+        d.remove("name");
+        d
+    };
+    strip(a) == strip(b)
+}
+
+fn create_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    let ns = request_ns(req)?;
+    let specs = match req.body.get("indexes") {
+        Some(Bson::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|s| match s {
+                Bson::Document(d) => normalize_spec(d),
+                _ => Err(CommandError::type_mismatch("The 'indexes' array must contain objects")),
+            })
+            .collect::<CommandResult<Vec<_>>>()?,
+        Some(Bson::Array(_)) => return Err(CommandError::bad_value("Must specify at least one index to create")),
+        Some(_) => return Err(CommandError::type_mismatch("BSON field 'createIndexes.indexes' must be an array")),
+        None => {
+            return Err(CommandError::missing_field(
+                "BSON field 'createIndexes.indexes' is missing but a required field",
+            ));
+        }
+    };
+    let j = write_concern_j(&req.body);
+    let reply = ctx.server.engine.write(|txn| {
+        txn.set_sync(j);
+        let created_automatically = txn.catalog().collection(&ns).is_none();
+        ensure_collection(txn, &ns)?;
+        let before = txn.catalog().collection(&ns).map_or(0, |c| c.indexes().len());
+        let mut created = 0;
+        for spec in specs {
+            let coll = txn.catalog().collection(&ns).ok_or_else(|| CommandError::internal("collection vanished"))?;
+            if coll.is_view() {
+                return Err(view_error(&ns));
+            }
+            let name = spec.get_str("name").unwrap_or_default();
+            let key = spec.get_document("key").cloned().unwrap_or_default();
+            if let Some(existing) = coll.indexes().iter().find(|i| i.name == name) {
+                if existing.key_pattern() == key && (name == "_id_" || same_options(&existing.spec, &spec)) {
+                    continue;
+                }
+                if existing.key_pattern() == key {
+                    return Err(CommandError::index_options_conflict(format!(
+                        "An existing index has the same name as the requested index. When index names are not \
+                         specified, they are auto generated and can cause conflicts. Please refer to our \
+                         documentation. Requested index: {spec}, existing index: {}",
+                        existing.spec
+                    )));
+                }
+                return Err(CommandError::index_key_specs_conflict(format!(
+                    "An existing index has the same name as the requested index. When index names are not \
+                     specified, they are auto generated and can cause conflicts. Please refer to our \
+                     documentation. Requested index: {spec}, existing index: {}",
+                    existing.spec
+                )));
+            }
+            if let Some(existing) = coll.indexes().iter().find(|i| i.key_pattern() == key && same_options(&i.spec, &spec)) {
+                return Err(CommandError::index_options_conflict(format!(
+                    "Index already exists with a different name: {}",
+                    existing.name
+                )));
+            }
+            txn.apply(Mutation::CreateIndex { ns: ns.clone(), spec })?;
+            created += 1;
+        }
+        let after = txn.catalog().collection(&ns).map_or(0, Collection::indexes_len);
+        let mut reply = doc! {
+            "numIndexesBefore": i32::try_from(before).unwrap_or(i32::MAX),
+            "numIndexesAfter": i32::try_from(after).unwrap_or(i32::MAX),
+            "createdCollectionAutomatically": created_automatically,
+        };
+        if created == 0 {
+            reply.insert("note", "all indexes already exist");
+        }
+        Ok(reply)
+    })?;
+    Ok(ok_with(reply))
+}
+
+fn list_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    let ns = request_ns(req)?;
+    let batch_size = super::crud::batch_size_arg(&req.body, "cursor")?;
+    let specs = ctx.server.engine.read(|cat| match cat.collection(&ns) {
+        None => Err(CommandError::namespace_not_found(format!("ns does not exist: {ns}"))),
+        Some(c) if c.is_view() => Err(CommandError::command_not_supported_on_view(format!(
+            "Namespace {ns} is a view, not a collection"
+        ))),
+        Some(c) => Ok(c.index_specs()),
+    })?;
+    let mut docs = std::collections::VecDeque::new();
+    for s in specs {
+        docs.push_back(RawDocumentBuf::from_document(&s).map_err(|e| CommandError::internal(format!("encode spec: {e}")))?);
+    }
+    let cursor = Cursor {
+        ns: format!("{}.$cmd.listIndexes.{}", ns.db, ns.coll),
+        db: ns.db.clone(),
+        collection: format!("$cmd.listIndexes.{}", ns.coll),
+        source: CursorSource::Buffered(docs),
+    };
+    super::crud::first_batch(ctx, cursor, batch_size, false)
+}
+
+fn drop_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    let ns = request_ns(req)?;
+    let target = req.body.get("index").cloned().ok_or_else(|| {
+        CommandError::missing_field("BSON field 'dropIndexes.index' is missing but a required field")
+    })?;
+    let j = write_concern_j(&req.body);
+    let (was, all) = ctx.server.engine.write(|txn| {
+        txn.set_sync(j);
+        let coll = match txn.catalog().collection(&ns) {
+            None => return Err(CommandError::namespace_not_found(format!("ns not found {ns}"))),
+            Some(c) if c.is_view() => return Err(view_error(&ns)),
+            Some(c) => c,
+        };
+        let was = coll.indexes().len();
+        let mut names: Vec<String> = Vec::new();
+        let mut all = false;
+        match &target {
+            Bson::String(s) if s == "*" => {
+                all = true;
+                names = coll.indexes().iter().skip(1).map(|i| i.name.clone()).collect();
+            }
+            Bson::String(s) => names.push(s.clone()),
+            Bson::Array(a) => {
+                for v in a {
+                    match v {
+                        Bson::String(s) if s != "*" => names.push(s.clone()),
+                        _ => return Err(CommandError::type_mismatch("dropIndexes 'index' array must contain index names")),
+                    }
+                }
+            }
+            Bson::Document(k) => match coll.indexes().iter().find(|i| &i.key_pattern() == k) {
+                Some(i) => names.push(i.name.clone()),
+                None => {
+                    return Err(CommandError::index_not_found(format!(
+                        "can't find index with key: {}",
+                        crate::engine::collection::shell_repr(&Bson::Document(k.clone()))
+                    )));
+                }
+            },
+            _ => return Err(CommandError::type_mismatch("dropIndexes 'index' must be a string, object or array")),
+        }
+        for n in &names {
+            if n == "_id_" {
+                return Err(CommandError::invalid_options("cannot drop _id index"));
+            }
+            if !coll.indexes().iter().any(|i| &i.name == n) {
+                return Err(CommandError::index_not_found(format!("index not found with name [{n}]")));
+            }
+        }
+        for n in names {
+            txn.apply(Mutation::DropIndex { ns: ns.clone(), name: n })?;
+        }
+        Ok((was, all))
+    })?;
+    let mut reply = doc! { "nIndexesWas": i32::try_from(was).unwrap_or(i32::MAX) };
+    if all {
+        reply.insert("msg", "non-_id indexes dropped for collection");
+    }
+    Ok(ok_with(reply))
+}

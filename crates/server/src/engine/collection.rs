@@ -1,0 +1,509 @@
+//! One collection: documents in natural (insertion) order, the `_id` index and secondary indexes.
+//!
+//! Documents are kept as the exact bytes clients sent, in a `BTreeMap` keyed by a record id that only grows,
+//! so iterating the map is natural order and a replaced document keeps its position (as in mongod). The
+//! `_id` index maps [`Key`]s to record ids. Secondary indexes keep their spec exactly as created; unique
+//! ones also keep a key map used to reject duplicates (multikey, sparse and partial rules applied), while
+//! other kinds are metadata only. Capped collections remove their oldest documents after an insert that
+//! exceeds `size` bytes or `max` documents.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc};
+use tidemark_query::Filter;
+
+use super::key::{Key, path_values, raw_id};
+use super::namespace::Namespace;
+use crate::error::{CommandError, CommandResult};
+
+/// The kind of collection, as `listCollections` reports it in `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectionKind {
+    /// An ordinary (possibly capped or clustered) collection.
+    Collection,
+    /// A read-only view (`viewOn` + `pipeline`).
+    View,
+    /// A time series collection (options stored; data kept like a collection).
+    Timeseries,
+}
+
+impl CollectionKind {
+    /// The `type` string of `listCollections`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CollectionKind::Collection => "collection",
+            CollectionKind::View => "view",
+            CollectionKind::Timeseries => "timeseries",
+        }
+    }
+}
+
+/// A secondary (or `_id`) index.
+pub struct Index {
+    /// The spec as listed by `listIndexes` (`{v, key, name, ...options}`).
+    pub spec: Document,
+    /// Index name.
+    pub name: String,
+    /// Key pattern fields in order.
+    pub fields: Vec<String>,
+    /// Whether uniqueness is enforced.
+    pub unique: bool,
+    sparse: bool,
+    partial: Option<Filter>,
+    entries: BTreeMap<Vec<Key>, u64>,
+}
+
+impl fmt::Debug for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Index").field("spec", &self.spec).field("entries", &self.entries.len()).finish()
+    }
+}
+
+impl Index {
+    /// Builds an (empty) index from a full spec; `key` and `name` must be present.
+    pub fn from_spec(spec: Document) -> CommandResult<Self> {
+        let key = spec
+            .get_document("key")
+            .map_err(|_| CommandError::failed_to_parse("index spec requires a 'key' document"))?;
+        let name = spec
+            .get_str("name")
+            .map_err(|_| CommandError::failed_to_parse("index spec requires a 'name' string"))?
+            .to_string();
+        let fields: Vec<String> = key.keys().cloned().collect();
+        if fields.is_empty() {
+            return Err(CommandError::cannot_create_index("Index keys cannot be empty."));
+        }
+        let unique = name != "_id_" && truthy(spec.get("unique"));
+        let sparse = truthy(spec.get("sparse"));
+        let partial = match spec.get("partialFilterExpression") {
+            Some(Bson::Document(d)) => Some(Filter::parse(d).map_err(CommandError::from)?),
+            Some(_) => return Err(CommandError::type_mismatch("partialFilterExpression must be an object")),
+            None => None,
+        };
+        Ok(Self { spec, name, fields, unique, sparse, partial, entries: BTreeMap::new() })
+    }
+
+    /// The key pattern document.
+    pub fn key_pattern(&self) -> Document {
+        self.spec.get_document("key").cloned().unwrap_or_default()
+    }
+
+    /// Keys this document contributes (empty when sparse/partial rules exclude it).
+    fn keys_for(&self, doc: &RawDocument) -> CommandResult<Vec<Vec<Key>>> {
+        let mut per_field = Vec::with_capacity(self.fields.len());
+        let mut any_present = false;
+        let mut multi = 0;
+        for f in &self.fields {
+            match path_values(doc, f) {
+                Some(vals) => {
+                    any_present = true;
+                    if vals.len() > 1 {
+                        multi += 1;
+                    }
+                    per_field.push(vals);
+                }
+                None => per_field.push(vec![Bson::Null]),
+            }
+        }
+        if self.sparse && !any_present {
+            return Ok(Vec::new());
+        }
+        if let Some(filter) = &self.partial {
+            let d = Document::try_from(doc).map_err(|e| CommandError::bad_value(format!("invalid document: {e}")))?;
+            if !filter.matches(&d) {
+                return Ok(Vec::new());
+            }
+        }
+        if multi > 1 {
+            return Err(CommandError::new(
+                171,
+                "CannotIndexParallelArrays",
+                format!("cannot index parallel arrays [{}]", self.fields.join("] [")),
+            ));
+        }
+        let mut keys: Vec<Vec<Key>> = vec![Vec::new()];
+        for vals in per_field {
+            let mut next = Vec::with_capacity(keys.len() * vals.len());
+            for k in &keys {
+                for v in &vals {
+                    let mut k2 = k.clone();
+                    k2.push(Key(v.clone()));
+                    next.push(k2);
+                }
+            }
+            keys = next;
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+}
+
+fn truthy(v: Option<&Bson>) -> bool {
+    match v {
+        Some(Bson::Boolean(b)) => *b,
+        Some(Bson::Int32(i)) => *i != 0,
+        Some(Bson::Int64(i)) => *i != 0,
+        Some(Bson::Double(f)) => *f != 0.0,
+        _ => false,
+    }
+}
+
+/// A collection or view.
+pub struct Collection {
+    /// Collection UUID.
+    pub uuid: [u8; 16],
+    /// Creation options as given (after collMod changes).
+    pub options: Document,
+    /// Collection, view or time series.
+    pub kind: CollectionKind,
+    records: BTreeMap<u64, RawDocumentBuf>,
+    next_record: u64,
+    id_index: BTreeMap<Key, u64>,
+    indexes: Vec<Index>,
+    data_size: u64,
+    capped_size: Option<u64>,
+    capped_max: Option<u64>,
+}
+
+impl fmt::Debug for Collection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collection")
+            .field("options", &self.options)
+            .field("kind", &self.kind)
+            .field("count", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `_id` index spec mongod lists first for every collection.
+pub fn id_index_spec() -> Document {
+    doc! { "v": 2, "key": { "_id": 1 }, "name": "_id_" }
+}
+
+impl Collection {
+    /// Creates an empty collection from its creation options.
+    pub fn new(uuid: [u8; 16], options: Document) -> CommandResult<Self> {
+        let kind = if options.contains_key("viewOn") {
+            CollectionKind::View
+        } else if options.contains_key("timeseries") {
+            CollectionKind::Timeseries
+        } else {
+            CollectionKind::Collection
+        };
+        let capped = truthy(options.get("capped"));
+        let (capped_size, capped_max) = if capped {
+            let size = options.get("size").and_then(crate::commands::raw::as_i64).unwrap_or(0);
+            let size = u64::try_from(size).unwrap_or(0);
+            // mongod rounds the size up to a multiple of 256 bytes.
+            let size = size.div_ceil(256).saturating_mul(256).max(256);
+            let max = options
+                .get("max")
+                .and_then(crate::commands::raw::as_i64)
+                .and_then(|m| u64::try_from(m).ok())
+                .filter(|m| *m > 0);
+            (Some(size), max)
+        } else {
+            (None, None)
+        };
+        let mut indexes = Vec::new();
+        if kind != CollectionKind::View {
+            let mut spec = id_index_spec();
+            if let Some(Bson::Document(id_index)) = options.get("idIndex") {
+                // Keep extra fields given by the client (e.g. collation) but never a different key or name.
+                for (k, v) in id_index {
+                    if !matches!(k.as_str(), "key" | "name" | "v" | "ns") {
+                        spec.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            if let Some(Bson::Document(ci)) = options.get("clusteredIndex") {
+                // A clustered collection lists its clustered index instead of a plain `_id_` index.
+                let mut c = doc! { "v": ci.get("v").cloned().unwrap_or(Bson::Int32(2)), "key": { "_id": 1 } };
+                c.insert("name", ci.get("name").cloned().unwrap_or_else(|| Bson::String("_id_".into())));
+                c.insert("unique", ci.get("unique").cloned().unwrap_or(Bson::Boolean(true)));
+                c.insert("clustered", true);
+                spec = c;
+            }
+            indexes.push(Index::from_spec(spec)?);
+        }
+        Ok(Self {
+            uuid,
+            options,
+            kind,
+            records: BTreeMap::new(),
+            next_record: 1,
+            id_index: BTreeMap::new(),
+            indexes,
+            data_size: 0,
+            capped_size,
+            capped_max,
+        })
+    }
+
+    /// Whether this is a view.
+    pub fn is_view(&self) -> bool {
+        self.kind == CollectionKind::View
+    }
+
+    /// Whether the collection is capped.
+    pub fn is_capped(&self) -> bool {
+        self.capped_size.is_some()
+    }
+
+    /// Number of documents.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the collection holds no documents.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Total size of the stored documents in bytes.
+    pub fn data_size(&self) -> u64 {
+        self.data_size
+    }
+
+    /// Documents in natural order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &RawDocumentBuf)> {
+        self.records.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// Documents after (`reverse == false`) or before (`reverse == true`) a record id, in scan order.
+    pub fn scan_from(&self, after: Option<u64>, reverse: bool) -> Box<dyn Iterator<Item = (u64, &RawDocumentBuf)> + '_> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        match (after, reverse) {
+            (None, false) => Box::new(self.records.iter().map(|(k, v)| (*k, v))),
+            (None, true) => Box::new(self.records.iter().rev().map(|(k, v)| (*k, v))),
+            (Some(a), false) => Box::new(self.records.range((Excluded(a), Unbounded)).map(|(k, v)| (*k, v))),
+            (Some(a), true) => Box::new(self.records.range(..a).rev().map(|(k, v)| (*k, v))),
+        }
+    }
+
+    /// The record holding the document with this `_id`.
+    pub fn find_id(&self, id: &Bson) -> Option<(u64, &RawDocumentBuf)> {
+        let rec = *self.id_index.get(&Key(id.clone()))?;
+        self.records.get(&rec).map(|d| (rec, d))
+    }
+
+    /// A document by record id.
+    pub fn get(&self, record: u64) -> Option<&RawDocumentBuf> {
+        self.records.get(&record)
+    }
+
+    /// Index specs in creation order (`_id_` first).
+    pub fn index_specs(&self) -> Vec<Document> {
+        self.indexes.iter().map(|i| i.spec.clone()).collect()
+    }
+
+    /// The indexes (`_id_` first).
+    pub fn indexes(&self) -> &[Index] {
+        &self.indexes
+    }
+
+    /// Number of indexes.
+    pub fn indexes_len(&self) -> usize {
+        self.indexes.len()
+    }
+
+    fn check_unique(&self, ns: &Namespace, doc: &RawDocument, own: Option<u64>) -> CommandResult<Vec<Vec<Vec<Key>>>> {
+        let id = raw_id(doc).ok_or_else(|| CommandError::internal(format!("document for {ns} has no _id")))?;
+        if matches!(id, Bson::Array(_)) {
+            return Err(CommandError::new(2, "BadValue", "can't use an array for _id"));
+        }
+        if let Some(rec) = self.id_index.get(&Key(id.clone()))
+            && Some(*rec) != own
+        {
+            return Err(dup_key_error(ns, "_id_", &doc! {"_id": 1}, &[Key(id)]));
+        }
+        let mut all = Vec::with_capacity(self.indexes.len());
+        for idx in &self.indexes {
+            if !idx.unique {
+                all.push(Vec::new());
+                continue;
+            }
+            let keys = idx.keys_for(doc)?;
+            for k in &keys {
+                if let Some(rec) = idx.entries.get(k)
+                    && Some(*rec) != own
+                {
+                    return Err(dup_key_error(ns, &idx.name, &idx.key_pattern(), k));
+                }
+            }
+            all.push(keys);
+        }
+        Ok(all)
+    }
+
+    /// Inserts a document with an `_id`, enforcing unique indexes; returns its record id.
+    pub fn insert(&mut self, ns: &Namespace, doc: RawDocumentBuf) -> CommandResult<u64> {
+        let rec = self.next_record;
+        self.insert_at(ns, rec, doc)?;
+        Ok(rec)
+    }
+
+    /// Inserts at a given record id (used to undo a delete).
+    pub(crate) fn insert_at(&mut self, ns: &Namespace, rec: u64, doc: RawDocumentBuf) -> CommandResult<()> {
+        if self.is_view() {
+            return Err(CommandError::command_not_supported_on_view(format!("Namespace {ns} is a view, not a collection")));
+        }
+        let keys = self.check_unique(ns, &doc, None)?;
+        let id = raw_id(&doc).ok_or_else(|| CommandError::internal(format!("document for {ns} has no _id")))?;
+        self.id_index.insert(Key(id), rec);
+        for (idx, ks) in self.indexes.iter_mut().zip(keys) {
+            for k in ks {
+                idx.entries.insert(k, rec);
+            }
+        }
+        self.data_size = self.data_size.saturating_add(len_u64(&doc));
+        self.records.insert(rec, doc);
+        self.next_record = self.next_record.max(rec.saturating_add(1));
+        Ok(())
+    }
+
+    /// Replaces the document at `rec`, keeping its position; returns the old document.
+    pub fn replace(&mut self, ns: &Namespace, rec: u64, doc: RawDocumentBuf) -> CommandResult<RawDocumentBuf> {
+        let old_id = self.records.get(&rec).and_then(|d| raw_id(d));
+        let new_id = raw_id(&doc);
+        if old_id.is_none() {
+            return Err(CommandError::internal(format!("record {rec} missing in {ns}")));
+        }
+        let keys = self.check_unique(ns, &doc, Some(rec))?;
+        let old = self.remove(rec).ok_or_else(|| CommandError::internal(format!("record {rec} missing in {ns}")))?;
+        debug_assert!(new_id.is_some());
+        if let Some(id) = new_id {
+            self.id_index.insert(Key(id), rec);
+        }
+        for (idx, ks) in self.indexes.iter_mut().zip(keys) {
+            for k in ks {
+                idx.entries.insert(k, rec);
+            }
+        }
+        self.data_size = self.data_size.saturating_add(len_u64(&doc));
+        self.records.insert(rec, doc);
+        Ok(old)
+    }
+
+    /// Removes the document at `rec`.
+    pub fn remove(&mut self, rec: u64) -> Option<RawDocumentBuf> {
+        let doc = self.records.remove(&rec)?;
+        if let Some(id) = raw_id(&doc) {
+            self.id_index.remove(&Key(id));
+        }
+        for idx in &mut self.indexes {
+            if idx.unique
+                && let Ok(keys) = idx.keys_for(&doc)
+            {
+                for k in keys {
+                    if idx.entries.get(&k) == Some(&rec) {
+                        idx.entries.remove(&k);
+                    }
+                }
+            }
+        }
+        self.data_size = self.data_size.saturating_sub(len_u64(&doc));
+        Some(doc)
+    }
+
+    /// Record ids a capped collection must remove (oldest first) after an insert, never `keep`.
+    pub fn capped_excess(&self, keep: u64) -> Vec<u64> {
+        let Some(size) = self.capped_size else { return Vec::new() };
+        let mut count = self.records.len() as u64;
+        let mut bytes = self.data_size;
+        let mut out = Vec::new();
+        for (rec, doc) in &self.records {
+            let over = bytes > size || self.capped_max.is_some_and(|m| count > m);
+            if !over || *rec == keep {
+                break;
+            }
+            out.push(*rec);
+            count -= 1;
+            bytes = bytes.saturating_sub(len_u64(doc));
+        }
+        out
+    }
+
+    /// Adds an index, building it over existing documents (fails with 11000 on duplicates for unique ones).
+    pub fn create_index(&mut self, ns: &Namespace, spec: Document) -> CommandResult<()> {
+        let mut idx = Index::from_spec(spec)?;
+        if idx.unique {
+            for (rec, doc) in &self.records {
+                for k in idx.keys_for(doc)? {
+                    if idx.entries.contains_key(&k) {
+                        return Err(dup_key_error(ns, &idx.name, &idx.key_pattern(), &k));
+                    }
+                    idx.entries.insert(k, *rec);
+                }
+            }
+        }
+        self.indexes.push(idx);
+        Ok(())
+    }
+
+    /// Removes an index by name, returning it and its position.
+    pub(crate) fn take_index(&mut self, name: &str) -> Option<(usize, Index)> {
+        let pos = self.indexes.iter().position(|i| i.name == name)?;
+        Some((pos, self.indexes.remove(pos)))
+    }
+
+    /// Puts an index back at a position (undo of a drop).
+    pub(crate) fn restore_index(&mut self, pos: usize, idx: Index) {
+        let pos = pos.min(self.indexes.len());
+        self.indexes.insert(pos, idx);
+    }
+
+    /// Replaces an index spec in place, returning the old spec.
+    pub(crate) fn set_index_spec(&mut self, spec: Document) -> CommandResult<Document> {
+        let name = spec.get_str("name").map_err(|_| CommandError::failed_to_parse("index spec without name"))?;
+        let idx = self
+            .indexes
+            .iter_mut()
+            .find(|i| i.name == name)
+            .ok_or_else(|| CommandError::index_not_found(format!("cannot find index {name}")))?;
+        Ok(std::mem::replace(&mut idx.spec, spec))
+    }
+}
+
+fn len_u64(d: &RawDocumentBuf) -> u64 {
+    d.as_bytes().len() as u64
+}
+
+/// Builds mongod's duplicate key error (code 11000) with `keyPattern` and `keyValue`.
+pub fn dup_key_error(ns: &Namespace, index: &str, pattern: &Document, key: &[Key]) -> CommandError {
+    let mut key_value = Document::new();
+    let mut shown = Vec::new();
+    for (field, k) in pattern.keys().zip(key) {
+        key_value.insert(field.clone(), k.0.clone());
+        shown.push(format!("{field}: {}", shell_repr(&k.0)));
+    }
+    let message =
+        format!("E11000 duplicate key error collection: {ns} index: {index} dup key: {{ {} }}", shown.join(", "));
+    CommandError::duplicate_key(message).with_extra(doc! { "keyPattern": pattern.clone(), "keyValue": key_value })
+}
+
+/// Renders a value roughly as mongod's `BSONObj::toString` does in error messages.
+pub fn shell_repr(v: &Bson) -> String {
+    match v {
+        Bson::String(s) => format!("\"{s}\""),
+        Bson::ObjectId(o) => format!("ObjectId('{o}')"),
+        Bson::Int32(i) => i.to_string(),
+        Bson::Int64(i) => i.to_string(),
+        Bson::Double(f) if f.fract() == 0.0 && f.is_finite() => format!("{f:.1}"),
+        Bson::Double(f) => f.to_string(),
+        Bson::Null => "null".to_string(),
+        Bson::Undefined => "undefined".to_string(),
+        Bson::Boolean(b) => b.to_string(),
+        Bson::Document(d) => {
+            let parts: Vec<String> = d.iter().map(|(k, v)| format!("{k}: {}", shell_repr(v))).collect();
+            if parts.is_empty() { "{}".to_string() } else { format!("{{ {} }}", parts.join(", ")) }
+        }
+        Bson::Array(a) => {
+            let parts: Vec<String> = a.iter().map(shell_repr).collect();
+            format!("[ {} ]", parts.join(", "))
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,169 @@
+//! `tidemark-server`: a MongoDB-wire-compatible server with mongod-like options.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tidemark_server::commands::ServerState;
+use tidemark_server::storage::{Storage, StorageOptions};
+use tidemark_server::{Engine, ServerConfig};
+
+/// Command-line options, named as mongod's.
+#[derive(Debug, Parser)]
+#[command(name = "tidemark-server", version, about = "A MongoDB-wire-compatible server")]
+struct Args {
+    /// TCP port to listen on.
+    #[arg(long, default_value_t = 27017)]
+    port: u16,
+    /// IP address to bind (only the first of a comma-separated list is used).
+    #[arg(long = "bind_ip", default_value = "127.0.0.1")]
+    bind_ip: String,
+    /// Data directory; without it, data lives in memory only.
+    #[arg(long)]
+    dbpath: Option<PathBuf>,
+    /// Disable the journal.
+    #[arg(long)]
+    nojournal: bool,
+    /// Require authentication.
+    #[arg(long)]
+    auth: bool,
+    /// Log to this file instead of stderr.
+    #[arg(long)]
+    logpath: Option<PathBuf>,
+    /// Replica set name.
+    #[arg(long = "replSet")]
+    repl_set: Option<String>,
+    /// Oplog size in megabytes.
+    #[arg(long = "oplogSizeMB")]
+    oplog_size_mb: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let ip_text = args.bind_ip.split(',').next().unwrap_or("127.0.0.1").trim();
+    let bind_ip: IpAddr = match ip_text {
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        other => match other.parse() {
+            Ok(ip) => ip,
+            Err(e) => {
+                eprintln!("error: invalid --bind_ip '{other}': {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if let Err(e) = init_logging(args.logpath.as_ref()) {
+        eprintln!("error: cannot open log file: {e}");
+        return ExitCode::from(2);
+    }
+    let config = ServerConfig {
+        bind_ip,
+        port: args.port,
+        dbpath: args.dbpath,
+        nojournal: args.nojournal,
+        auth: args.auth,
+        logpath: args.logpath,
+        repl_set: args.repl_set,
+        oplog_size_mb: args.oplog_size_mb,
+        ..ServerConfig::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let engine = Arc::new(Engine::new());
+        // Like mongod, take the dbpath (lock file, recovery) before listening.
+        let storage = match &config.dbpath {
+            Some(dbpath) => {
+                let options = StorageOptions {
+                    journal: !config.nojournal,
+                    ..StorageOptions::default()
+                };
+                match Storage::open(dbpath, &options, &engine) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open the data directory");
+                        eprintln!("error: {e}");
+                        // mongod's exit code for a storage start-up failure (e.g. DBPathInUse).
+                        return ExitCode::from(100);
+                    }
+                }
+            }
+            None => None,
+        };
+        let addr = SocketAddr::new(config.bind_ip, config.port);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot bind");
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut state = ServerState::new(config, Arc::clone(&engine));
+        if let Some(s) = &storage {
+            state = state.with_storage(Arc::clone(s));
+        }
+        let state = Arc::new(state);
+        let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(address = %bound, "Waiting for connections");
+        tidemark_server::net::serve(listener, state, shutdown_signal()).await;
+        tracing::info!("shutting down");
+        if let Some(s) = storage {
+            // Final checkpoint and a clean mongod.lock; blocking file I/O, off the async workers.
+            let result = tokio::task::spawn_blocking(move || s.shutdown(&engine)).await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "clean shutdown of the data directory failed");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "clean shutdown of the data directory failed");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM: both shut down cleanly, as with mongod.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(logpath: Option<&PathBuf>) -> std::io::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match logpath {
+        Some(p) => {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(Arc::new(file)).init();
+        }
+        None => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
