@@ -15,6 +15,11 @@
 //! Errors are [`QueryError`]s carrying MongoDB's own error codes and messages, so the server can
 //! return them to clients unchanged.
 //!
+//! Not provided (rejected with a clear error rather than answered wrongly): `$where`, `$text`,
+//! geospatial operators, the `$slice`/`$elemMatch`/`$meta` projection operators, and aggregation
+//! stages that need other collections or server state (`$lookup`, `$out`, `$merge`, ...), which
+//! belong to the server.
+//!
 //! Everything works on typed [`bson::Document`]s: each piece is parsed once (validating the
 //! specification the way MongoDB does) and then applied to any number of documents.
 //!

@@ -8,7 +8,8 @@
 //! `additionalProperties`, `patternProperties`, `minProperties`, `maxProperties`, `minimum`,
 //! `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `multipleOf`, `enum`, `minLength`,
 //! `maxLength`, `pattern`, `items`, `additionalItems`, `minItems`, `maxItems`, `uniqueItems`,
-//! `allOf`, `anyOf`, `oneOf`, `not`, and the annotations `title` and `description`.
+//! `allOf`, `anyOf`, `oneOf`, `not`, `dependencies`, and the annotations `title` and
+//! `description`.
 
 use std::cmp::Ordering;
 
@@ -47,6 +48,15 @@ pub(crate) struct Schema {
     any_of: Option<Vec<Schema>>,
     one_of: Option<Vec<Schema>>,
     not: Option<Box<Schema>>,
+    dependencies: Vec<(String, Dependency)>,
+}
+
+/// `dependencies`: when a field is present, other fields must be too, or the document must
+/// also satisfy a schema.
+#[derive(Debug, Clone)]
+enum Dependency {
+    Fields(Vec<String>),
+    Schema(Box<Schema>),
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +243,20 @@ impl Schema {
                 "anyOf" => s.any_of = Some(schema_list(keyword, value)?),
                 "oneOf" => s.one_of = Some(schema_list(keyword, value)?),
                 "not" => s.not = Some(Box::new(Schema::parse(schema_doc(keyword, value)?)?)),
+                "dependencies" => {
+                    for (field, dependency) in schema_doc(keyword, value)? {
+                        let dependency = match dependency {
+                            Bson::Document(d) => Dependency::Schema(Box::new(Schema::parse(d)?)),
+                            Bson::Array(_) => Dependency::Fields(string_or_strings(keyword, dependency)?),
+                            _ => {
+                                return Err(schema_error(format!(
+                                    "Expected dependency '{field}' of $jsonSchema keyword 'dependencies' to be an object or an array of strings"
+                                )));
+                            }
+                        };
+                        s.dependencies.push((field.clone(), dependency));
+                    }
+                }
                 "title" | "description" => {
                     if !matches!(value, Bson::String(_)) {
                         return Err(schema_error(format!(
@@ -376,6 +400,19 @@ impl Schema {
     fn check_document(&self, doc: &Document) -> bool {
         if !self.required.iter().all(|f| doc.contains_key(f)) {
             return false;
+        }
+        for (field, dependency) in &self.dependencies {
+            if doc.contains_key(field) {
+                let ok = match dependency {
+                    Dependency::Fields(fields) => fields.iter().all(|f| doc.contains_key(f)),
+                    Dependency::Schema(schema) => {
+                        schema.check_type_of_document() && schema.check_common(&Bson::Null, Some(doc))
+                    }
+                };
+                if !ok {
+                    return false;
+                }
+            }
         }
         let len = doc.len();
         if self.min_properties.is_some_and(|m| len < m) || self.max_properties.is_some_and(|m| len > m) {

@@ -82,7 +82,12 @@ impl SortSpec {
         }
         let keys: Vec<Vec<Bson>> = docs
             .iter()
-            .map(|d| self.keys.iter().map(|(parts, asc)| sort_key(d, parts, *asc).clone()).collect())
+            .map(|d| {
+                self.keys
+                    .iter()
+                    .map(|(parts, asc)| sort_key(d, parts, *asc).clone())
+                    .collect()
+            })
             .collect();
         let mut order: Vec<usize> = (0..docs.len()).collect();
         order.sort_by(|&i, &j| {

@@ -14,11 +14,6 @@ use tidemark_query::{Filter, Update, identical_documents};
 fn fixture() -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/fixtures/mongo-tools/mongorestore/testdata/transactions.json");
-    let path = if path.exists() {
-        path
-    } else {
-        PathBuf::from("/work/shared/fixtures/mongo-tools/mongorestore/testdata/transactions.json")
-    };
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).expect("transactions.json is JSON")
 }

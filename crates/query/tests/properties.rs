@@ -221,6 +221,10 @@ proptest! {
         }
         let mut sorted = docs.clone();
         sorted.sort_by(|a, b| spec.compare(a, b));
+        // The key-caching sort gives the same (stable) order as sorting by `compare`.
+        let mut cached = docs.clone();
+        spec.sort(&mut cached);
+        prop_assert!(sorted.iter().zip(&cached).all(|(x, y)| identical_documents(x, y)));
         for i in 0..sorted.len() {
             for j in i..sorted.len() {
                 prop_assert_ne!(spec.compare(&sorted[i], &sorted[j]), Ordering::Greater);
