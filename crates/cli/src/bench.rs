@@ -45,7 +45,11 @@ enum What {
 
 pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     match &args.what {
-        What::Format { size_mib, dir, collections } => bench_format(*size_mib, dir.as_deref(), (*collections).max(1)),
+        What::Format {
+            size_mib,
+            dir,
+            collections,
+        } => bench_format(*size_mib, dir.as_deref(), (*collections).max(1)),
     }
 }
 
@@ -66,7 +70,7 @@ fn document(i: u64) -> RawDocumentBuf {
         "seq": i64::try_from(i).unwrap_or(i64::MAX),
         "name": format!("customer-{i:012}-{}", "x".repeat(40)),
         "score": i as f64 / 7.0,
-        "active": i % 3 == 0,
+        "active": i.is_multiple_of(3),
         "created": bson::DateTime::from_millis(1_700_000_000_000 + i64::try_from(i).unwrap_or(0)),
         "tags": ["alpha", "beta", format!("t{}", i % 97)],
         "address": { "street": "1 Main Street", "city": "Springfield", "zip": i32::try_from(i % 99_999).unwrap_or(0) },
@@ -113,47 +117,105 @@ fn bench_format(size_mib: u64, dir: Option<&Path>, collections: usize) -> Result
     let mut figures = Vec::new();
     let archive_path = scratch.path().join("bench.archive");
     let (bytes, secs) = timed(|| write_archive(&archive_path, &names, per_collection, &batch, false))?;
-    figures.push(Figure { what: "archive write", bytes, seconds: secs });
+    figures.push(Figure {
+        what: "archive write",
+        bytes,
+        seconds: secs,
+    });
     let (bytes, secs) = timed(|| read_archive(&archive_path, false))?;
-    figures.push(Figure { what: "archive read + CRC check", bytes, seconds: secs });
+    figures.push(Figure {
+        what: "archive read + CRC check",
+        bytes,
+        seconds: secs,
+    });
     let archive_len = std::fs::metadata(&archive_path)?.len();
     let ((), secs) = timed(|| cat(&archive_path))?;
-    figures.push(Figure { what: "cat archive > /dev/null", bytes: archive_len, seconds: secs });
+    figures.push(Figure {
+        what: "cat archive > /dev/null",
+        bytes: archive_len,
+        seconds: secs,
+    });
     let cat_secs = secs;
     let read_secs = figures[1].seconds;
 
     let dump_dir = scratch.path().join("dump");
     let (bytes, secs) = timed(|| write_directory(&dump_dir, &names, per_collection, &batch))?;
-    figures.push(Figure { what: "directory write", bytes, seconds: secs });
+    figures.push(Figure {
+        what: "directory write",
+        bytes,
+        seconds: secs,
+    });
     let (bytes, secs) = timed(|| read_directory(&dump_dir))?;
-    figures.push(Figure { what: "directory read", bytes, seconds: secs });
+    figures.push(Figure {
+        what: "directory read",
+        bytes,
+        seconds: secs,
+    });
     std::fs::remove_dir_all(&dump_dir)?;
     std::fs::remove_file(&archive_path)?;
 
     let gz_path = scratch.path().join("bench.archive.gz");
     let (bytes, secs) = timed(|| write_archive(&gz_path, &names, per_collection, &batch, true))?;
-    figures.push(Figure { what: "archive write, gzip", bytes, seconds: secs });
+    figures.push(Figure {
+        what: "archive write, gzip",
+        bytes,
+        seconds: secs,
+    });
     let (bytes, secs) = timed(|| read_archive(&gz_path, true))?;
-    figures.push(Figure { what: "archive read, gzip", bytes, seconds: secs });
+    figures.push(Figure {
+        what: "archive read, gzip",
+        bytes,
+        seconds: secs,
+    });
     let gz_len = std::fs::metadata(&gz_path)?.len();
 
     println!("{:<28} {:>12} {:>10} {:>10}", "operation", "bytes", "seconds", "MB/s");
     for f in &figures {
-        println!("{:<28} {:>12} {:>10.3} {:>10.1}", f.what, f.bytes, f.seconds, f.mb_per_s());
+        println!(
+            "{:<28} {:>12} {:>10.3} {:>10.1}",
+            f.what,
+            f.bytes,
+            f.seconds,
+            f.mb_per_s()
+        );
     }
-    println!("archive read time / cat time: {:.2}x (target <= 2x)", read_secs / cat_secs.max(1e-9));
+    println!(
+        "archive read time / cat time: {:.2}x (target <= 2x)",
+        read_secs / cat_secs.max(1e-9)
+    );
     println!("gzip ratio: {:.2}", archive_len as f64 / gz_len.max(1) as f64);
     Ok(())
 }
 
-fn write_archive(path: &Path, names: &[String], per_collection: u64, batch: &[RawDocumentBuf], gzip: bool) -> anyhow::Result<u64> {
+fn write_archive(
+    path: &Path,
+    names: &[String],
+    per_collection: u64,
+    batch: &[RawDocumentBuf],
+    gzip: bool,
+) -> anyhow::Result<u64> {
     let entries: Vec<PreludeEntry> = names
         .iter()
-        .map(|n| Ok(PreludeEntry::new("bench", n.clone(), Metadata::new(n.clone()).to_json()?, "collection")))
+        .map(|n| {
+            Ok(PreludeEntry::new(
+                "bench",
+                n.clone(),
+                Metadata::new(n.clone()).to_json()?,
+                "collection",
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
-    let header = ArchiveHeader::new(i32::try_from(names.len()).unwrap_or(i32::MAX), "7.0.16", "tidemark-bench");
+    let header = ArchiveHeader::new(
+        i32::try_from(names.len()).unwrap_or(i32::MAX),
+        "7.0.16",
+        "tidemark-bench",
+    );
     let file = BufWriter::with_capacity(1 << 20, File::create(path)?);
-    let out: Box<dyn Write> = if gzip { Box::new(archive::gzip::gzip_writer(file)) } else { Box::new(file) };
+    let out: Box<dyn Write> = if gzip {
+        Box::new(archive::gzip::gzip_writer(file))
+    } else {
+        Box::new(file)
+    };
     let mut writer = ArchiveWriter::new(out, &header, &entries)?;
     let mut bytes = 0u64;
     // Interleave collections in 1000-document runs, as parallel dumpers would.
@@ -177,7 +239,11 @@ fn write_archive(path: &Path, names: &[String], per_collection: u64, batch: &[Ra
 
 fn read_archive(path: &Path, gzip: bool) -> anyhow::Result<u64> {
     let file = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let input: Box<dyn std::io::Read> = if gzip { Box::new(archive::gzip::gzip_reader(file)) } else { Box::new(file) };
+    let input: Box<dyn std::io::Read> = if gzip {
+        Box::new(archive::gzip::gzip_reader(file))
+    } else {
+        Box::new(file)
+    };
     let mut reader = ArchiveReader::new(input)?;
     let mut bytes = 0u64;
     while let Some(event) = reader.next_event_ref()? {
@@ -189,14 +255,23 @@ fn read_archive(path: &Path, gzip: bool) -> anyhow::Result<u64> {
 }
 
 fn cat(path: &Path) -> anyhow::Result<()> {
-    let status = Command::new("cat").arg(path).stdout(Stdio::null()).status().context("run cat")?;
+    let status = Command::new("cat")
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .context("run cat")?;
     if !status.success() {
         bail!("cat failed: {status}");
     }
     Ok(())
 }
 
-fn write_directory(root: &Path, names: &[String], per_collection: u64, batch: &[RawDocumentBuf]) -> anyhow::Result<u64> {
+fn write_directory(
+    root: &Path,
+    names: &[String],
+    per_collection: u64,
+    batch: &[RawDocumentBuf],
+) -> anyhow::Result<u64> {
     let writer = DumpWriter::new(root, false);
     let mut bytes = 0u64;
     for name in names {

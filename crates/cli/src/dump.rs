@@ -308,6 +308,11 @@ impl Bars {
         }
     }
 
+    /// Sets the expected total of documents (for the ETA).
+    pub(crate) fn set_total(&self, total: u64) {
+        self.total.set_length(total);
+    }
+
     pub(crate) fn done(&self) {
         self.total.finish_and_clear();
         let _ = self.multi.clear();
@@ -417,8 +422,10 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     runtime()?.block_on(async {
         let client = tidemark_core::connection::connect(&conn, "tidemark-dump").await?;
         let quiet = args.output.quiet;
-        let plan = plan_dump(&client, &options, &tidemark_core::NoProgress).await?;
+        let bars = Arc::new(Bars::new(quiet, None));
+        let plan = plan_dump(&client, &options, bars.as_ref()).await?;
         if args.output.dry_run {
+            bars.done();
             eprint!("{plan}");
             return Ok(());
         }
@@ -429,8 +436,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
                 }
             }
         }
-        let total = plan.collections.iter().filter_map(|c| c.estimated_count).sum();
-        let bars = Arc::new(Bars::new(quiet, Some(total)));
+        bars.set_total(plan.collections.iter().filter_map(|c| c.estimated_count).sum());
         let summary = run_dump(&client, &plan, &options, bars.clone()).await;
         bars.done();
         let summary = summary?;

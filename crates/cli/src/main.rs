@@ -12,6 +12,7 @@
 mod bench;
 mod bsondump;
 mod convert;
+mod demo;
 mod dump;
 mod inspect;
 mod restore;
@@ -30,6 +31,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole story on an embedded server: load data, dump, verify, restore, prove the copy exact.
+    Demo(demo::Args),
     /// Print BSON files as Extended JSON, one document per line (like `bsondump`).
     Bsondump(bsondump::Args),
     /// Dump databases into a directory or archive, like `mongodump` (same options and formats).
@@ -91,6 +94,7 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
         Command::Bsondump(args) => bsondump::run(&args),
         Command::Dump(args) => dump::run(&args),
         Command::Restore(args) => restore::run(&args),

@@ -5,7 +5,9 @@
 
 mod dump_support;
 
-use dump_support::{Server, assert_same_snapshot, fixture, pymongo, restore_counts, snapshot, stderr, tidemark};
+use dump_support::{
+    Server, assert_same_snapshot, check_archive, fixture, pymongo, restore_counts, snapshot, stderr, tidemark,
+};
 
 fn seed(uri: &str) {
     let out = tidemark(&[
@@ -225,4 +227,176 @@ print("ok")
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(restore_counts(&out), (6000, 0));
     assert_same_snapshot(&snapshot(&target.uri), &snapshot(&source.uri));
+}
+
+#[test]
+fn archive_structure_passes_an_independent_reader() {
+    let source = Server::start();
+    seed(&source.uri);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("dump.archive");
+    // To stdout, as `--archive` without a value does; progress must stay on stderr.
+    let out = tidemark(&["dump", &source.uri, "--archive", "-j", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(&archive, &out.stdout).unwrap();
+    let listing = check_archive(&source.uri, &archive);
+    assert_eq!(
+        listing.lines().collect::<Vec<_>>(),
+        [
+            "db1.c1 100",
+            "db1.c2 0",
+            "db1.c3 0",
+            "db1.c4 10",
+            "db2.c1 0",
+            "shop.big_orders 0",
+            "shop.empty 0",
+            "shop.orders 250"
+        ]
+    );
+    // And restore it from stdin.
+    let target = Server::start();
+    let out = dump_support::tidemark_stdin(&["restore", &target.uri, "--archive"], Some(&archive));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(restore_counts(&out), (360, 0));
+    assert_same_snapshot(&snapshot(&target.uri), &snapshot(&source.uri));
+}
+
+#[test]
+fn views_as_collections_and_excludes() {
+    let source = Server::start();
+    seed(&source.uri);
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = tidemark(&[
+        "dump",
+        &source.uri,
+        "-d",
+        "shop",
+        "--viewsAsCollections",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // FORMATS.md 1.4: only views, dumped as data; metadata without viewOn/pipeline.
+    let shop = out_dir.join("shop");
+    assert!(!shop.join("orders.bson").exists());
+    let meta = std::fs::read_to_string(shop.join("big_orders.metadata.json")).unwrap();
+    assert_eq!(meta, r#"{"indexes":[],"collectionName":"big_orders","type":"view"}"#);
+    let n = pymongo(
+        &source.uri,
+        &format!(
+            "print(len(bson.decode_all(open({:?}, 'rb').read())))",
+            shop.join("big_orders.bson").to_str().unwrap()
+        ),
+    );
+    assert_eq!(n.trim(), "199");
+
+    let out_dir = dir.path().join("out2");
+    let out = tidemark(&[
+        "dump",
+        &source.uri,
+        "--db",
+        "db1",
+        "--excludeCollection",
+        "c1",
+        "--excludeCollectionsWithPrefix",
+        "c3",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut files: Vec<String> = std::fs::read_dir(out_dir.join("db1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "c2.bson",
+            "c2.metadata.json",
+            "c4.bson",
+            "c4.metadata.json",
+            "prelude.json"
+        ]
+    );
+}
+
+#[test]
+fn dump_of_a_restored_mongodump_fixture_reproduces_its_files() {
+    // collMod_ttl_index was written by a real mongodump: restoring it and dumping it again must
+    // give the same data bytes and the same metadata text (the UUID aside: the server assigns a
+    // new one).
+    let server = Server::start();
+    let fixture_dir = fixture("mongorestore/testdata/collMod_ttl_index");
+    let out = tidemark(&[
+        "restore",
+        &server.uri,
+        fixture_dir.to_str().unwrap(),
+        "--nsInclude",
+        "mongodump_test_db.*",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(restore_counts(&out), (10, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let out = tidemark(&[
+        "dump",
+        &server.uri,
+        "-d",
+        "mongodump_test_db",
+        "-o",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ours = dir.path().join("mongodump_test_db");
+    let theirs = fixture_dir.join("mongodump_test_db");
+    assert_eq!(
+        std::fs::read(ours.join("coll1.bson")).unwrap(),
+        std::fs::read(theirs.join("coll1.bson")).unwrap()
+    );
+    let uuid = strip_uuid(&std::fs::read_to_string(ours.join("coll1.metadata.json")).unwrap());
+    let expected = strip_uuid(&std::fs::read_to_string(theirs.join("coll1.metadata.json")).unwrap());
+    assert_eq!(uuid, expected);
+}
+
+/// Replaces the 32 hex digits of `"uuid":"…"` with a placeholder.
+fn strip_uuid(text: &str) -> String {
+    match text.find("\"uuid\":\"") {
+        Some(at) => {
+            let start = at + 8;
+            format!("{}<uuid>{}", &text[..start], &text[start + 32..])
+        }
+        None => text.to_owned(),
+    }
+}
+
+#[test]
+fn dump_dry_run_and_missing_collection() {
+    let source = Server::start();
+    seed(&source.uri);
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = tidemark(&["dump", &source.uri, "--dryRun", "-o", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan = stderr(&out);
+    assert!(
+        plan.contains("dump shop.orders (collection): 250 document(s)"),
+        "{plan}"
+    );
+    assert!(plan.contains("dump shop.big_orders (view): metadata only"), "{plan}");
+    assert!(!out_dir.exists(), "a dry run writes nothing");
+
+    // FORMATS.md 1.1: a nonexistent -d X -c Y exits 0 without writing anything.
+    let out = tidemark(&[
+        "dump",
+        &source.uri,
+        "-d",
+        "shop",
+        "-c",
+        "nope",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!out_dir.exists());
 }

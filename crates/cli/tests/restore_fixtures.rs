@@ -395,3 +395,119 @@ fn filter_restores_only_matching_documents() {
         "[8.0, 9.0, 10.0]"
     );
 }
+
+#[test]
+fn new_uuids_without_preserve_uuid_and_json_summary() {
+    // TestMongorestorePreserveUUID, plain restore: 5 documents and a new UUID.
+    let server = Server::start();
+    let out = tidemark(&[
+        "restore",
+        &server.uri,
+        &path("mongorestore/testdata/oplogdump"),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["restored"], 5);
+    assert_eq!(summary["failed"], 0);
+    assert!(
+        summary["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["namespace"] == "db1.c1" && n["restored"] == 5),
+        "{summary}"
+    );
+    let uuid = pymongo(
+        &server.uri,
+        "print(list(client.db1.list_collections(filter={'name': 'c1'}))[0]['info']['uuid'].hex())",
+    );
+    assert_eq!(uuid.trim().len(), 32);
+    assert_ne!(uuid.trim(), "699f503df64b4aa8a484a8052046fa3a");
+    // admin.system.version is never restored as data.
+    assert_eq!(count(&server.uri, "admin.system.version"), 0);
+}
+
+#[test]
+fn index_without_collation_on_a_collated_collection() {
+    // TestIndexGetsSimpleCollation: the metadata is written to <dir>/test/foo.metadata.json.
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("test")).unwrap();
+    std::fs::copy(
+        fixture("mongorestore/testdata/index_collation.json"),
+        dir.path().join("test/foo.metadata.json"),
+    )
+    .unwrap();
+    let out = tidemark(&["restore", &server.uri, dir.path().to_str().unwrap(), "--drop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let indexes = pymongo(
+        &server.uri,
+        "print([(ix['name'], ix.get('collation', {}).get('locale')) for ix in client.test.foo.list_indexes()])",
+    );
+    // The collection default is en_US; the text index was sent with an explicit simple collation.
+    assert_eq!(indexes.trim(), "[('_id_', 'en_US'), ('example_text', 'simple')]");
+}
+
+#[test]
+fn index_options_validation_and_objcheck() {
+    // --noIndexRestore: only the _id index (created with the collection).
+    let server = Server::start();
+    let out = tidemark(&[
+        "restore",
+        &server.uri,
+        &path("mongorestore/testdata/coll_with_index"),
+        "--noIndexRestore",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(index_keys(&server.uri, "test.foo"), "[('_id_', [('_id', 1)])]");
+
+    // Validation failures (code 121) are counted, not fatal; --bypassDocumentValidation inserts.
+    let server = Server::start();
+    pymongo(
+        &server.uri,
+        "client.db1.create_collection('c4', validator={'a': {'$gt': 100}})\nprint('ok')",
+    );
+    let target = path("mongorestore/testdata/testdirs/db1/c4.bson");
+    let out = tidemark(&["restore", &server.uri, "-d", "db1", "-c", "c4", &target]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(restore_counts(&out), (0, 10));
+    let out = tidemark(&[
+        "restore",
+        &server.uri,
+        "-d",
+        "db1",
+        "-c",
+        "c4",
+        "--bypassDocumentValidation",
+        &target,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(restore_counts(&out), (10, 0));
+    // With --stopOnError the first tolerated error (here a duplicate key) is fatal.
+    let out = tidemark(&[
+        "restore",
+        &server.uri,
+        "-d",
+        "db1",
+        "-c",
+        "c4",
+        "--stopOnError",
+        &target,
+    ]);
+    assert!(!out.status.success());
+
+    // --objcheck rejects a document whose element cannot be parsed (bsondump's bad_cstring.bson).
+    let out = tidemark(&[
+        "restore",
+        &server.uri,
+        "-d",
+        "x",
+        "-c",
+        "y",
+        "--objcheck",
+        &path("bsondump/testdata/bad_cstring.bson"),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("x.y: invalid document"), "{}", stderr(&out));
+}

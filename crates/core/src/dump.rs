@@ -783,7 +783,11 @@ async fn dump_collection(
                     let mut cursor = find.await.context(|| format!("error reading from {what}"))?;
                     let mut batch = Vec::new();
                     let mut bytes = 0usize;
-                    while cursor.advance().await.context(|| format!("error reading from {what}"))? {
+                    while cursor
+                        .advance()
+                        .await
+                        .context(|| format!("error reading from {what}"))?
+                    {
                         let doc = cursor.current();
                         bytes += doc.as_bytes().len();
                         batch.push(doc.to_raw_document_buf());
@@ -818,7 +822,11 @@ async fn dump_collection(
                 find = find.hint(Hint::Keys(doc! {"$natural": 1}));
             }
             let mut cursor = find.await.context(|| format!("error reading from {db}.{coll}"))?;
-            while cursor.advance().await.context(|| format!("error reading from {db}.{coll}"))? {
+            while cursor
+                .advance()
+                .await
+                .context(|| format!("error reading from {db}.{coll}"))?
+            {
                 sink.write(cursor.current(), &ns)?;
                 count += 1;
                 pending += 1;

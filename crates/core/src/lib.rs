@@ -6,11 +6,13 @@
 //! written, skipped and why; printable for `--dryRun`) and its execution; progress goes through
 //! the [`Progress`] trait so the library never prints.
 //!
+//! - [`authschema`]: the auth-schema compatibility rules for users and roles.
 //! - [`connection`]: the tools' connection options folded into driver options.
 //! - [`dump`]: [`dump::plan_dump`] and [`dump::run_dump`].
 //! - [`restore`]: [`restore::plan_restore`] and [`restore::run_restore`].
 //! - [`nsmatch`]: `--nsInclude`/`--nsExclude`/`--nsFrom`/`--nsTo` patterns.
 
+pub mod authschema;
 pub mod connection;
 pub mod dump;
 pub mod error;

@@ -1293,7 +1293,36 @@ async fn restore_auth(
     if !wanted || (users.is_none() && roles.is_none()) {
         return Ok(());
     }
+    let version_docs = match plan.auth.iter().find(|a| a.kind == EntryKind::AuthVersion) {
+        Some(intent) => Some(
+            load(intent)?
+                .iter()
+                .map(|raw| {
+                    Document::try_from(raw.as_ref())
+                        .map_err(|e| Error::Data(format!("invalid system.version document: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
+    let dump_version = crate::authschema::dump_auth_version(
+        plan.dump_server_version.as_deref(),
+        version_docs.as_deref(),
+        options.restore_db_users_and_roles,
+    )?;
     let admin = ctx.client.database("admin");
+    let server_version = match admin
+        .run_command(doc! {"getParameter": 1, "authSchemaVersion": 1})
+        .await
+    {
+        Ok(reply) => match reply.get("authSchemaVersion") {
+            Some(Bson::Int32(v)) => i64::from(*v),
+            Some(Bson::Int64(v)) => *v,
+            _ => 1,
+        },
+        Err(_) => 1,
+    };
+    crate::authschema::check_auth_versions(dump_version, server_version)?;
     for (intent, temp) in [(users, "tempusers"), (roles, "temproles")] {
         let _ = admin.collection::<Document>(temp).drop().await;
         if let Some(intent) = intent {

@@ -149,3 +149,43 @@ fn dump_oplog_needs_a_replica_set() {
         server.shutdown().await;
     });
 }
+
+fn bson_file(rel: &str) -> Vec<bson::Document> {
+    let bytes = std::fs::read(fixture(rel)).unwrap();
+    let mut docs = Vec::new();
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        docs.push(bson::Document::from_reader(&mut rest).unwrap());
+    }
+    docs
+}
+
+#[test]
+fn auth_schema_versions_of_the_fixtures() {
+    use tidemark_core::authschema::{check_auth_versions, dump_auth_version};
+    // metadata_test.go TestGetDumpAuthVersion (FORMATS.md 6.1).
+    let v3 = bson_file("mongorestore/testdata/auth_version_3.bson");
+    let v5 = bson_file("mongorestore/testdata/auth_version_5.bson");
+    let no_schema = bson_file("mongorestore/testdata/system.version.no_auth_schema.bson");
+    assert_eq!(dump_auth_version(None, Some(&v3), false).unwrap(), 3);
+    assert_eq!(dump_auth_version(None, Some(&v3), true).unwrap(), 3);
+    assert_eq!(dump_auth_version(None, Some(&v5), false).unwrap(), 5);
+    let err = dump_auth_version(Some("8.0.0"), Some(&no_schema), false).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "system.version bson file does not have authSchema document"
+    );
+    assert_eq!(dump_auth_version(Some("8.1.0"), Some(&no_schema), false).unwrap(), 5);
+    assert_eq!(dump_auth_version(None, None, false).unwrap(), 1);
+    assert_eq!(dump_auth_version(None, None, true).unwrap(), 3);
+    // usersdump: FCV 4.2 + authSchema 5.
+    let users = bson_file("mongorestore/testdata/usersdump/admin/system.version.bson");
+    assert_eq!(dump_auth_version(None, Some(&users), false).unwrap(), 5);
+
+    for ok in [(3, 5), (5, 5), (3, 3), (1, 1), (1, 3)] {
+        assert!(check_auth_versions(ok.0, ok.1).is_ok(), "{ok:?}");
+    }
+    for bad in [(1, 5), (5, 3), (5, 1), (3, 1), (2, 5), (5, 4)] {
+        assert!(check_auth_versions(bad.0, bad.1).is_err(), "{bad:?}");
+    }
+}

@@ -148,3 +148,95 @@ pub fn assert_same_snapshot(got: &str, expected: &str) {
     };
     assert_eq!(names(&got_lines), names(&want_lines), "collections differ");
 }
+
+/// Checks an archive with an independent Python reader written from the format description
+/// (FORMATS.md 2.1–2.5): magic, header and prelude field types, strict namespace headers,
+/// CRC-64/XZ of every namespace, each prelude namespace closed exactly once, never more open
+/// namespaces than `concurrent_collections`. Prints `ns count` per namespace, sorted.
+pub fn check_archive(uri: &str, path: &Path) -> String {
+    pymongo(
+        uri,
+        &format!(
+            r#"
+import struct
+POLY = 0xC96C5795D7870F42
+TABLE = []
+for i in range(256):
+    c = i
+    for _ in range(8):
+        c = (c >> 1) ^ POLY if c & 1 else c >> 1
+    TABLE.append(c)
+def crc64(data, crc):
+    crc ^= 0xFFFFFFFFFFFFFFFF
+    for b in data:
+        crc = TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFFFFFFFFFF
+data = open({path:?}, "rb").read()
+assert data[:4] == bytes([0x6D, 0xE2, 0x99, 0x81]), "magic"
+pos = 4
+def next_doc():
+    global pos
+    n = struct.unpack_from("<i", data, pos)[0]
+    if n == -1:
+        pos += 4
+        return None
+    assert 5 <= n <= 16 * 1024 * 1024 and data[pos + n - 1] == 0, "bad length %d at %d" % (n, pos)
+    raw = data[pos:pos + n]
+    pos += n
+    return raw
+header_raw = next_doc()
+header = bson.decode(header_raw, codec_options=bson.CodecOptions(document_class=bson.SON))
+assert list(header.keys()) == ["concurrent_collections", "version", "server_version", "tool_version"], header
+assert header["version"] == "0.1" and isinstance(header["concurrent_collections"], int)
+assert struct.unpack_from("<b", header_raw, 4)[0] == 0x10, "concurrent_collections must be int32"
+major, minor, patch = header["server_version"].split("-")[0].split(".")[:3]
+int(major); int(minor); int(patch)
+expected = {{}}
+while True:
+    raw = next_doc()
+    if raw is None:
+        break
+    entry = bson.decode(raw)
+    assert isinstance(entry["metadata"], str) and entry["size"] == 0 and isinstance(entry["size"], int)
+    coll = entry["collection"]
+    if entry.get("type") == "timeseries" and header["server_version"] < "8.3":
+        coll = "system.buckets." + coll
+    expected[(entry["db"], coll)] = 0
+open_ns, closed, crcs, order = set(), set(), {{}}, []
+max_open = 0
+while pos < len(data):
+    raw = next_doc()
+    assert raw is not None, "terminator where a header is expected"
+    h = bson.decode(raw, codec_options=bson.CodecOptions(document_class=bson.SON))
+    assert list(h.keys()) == ["db", "collection", "EOF", "CRC"], h
+    assert raw[4] == 0x02 and isinstance(h["EOF"], bool) and isinstance(h["CRC"], int)
+    key = (h["db"], h["collection"])
+    assert key in expected and key not in closed, key
+    if h["EOF"]:
+        want = h["CRC"] & 0xFFFFFFFFFFFFFFFF
+        assert crcs.get(key, 0) == want, "CRC mismatch for %s" % (key,)
+        assert next_doc() is None
+        open_ns.discard(key)
+        closed.add(key)
+        continue
+    if key not in open_ns:
+        order.append(key)
+    open_ns.add(key)
+    max_open = max(max_open, len(open_ns))
+    while True:
+        body = next_doc()
+        if body is None:
+            break
+        crcs[key] = crc64(body, crcs.get(key, 0))
+        expected[key] += 1
+assert not open_ns and closed == set(expected), (open_ns, set(expected) - closed)
+assert max_open <= header["concurrent_collections"], max_open
+auth = [i for i, k in enumerate(order) if k[1] in ("system.users", "system.roles", "system.version") and k[0] == "admin"]
+assert auth == list(range(len(auth))), "users, roles and version must come first"
+for (db, coll), n in sorted(expected.items()):
+    print("%s.%s %d" % (db, coll, n))
+"#,
+            path = path.to_str().unwrap()
+        ),
+    )
+}
