@@ -1077,33 +1077,11 @@ impl DumpWriter {
 #[must_use]
 pub fn prelude_json(server_version: &str, tool_version: &str) -> String {
     let mut out = String::from("{\"ServerVersion\":");
-    go_json_string(&mut out, server_version);
+    crate::extjson::write_go_string(&mut out, server_version, true);
     out.push_str(",\"ToolVersion\":");
-    go_json_string(&mut out, tool_version);
+    crate::extjson::write_go_string(&mut out, tool_version, true);
     out.push('}');
     out
-}
-
-/// A JSON string as Go's `encoding/json` writes it with HTML escaping on.
-fn go_json_string(out: &mut String, s: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\u{0}'..='\u{1f}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -276,6 +276,13 @@ pub fn format_double(f: f64) -> String {
 
 /// Writes a JSON string with the Go driver's escaping rules (HTML escaping off).
 pub fn write_string(out: &mut String, s: &str) {
+    write_go_string(out, s, false);
+}
+
+/// Writes a JSON string as Go writes them: `"`, `\`, control characters, U+2028 and U+2029
+/// escaped; with `escape_html` (Go's `encoding/json` default, used for `prelude.json`) also `<`, `>`
+/// and `&` as `\u003c`, `\u003e`, `\u0026`.
+pub fn write_go_string(out: &mut String, s: &str, escape_html: bool) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -286,6 +293,9 @@ pub fn write_string(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
+            '<' | '>' | '&' if escape_html => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
             c if u32::from(c) < 0x20 => {
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }

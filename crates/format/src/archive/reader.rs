@@ -23,13 +23,13 @@
 //! [`max_open_namespaces`]: ArchiveReader::max_open_namespaces
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read};
+use std::io::{BufReader, Read};
 
 use bson::{RawBsonRef, RawDocument, RawDocumentBuf};
 
 use super::prelude::{ArchiveHeader, PreludeEntry, ServerVersion};
 use super::{ArchiveError, MAGIC_BYTES, Namespace, NamespaceCrc};
-use crate::bson_stream::{MAX_DOCUMENT_SIZE, MIN_DOCUMENT_SIZE};
+use crate::bson_stream::{MAX_DOCUMENT_SIZE, MIN_DOCUMENT_SIZE, read_full};
 
 /// A namespace whose data blocks the archive contains (one per distinct data namespace of the
 /// prelude).
@@ -663,16 +663,3 @@ fn unexpected_eof(offset: u64, place: &str) -> ArchiveError {
     }
 }
 
-/// Reads until `buf` is full or the input ends; returns the number of bytes read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
