@@ -23,7 +23,7 @@
 //! [`max_open_namespaces`]: ArchiveReader::max_open_namespaces
 
 use std::collections::HashMap;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 
 use bson::{RawBsonRef, RawDocument, RawDocumentBuf};
 
@@ -196,11 +196,14 @@ pub struct ArchiveReader<R> {
     open: usize,
     max_open: usize,
     buf: Vec<u8>,
+    /// Length of the unit last read in place: it is still at the front of `input`'s buffer and
+    /// is consumed by the next read (0 when the last unit was copied into `buf`).
+    in_place: usize,
 }
 
 impl<R: Read> ArchiveReader<R> {
     /// Buffer size of the internal [`BufReader`].
-    const BUFFER: usize = 256 * 1024;
+    const BUFFER: usize = 1024 * 1024;
 
     /// Reads and checks the magic number and the prelude (header, collection metadata,
     /// terminator). Pass a buffered or unbuffered reader; it is buffered internally.
@@ -209,6 +212,7 @@ impl<R: Read> ArchiveReader<R> {
     /// [`ArchiveError::NotAnArchive`] for a wrong magic number; framing and prelude errors.
     pub fn new(input: R) -> Result<Self, ArchiveError> {
         let mut reader = Self {
+            in_place: 0,
             input: BufReader::with_capacity(Self::BUFFER, input),
             offset: 0,
             header: ArchiveHeader::new(0, "", ""),
@@ -381,8 +385,9 @@ impl<R: Read> ArchiveReader<R> {
         match self.step() {
             Ok(Some(Step::Event(event))) => Ok(Some(event)),
             Ok(Some(Step::Document(namespace))) => {
-                let document = RawDocument::from_bytes(&self.buf[..]).map_err(|e| ArchiveError::Corrupt {
-                    offset: self.offset.saturating_sub(self.buf.len() as u64),
+                let bytes = self.unit_bytes();
+                let document = RawDocument::from_bytes(bytes).map_err(|e| ArchiveError::Corrupt {
+                    offset: self.offset.saturating_sub(bytes.len() as u64),
                     message: format!("invalid BSON document: {e}"),
                 })?;
                 Ok(Some(ArchiveEventRef::Document { namespace, document }))
@@ -438,11 +443,16 @@ impl<R: Read> ArchiveReader<R> {
                     Unit::Terminator => self.state = State::BlockStart,
                     Unit::End => return Err(unexpected_eof(at, "inside a data segment")),
                     Unit::Document => {
+                        let bytes = if self.in_place > 0 {
+                            &self.input.buffer()[..self.in_place]
+                        } else {
+                            &self.buf[..]
+                        };
                         let state = &mut self.states[index];
                         state.documents += 1;
-                        state.bytes += self.buf.len() as u64;
+                        state.bytes += bytes.len() as u64;
                         if !state.muted {
-                            state.crc.update(&self.buf);
+                            state.crc.update(bytes);
                             return Ok(Some(Step::Document(index)));
                         }
                     }
@@ -530,7 +540,7 @@ impl<R: Read> ArchiveReader<R> {
 
     /// The document just read by [`read_unit`](Self::read_unit).
     fn current_document(&self, at: u64) -> Result<&RawDocument, ArchiveError> {
-        RawDocument::from_bytes(&self.buf[..]).map_err(|e| ArchiveError::Corrupt {
+        RawDocument::from_bytes(self.unit_bytes()).map_err(|e| ArchiveError::Corrupt {
             offset: at,
             message: format!("invalid BSON document: {e}"),
         })
@@ -538,6 +548,53 @@ impl<R: Read> ArchiveReader<R> {
 
     /// Reads a terminator or a whole document (into `buf`) at a document position.
     fn read_unit(&mut self) -> Result<Unit, ArchiveError> {
+        if let Some(unit) = self.read_unit_buffered()? {
+            return Ok(unit);
+        }
+        self.read_unit_slow()
+    }
+
+    /// The bytes of the document read last: in place in the input buffer, or copied into `buf`.
+    fn unit_bytes(&self) -> &[u8] {
+        if self.in_place > 0 {
+            &self.input.buffer()[..self.in_place]
+        } else {
+            &self.buf[..]
+        }
+    }
+
+    /// The common case: the whole unit is already in the input buffer, so it is checked and
+    /// handed out in place, without a copy; it is consumed at the next read.
+    fn read_unit_buffered(&mut self) -> Result<Option<Unit>, ArchiveError> {
+        let at = self.offset;
+        self.input.consume(std::mem::take(&mut self.in_place));
+        let buffered = match self.input.fill_buf() {
+            Ok(b) => b,
+            // The slow path retries interrupted reads.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(None),
+            Err(source) => return Err(ArchiveError::Io { offset: at, source }),
+        };
+        let Some(prefix) = buffered.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        if *prefix == super::TERMINATOR {
+            self.input.consume(4);
+            self.offset += 4;
+            return Ok(Some(Unit::Terminator));
+        }
+        let size = usize::try_from(u32::from_le_bytes(*prefix)).unwrap_or(usize::MAX);
+        // Invalid lengths, truncation and a missing terminator get their errors from the slow
+        // path, which reads the same bytes.
+        if !(MIN_DOCUMENT_SIZE..=MAX_DOCUMENT_SIZE).contains(&size) || buffered.len() < size || buffered[size - 1] != 0
+        {
+            return Ok(None);
+        }
+        self.in_place = size;
+        self.offset += size as u64;
+        Ok(Some(Unit::Document))
+    }
+
+    fn read_unit_slow(&mut self) -> Result<Unit, ArchiveError> {
         let at = self.offset;
         let mut prefix = [0u8; 4];
         let got = read_full(&mut self.input, &mut prefix).map_err(|source| ArchiveError::Io { offset: at, source })?;
@@ -662,4 +719,3 @@ fn unexpected_eof(offset: u64, place: &str) -> ArchiveError {
         message: format!("unexpected EOF {place}"),
     }
 }
-
