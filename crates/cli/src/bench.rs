@@ -29,6 +29,16 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum What {
+    /// tidemark-server throughput from one client: batched 1 KiB inserts and full-scan finds,
+    /// in memory and with `--dbpath` (journal on).
+    Server {
+        /// Documents to insert (about 1 KiB each), in batches of 1000.
+        #[arg(long, default_value_t = 300_000)]
+        documents: u64,
+        /// The `tidemark-server` binary (by default the one next to this executable).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+    },
     /// Archive and directory read/write throughput on generated data.
     Format {
         /// Amount of document data to generate, in MiB.
@@ -50,6 +60,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             dir,
             collections,
         } => bench_format(*size_mib, dir.as_deref(), (*collections).max(1)),
+        What::Server { documents, server_bin } => bench_server(*documents, server_bin.clone()),
     }
 }
 
@@ -57,7 +68,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
 fn document(i: u64) -> RawDocumentBuf {
     // xorshift64: a payload that does not compress, like real binary fields.
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let payload: Vec<u8> = (0..640)
+    let payload: Vec<u8> = (0..744)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -304,4 +315,125 @@ fn read_directory(root: &Path) -> anyhow::Result<u64> {
         }
     }
     Ok(bytes)
+}
+
+fn bench_server(documents: u64, server_bin: Option<PathBuf>) -> Result<(), CliError> {
+    let bin = match server_bin {
+        Some(b) => b,
+        None => std::env::current_exe()?.with_file_name("tidemark-server"),
+    };
+    if !bin.is_file() {
+        return Err(anyhow::anyhow!(
+            "{} not found: build it first (cargo build --release -p tidemark-server) or pass --server-bin",
+            bin.display()
+        )
+        .into());
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let batch: Vec<RawDocumentBuf> = (0..1000).map(document).collect();
+    let doc_bytes: u64 = batch.iter().map(|d| d.as_bytes().len() as u64).sum::<u64>() / 1000;
+    println!("{documents} documents of ~{doc_bytes} bytes, batches of 1000, one client");
+    println!("{:<34} {:>14} {:>12}", "operation", "rate", "seconds");
+    for (label, durable) in [("in memory", false), ("--dbpath, journal", true)] {
+        let dir = tempfile::tempdir()?;
+        let mut server = ServerProcess::start(&bin, durable.then(|| dir.path().to_owned()))?;
+        let result = runtime.block_on(server_workload(&server.uri, documents, &batch));
+        server.stop();
+        let (insert_secs, scan_secs, scanned_bytes) = result?;
+        let inserted = documents as f64;
+        println!(
+            "{:<34} {:>10.0} d/s {:>12.3}",
+            format!("insert, {label}"),
+            inserted / insert_secs.max(1e-9),
+            insert_secs
+        );
+        println!(
+            "{:<34} {:>9.1} MB/s {:>12.3}",
+            format!("full-scan find, {label}"),
+            scanned_bytes as f64 / 1e6 / scan_secs.max(1e-9),
+            scan_secs
+        );
+    }
+    println!("targets: >= 100000 inserts/s in memory, >= 300 MB/s full-scan find");
+    Ok(())
+}
+
+/// A `tidemark-server` child process on a free port, killed on drop.
+struct ServerProcess {
+    child: std::process::Child,
+    uri: String,
+}
+
+impl ServerProcess {
+    fn start(bin: &Path, dbpath: Option<PathBuf>) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut cmd = Command::new(bin);
+        cmd.args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(dbpath) = dbpath {
+            cmd.arg("--dbpath").arg(dbpath);
+        }
+        let child = cmd.spawn().with_context(|| format!("start {}", bin.display()))?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed().as_secs() > 20 {
+                bail!("tidemark-server did not start listening on port {port}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(Self {
+            child,
+            uri: format!("mongodb://127.0.0.1:{port}"),
+        })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Inserts `documents` in batches, then reads them all back; returns (insert s, scan s, bytes read).
+async fn server_workload(uri: &str, documents: u64, batch: &[RawDocumentBuf]) -> anyhow::Result<(f64, f64, u64)> {
+    let client = mongodb::Client::with_uri_str(uri).await?;
+    let coll = client.database("bench").collection::<RawDocumentBuf>("docs");
+    // Batches are built before the clock starts (fresh `_id`s, the generated bodies reused), so the
+    // figure is the server's and the wire's, not the generator's.
+    let mut batches = Vec::new();
+    let mut done = 0u64;
+    while done < documents {
+        let take = usize::try_from((documents - done).min(batch.len() as u64))?;
+        let docs: Vec<RawDocumentBuf> = batch[..take]
+            .iter()
+            .map(|d| {
+                let mut fresh = rawdoc! {"_id": ObjectId::new()};
+                for element in d.iter().skip(1) {
+                    let (key, value) = element?;
+                    fresh.append(key, value.to_raw_bson());
+                }
+                Ok(fresh)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        batches.push(docs);
+        done += take as u64;
+    }
+    let started = Instant::now();
+    for docs in batches {
+        coll.insert_many(docs).await?;
+    }
+    let insert_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut cursor = coll.find(bson::doc! {}).await?;
+    let mut bytes = 0u64;
+    while cursor.advance().await? {
+        bytes += cursor.current().as_bytes().len() as u64;
+    }
+    Ok((insert_secs, started.elapsed().as_secs_f64(), bytes))
 }
