@@ -36,16 +36,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     s.set_nodelay(true)?;
     let mut buf = BytesMut::new();
     if batches > 0 {
-        roundtrip(&mut s, &mut buf, &OpMsg::new(rawdoc! { "drop": "docs", "$db": "bench" }))?;
+        roundtrip(
+            &mut s,
+            &mut buf,
+            &OpMsg::new(rawdoc! { "drop": "docs", "$db": "bench" }),
+        )?;
     }
     let pad = "x".repeat(1000);
     let started = Instant::now();
     for b in 0..batches {
-        let documents = (0..1000).map(|i| rawdoc! { "_id": b * 1000 + i, "pad": pad.as_str() }).collect();
+        let documents = (0..1000)
+            .map(|i| rawdoc! { "_id": b * 1000 + i, "pad": pad.as_str() })
+            .collect();
         let msg = OpMsg {
             flags: 0,
             body: rawdoc! { "insert": "docs", "$db": "bench" },
-            sequences: vec![DocumentSequence { identifier: "documents".into(), documents }],
+            sequences: vec![DocumentSequence {
+                identifier: "documents".into(),
+                documents,
+            }],
         };
         roundtrip(&mut s, &mut buf, &msg)?;
     }
@@ -56,7 +65,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     let mut bytes = 0usize;
-    let mut reply = roundtrip(&mut s, &mut buf, &OpMsg::new(rawdoc! { "find": "docs", "$db": "bench" }))?;
+    let mut reply = roundtrip(
+        &mut s,
+        &mut buf,
+        &OpMsg::new(rawdoc! { "find": "docs", "$db": "bench" }),
+    )?;
     loop {
         bytes += reply.as_bytes().len();
         let cursor = reply.get_document("cursor")?;
@@ -64,7 +77,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if id == 0 {
             break;
         }
-        reply = roundtrip(&mut s, &mut buf, &OpMsg::new(rawdoc! { "getMore": id, "collection": "docs", "$db": "bench" }))?;
+        reply = roundtrip(
+            &mut s,
+            &mut buf,
+            &OpMsg::new(rawdoc! { "getMore": id, "collection": "docs", "$db": "bench" }),
+        )?;
     }
     let secs = started.elapsed().as_secs_f64();
     println!("scan: {:.0} MB/s ({} MB)", bytes as f64 / secs / 1e6, bytes / 1_000_000);

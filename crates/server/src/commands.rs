@@ -13,10 +13,12 @@
 //! built without re-encoding (cursor batches stream stored bytes straight into the reply).
 
 pub mod admin;
+pub mod apply_ops;
 pub mod crud;
 pub mod handshake;
 pub mod indexes;
 pub mod raw;
+pub mod replset;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,7 +71,13 @@ impl Request {
                 None => return Err(CommandError::failed_to_parse("OP_MSG requests require a $db argument")),
             },
         };
-        Ok(Self { db, name, body, raw, sequences })
+        Ok(Self {
+            db,
+            name,
+            body,
+            raw,
+            sequences,
+        })
     }
 
     /// Builds a request from a typed body (used by tests and internal callers).
@@ -182,9 +190,9 @@ impl Reply {
     pub fn into_document(self) -> CommandResult<Document> {
         match self {
             Reply::Doc(d) => Ok(d),
-            Reply::Raw(r) => {
-                r.to_document().map_err(|e| CommandError::internal(format!("cannot decode reply: {e}")))
-            }
+            Reply::Raw(r) => r
+                .to_document()
+                .map_err(|e| CommandError::internal(format!("cannot decode reply: {e}"))),
         }
     }
 }
@@ -205,12 +213,18 @@ pub struct ServerState {
     pub stats: Stats,
     /// The persistent store when running with `--dbpath` (journal, checkpoints); `None` in memory.
     pub storage: Option<Arc<crate::storage::Storage>>,
+    /// Replica set topology: configuration, member state, read/write rules (inert without `--replSet`).
+    pub topology: Arc<crate::repl::topology::ReplCoordinator>,
+    /// Oplog writer, term and primary flag shared with replication (see [`crate::repl::ReplState`]).
+    pub repl: Arc<crate::repl::ReplState>,
     next_connection_id: AtomicI64,
 }
 
 impl std::fmt::Debug for ServerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerState").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("ServerState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -224,7 +238,17 @@ impl ServerState {
         indexes::register(&mut registry);
         crate::auth::register(&mut registry);
         crate::storage::fsync::register(&mut registry);
+        replset::register(&mut registry);
+        apply_ops::register(&mut registry);
+        let repl = crate::repl::ReplState::new(&config, &engine);
+        let topology = Arc::new(crate::repl::topology::ReplCoordinator::new(
+            config.repl_set.clone(),
+            format!("{}:{}", config.bind_ip, config.port),
+        ));
+        topology.attach(Arc::clone(&repl));
         Self {
+            topology,
+            repl,
             engine,
             cursors: CursorManager::default(),
             config,
@@ -372,7 +396,17 @@ pub fn dispatch(ctx: &mut Ctx<'_>, request: &Request) -> RawDocumentBuf {
 }
 
 fn run(ctx: &mut Ctx<'_>, request: &Request) -> CommandResult<Reply> {
-    let spec = *ctx.server.registry.get(&request.name).ok_or_else(|| CommandError::command_not_found(&request.name))?;
+    let spec = *ctx
+        .server
+        .registry
+        .get(&request.name)
+        .ok_or_else(|| CommandError::command_not_found(&request.name))?;
+    if request.body.contains_key("txnNumber") && ctx.server.config.repl_set.is_none() {
+        // A standalone mongod refuses retryable writes and transactions.
+        return Err(CommandError::illegal_operation(
+            "Transaction numbers are only allowed on a replica set member or mongos",
+        ));
+    }
     if ctx.server.config.auth && spec.auth == AuthRequirement::Check {
         crate::auth::authorize(&ctx.conn.auth, spec.name, &request.db, &request.body)?;
     }
@@ -380,7 +414,9 @@ fn run(ctx: &mut Ctx<'_>, request: &Request) -> CommandResult<Reply> {
         // Like mongod, `j: true` is refused up front when there is no journal.
         crate::storage::fsync::validate_journal_write_concern(&request.body, storage.journal_enabled())?;
     }
-    (spec.handler)(ctx, request)
+    ctx.server.topology.check_command(&request.name, &request.db, &request.body)?;
+    let reply = (spec.handler)(ctx, request)?;
+    crate::repl::write_concern::apply(ctx.server, request, reply)
 }
 
 /// `{ok: 1.0}` merged after the given fields.

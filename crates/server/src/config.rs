@@ -45,6 +45,9 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// An in-memory configuration on 127.0.0.1 with port 0 (for tests).
     pub fn ephemeral() -> Self {
-        Self { port: 0, ..Self::default() }
+        Self {
+            port: 0,
+            ..Self::default()
+        }
     }
 }

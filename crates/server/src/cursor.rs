@@ -6,6 +6,13 @@
 //! reply. Nothing is materialised, so full-collection scans of any size stream at memory speed. A *buffered*
 //! cursor holds documents already computed (sorted results, pipeline output, catalog listings).
 //!
+//! A scan may be *tailable* (`find` with `tailable: true`, on capped collections such as `local.oplog.rs`):
+//! it stays open at the end of the data and later `getMore`s continue from its last position. With
+//! `awaitData`, a `getMore` that finds nothing waits up to its `maxTimeMS` (default 1 s) for a write, woken
+//! by the oplog writer's change notification (see [`crate::repl::oplog::Oplog::wait_for_change`]), then
+//! answers an empty batch with the same cursor id. If the capped collection rolled over past the cursor's
+//! position, the `getMore` fails with CappedPositionLost (136) rather than silently skipping documents.
+//!
 //! Batches follow mongod's rules: the first batch defaults to 101 documents, later batches are bounded by
 //! 16 MiB only, and a batch always holds at least one document even if that document alone is larger.
 
@@ -13,9 +20,10 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use bson::RawDocumentBuf;
 use bson::Document;
+use bson::RawDocumentBuf;
 use tidemark_query::Filter;
 
 use crate::engine::{Engine, Namespace};
@@ -55,6 +63,50 @@ pub struct ScanState {
     pub skip: u64,
     /// Documents still allowed by `limit`.
     pub remaining: Option<u64>,
+    /// Tailable-cursor state (`None` for ordinary scans).
+    pub tail: Option<TailState>,
+}
+
+/// State of a tailable scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TailState {
+    /// `awaitData`: an empty `getMore` waits for new documents.
+    pub await_data: bool,
+    /// Whether `ScanState::after` is a record this scan visited (its disappearance means the position was
+    /// lost to capped truncation).
+    pub positioned: bool,
+}
+
+/// How long an `awaitData` `getMore` waits when it sets no `maxTimeMS` (mongod's default).
+pub const DEFAULT_AWAIT_DATA_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reads `tailable`/`awaitData` of a `find`: `None` for an ordinary cursor. Like mongod, `awaitData` needs
+/// `tailable`, and a tailable cursor allows no sort but `{$natural: 1}`.
+pub fn tail_options(body: &Document, natural_sort: Option<bool>, has_sort: bool) -> CommandResult<Option<TailState>> {
+    let tailable = crate::commands::get_bool(body, "tailable")?.unwrap_or(false);
+    let await_data = crate::commands::get_bool(body, "awaitData")?.unwrap_or(false);
+    if await_data && !tailable {
+        return Err(CommandError::failed_to_parse("Cannot set 'awaitData' without also setting 'tailable'"));
+    }
+    if !tailable {
+        return Ok(None);
+    }
+    if has_sort || natural_sort == Some(true) {
+        return Err(CommandError::bad_value("cannot use tailable option with a sort other than {$natural: 1}"));
+    }
+    Ok(Some(TailState { await_data, positioned: false }))
+}
+
+/// Splits a `sort` that only names `$natural` into a scan direction (`Some(true)` = reverse), leaving other
+/// sorts as they are.
+pub fn natural_sort(sort: Option<Document>) -> (Option<Document>, Option<bool>) {
+    match sort {
+        Some(s) if s.len() == 1 && s.contains_key("$natural") => {
+            let reverse = s.get("$natural").and_then(crate::commands::raw::as_i64).is_some_and(|v| v < 0);
+            (None, Some(reverse))
+        }
+        other => (other, None),
+    }
 }
 
 /// An open cursor.
@@ -78,6 +130,31 @@ pub struct Batch<'a> {
 }
 
 impl Cursor {
+    /// Whether this is a tailable `awaitData` cursor.
+    pub fn awaits_data(&self) -> bool {
+        matches!(&self.source, CursorSource::Scan(s) if s.tail.is_some_and(|t| t.await_data))
+    }
+
+    /// When an empty `getMore` on this cursor stops waiting: `maxTimeMS` (default 1 s) from now for
+    /// `awaitData` cursors, `None` (answer at once) for others, which refuse a `maxTimeMS` as mongod does.
+    pub fn await_deadline(&self, get_more: &Document) -> CommandResult<Option<Instant>> {
+        let max_time = crate::commands::get_i64(get_more, "maxTimeMS")?;
+        if !self.awaits_data() {
+            if max_time.is_some_and(|m| m != 0) {
+                return Err(CommandError::bad_value(
+                    "cannot set maxTimeMS on getMore command for a non-awaitData cursor",
+                ));
+            }
+            return Ok(None);
+        }
+        let wait = match max_time {
+            Some(m) if m < 0 => return Err(CommandError::bad_value(format!("{m} value for maxTimeMS is out of range"))),
+            Some(m) => Duration::from_millis(m.unsigned_abs()),
+            None => DEFAULT_AWAIT_DATA_TIMEOUT,
+        };
+        Ok(Some(Instant::now() + wait))
+    }
+
     /// Produces the next batch of at most `max_docs` documents (and about [`MAX_BATCH_BYTES`]), then calls
     /// `emit` with it (inside the engine's read lock for scans, so stored bytes are not copied twice).
     pub fn next_batch<R>(
@@ -101,12 +178,33 @@ impl Cursor {
                 }
                 let taken: Vec<RawDocumentBuf> = queue.drain(..n).collect();
                 let exhausted = queue.is_empty();
-                emit(Batch { docs: taken.iter().map(|d| Cow::Borrowed(d.as_bytes())).collect(), exhausted })
+                emit(Batch {
+                    docs: taken.iter().map(|d| Cow::Borrowed(d.as_bytes())).collect(),
+                    exhausted,
+                })
             }
             CursorSource::Scan(scan) => engine.read(|cat| {
                 let Some(coll) = cat.collection(&scan.ns).filter(|c| c.uuid == scan.uuid) else {
-                    return emit(Batch { docs: Vec::new(), exhausted: true });
+                    return emit(Batch {
+                        docs: Vec::new(),
+                        exhausted: true,
+                    });
                 };
+                if let (Some(tail), Some(after)) = (scan.tail, scan.after)
+                    && tail.positioned
+                    && coll.get(after).is_none()
+                    && coll.iter().next().is_some_and(|(first, _)| first > after)
+                {
+                    return Err(CommandError::new(
+                        136,
+                        "CappedPositionLost",
+                        format!(
+                            "CollectionScan died due to position in capped collection being deleted. \
+                             Last seen record id: RecordId({after}) in {}",
+                            scan.ns
+                        ),
+                    ));
+                }
                 let mut docs: Vec<Cow<'_, [u8]>> = Vec::new();
                 let mut bytes = 0usize;
                 let mut iter = coll.scan_from(scan.after, scan.reverse).peekable();
@@ -126,6 +224,9 @@ impl Cursor {
                     }
                     iter.next();
                     scan.after = Some(rec);
+                    if let Some(t) = &mut scan.tail {
+                        t.positioned = true;
+                    }
                     let needs_doc = scan.filter.is_some() || scan.projection.is_some();
                     let parsed = if needs_doc {
                         Some(raw.to_document().map_err(|e| {
@@ -160,15 +261,22 @@ impl Cursor {
                         }
                     }
                 }
+                if scan.tail.is_some() {
+                    // A tailable cursor stays open at the end of the data (until its limit is reached).
+                    exhausted = scan.remaining == Some(0);
+                }
                 emit(Batch { docs, exhausted })
             }),
         }
     }
 }
 
+/// How long an unused cursor stays open (mongod's `cursorTimeoutMillis` default: 10 minutes).
+pub const CURSOR_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Registry of open cursors.
 pub struct CursorManager {
-    cursors: Mutex<HashMap<i64, Cursor>>,
+    cursors: Mutex<HashMap<i64, (Cursor, Instant)>>,
     next_id: AtomicI64,
 }
 
@@ -176,31 +284,46 @@ impl Default for CursorManager {
     fn default() -> Self {
         // Start ids at a random positive value, as mongod does, so ids are not guessable across restarts.
         let start = i64::from(rand::random::<u32>()) << 20;
-        Self { cursors: Mutex::new(HashMap::new()), next_id: AtomicI64::new(start.max(1)) }
+        Self {
+            cursors: Mutex::new(HashMap::new()),
+            next_id: AtomicI64::new(start.max(1)),
+        }
     }
 }
 
 impl CursorManager {
-    /// Stores a cursor and returns its new id (never 0).
+    /// Stores a cursor and returns its new id (never 0). Cursors idle for [`CURSOR_TIMEOUT`] are closed here.
     pub fn register(&self, cursor: Cursor) -> i64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.cursors.lock().unwrap_or_else(PoisonError::into_inner).insert(id, cursor);
+        let now = Instant::now();
+        let mut map = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, (_, used)| now.duration_since(*used) < CURSOR_TIMEOUT);
+        map.insert(id, (cursor, now));
         id
     }
 
     /// Takes a cursor out for a getMore (put it back with [`CursorManager::put_back`]).
     pub fn take(&self, id: i64) -> Option<Cursor> {
-        self.cursors.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)
+        self.cursors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id)
+            .map(|(c, _)| c)
     }
 
     /// Returns a cursor that still has documents.
     pub fn put_back(&self, id: i64, cursor: Cursor) {
-        self.cursors.lock().unwrap_or_else(PoisonError::into_inner).insert(id, cursor);
+        let mut map = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+        map.insert(id, (cursor, Instant::now()));
     }
 
     /// Kills a cursor; returns whether it existed.
     pub fn kill(&self, id: i64) -> bool {
-        self.cursors.lock().unwrap_or_else(PoisonError::into_inner).remove(&id).is_some()
+        self.cursors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id)
+            .is_some()
     }
 
     /// Number of open cursors.

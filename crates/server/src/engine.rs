@@ -20,6 +20,8 @@ pub mod namespace;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 
+use bson::Document;
+
 pub use batch::{Mutation, WriteBatch};
 pub use catalog::{Catalog, Database};
 pub use collection::{Collection, CollectionKind, Index};
@@ -31,6 +33,18 @@ use crate::error::{CommandError, CommandResult};
 pub trait Durability: Send + Sync {
     /// Records `batch`; when `sync` is true the call returns only once the batch is durable.
     fn log(&self, batch: &WriteBatch, sync: bool) -> io::Result<()>;
+}
+
+/// Derives extra mutations from a write before it is logged (the replication oplog): sees each mutation
+/// against the state before it is applied, then, once the write succeeded, may apply more mutations in the
+/// same batch, so they are journaled and rolled back together with the change they describe.
+pub trait WriteObserver: Send + Sync {
+    /// Describes `m`, about to be applied to `before`, by pushing zero or more notes. The notes are dropped
+    /// again if `m` fails.
+    fn describe(&self, before: &Catalog, m: &Mutation, notes: &mut Vec<Document>);
+    /// Called once the write closure succeeded, with the notes of all its mutations (possibly none), before
+    /// the batch is logged.
+    fn finish(&self, txn: &mut WriteTxn<'_>, notes: Vec<Document>) -> CommandResult<()>;
 }
 
 /// Durability for in-memory servers: forgets everything.
@@ -47,6 +61,7 @@ impl Durability for NoDurability {
 pub struct Engine {
     catalog: RwLock<Catalog>,
     durability: RwLock<Arc<dyn Durability>>,
+    observer: RwLock<Option<Arc<dyn WriteObserver>>>,
     gate: Mutex<u32>,
     gate_open: Condvar,
 }
@@ -69,6 +84,8 @@ pub struct WriteTxn<'a> {
     applied: Vec<Mutation>,
     undo: Vec<catalog::Undo>,
     sync: bool,
+    observer: Option<Arc<dyn WriteObserver>>,
+    notes: Vec<Document>,
 }
 
 impl WriteTxn<'_> {
@@ -82,8 +99,13 @@ impl WriteTxn<'_> {
     pub fn apply(&mut self, m: Mutation) -> CommandResult<()> {
         let undo_len = self.undo.len();
         let applied_len = self.applied.len();
+        let notes_len = self.notes.len();
+        if let Some(o) = &self.observer {
+            o.describe(self.catalog, &m, &mut self.notes);
+        }
         let r = self.catalog.apply(m, &mut self.undo, &mut self.applied);
         if r.is_err() {
+            self.notes.truncate(notes_len);
             // A failed mutation leaves no partial effect behind.
             while self.undo.len() > undo_len {
                 if let Some(u) = self.undo.pop() {
@@ -104,6 +126,12 @@ impl WriteTxn<'_> {
     pub fn applied(&self) -> &[Mutation] {
         &self.applied
     }
+
+    /// Stops the write observer from seeing the mutations applied from now on (used when applying oplog
+    /// entries that are recorded verbatim instead of being derived again).
+    pub fn unobserved(&mut self) {
+        self.observer = None;
+    }
 }
 
 impl Engine {
@@ -112,6 +140,7 @@ impl Engine {
         Self {
             catalog: RwLock::new(Catalog::default()),
             durability: RwLock::new(Arc::new(NoDurability)),
+            observer: RwLock::new(None),
             gate: Mutex::new(0),
             gate_open: Condvar::new(),
         }
@@ -120,6 +149,11 @@ impl Engine {
     /// Installs the durability hook (journal); batches committed afterwards go through it.
     pub fn set_durability(&self, d: Arc<dyn Durability>) {
         *self.durability.write().unwrap_or_else(PoisonError::into_inner) = d;
+    }
+
+    /// Installs the write observer (the oplog writer); writes started afterwards go through it.
+    pub fn set_observer(&self, o: Option<Arc<dyn WriteObserver>>) {
+        *self.observer.write().unwrap_or_else(PoisonError::into_inner) = o;
     }
 
     /// Runs `f` with shared access to the catalog.
@@ -139,12 +173,30 @@ impl Engine {
             }
             self.catalog.write().unwrap_or_else(PoisonError::into_inner)
         };
-        let mut txn = WriteTxn { catalog: &mut guard, applied: Vec::new(), undo: Vec::new(), sync: false };
-        let result = f(&mut txn);
+        let observer = self.observer.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut txn = WriteTxn {
+            catalog: &mut guard,
+            applied: Vec::new(),
+            undo: Vec::new(),
+            sync: false,
+            observer,
+            notes: Vec::new(),
+        };
+        let mut result = f(&mut txn);
+        if result.is_ok()
+            && let Some(o) = txn.observer.take()
+        {
+            let notes = std::mem::take(&mut txn.notes);
+            if let Err(e) = o.finish(&mut txn, notes) {
+                result = Err(e);
+            }
+        }
         let result = match result {
             Ok(r) if txn.applied.is_empty() => Ok(r),
             Ok(r) => {
-                let batch = WriteBatch { mutations: std::mem::take(&mut txn.applied) };
+                let batch = WriteBatch {
+                    mutations: std::mem::take(&mut txn.applied),
+                };
                 let durability = self.durability.read().unwrap_or_else(PoisonError::into_inner).clone();
                 match durability.log(&batch, txn.sync) {
                     Ok(()) => return Ok(r),
@@ -197,4 +249,257 @@ impl Engine {
 /// A fresh random collection UUID.
 pub fn new_uuid() -> [u8; 16] {
     *uuid::Uuid::new_v4().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use bson::{Bson, doc, rawdoc};
+
+    use super::*;
+
+    /// Records batches, and fails on demand.
+    #[derive(Default)]
+    struct Recorder {
+        batches: StdMutex<Vec<(WriteBatch, bool)>>,
+        fail: AtomicBool,
+    }
+
+    impl Durability for Recorder {
+        fn log(&self, batch: &WriteBatch, sync: bool) -> io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(io::Error::other("disk full"));
+            }
+            self.batches.lock().unwrap().push((batch.clone(), sync));
+            Ok(())
+        }
+    }
+
+    fn ns(c: &str) -> Namespace {
+        Namespace::new("db", c).unwrap()
+    }
+
+    fn create(engine: &Engine, c: &str, options: bson::Document) {
+        engine
+            .commit(
+                WriteBatch {
+                    mutations: vec![Mutation::CreateCollection {
+                        ns: ns(c),
+                        uuid: new_uuid(),
+                        options,
+                    }],
+                },
+                false,
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn batches_reach_the_durability_hook_with_sync_flag() {
+        let engine = Engine::new();
+        let rec = Arc::new(Recorder::default());
+        engine.set_durability(rec.clone());
+        create(&engine, "c", doc! {});
+        engine
+            .write(|txn| {
+                txn.set_sync(true);
+                txn.apply(Mutation::Insert {
+                    ns: ns("c"),
+                    doc: rawdoc! { "_id": 1 },
+                })?;
+                txn.apply(Mutation::Insert {
+                    ns: ns("c"),
+                    doc: rawdoc! { "_id": 2 },
+                })
+            })
+            .unwrap();
+        let batches = rec.batches.lock().unwrap();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[1].0.mutations.len(), 2);
+        assert!(batches[1].1);
+        assert!(!batches[0].1);
+    }
+
+    #[test]
+    fn a_failed_log_rolls_the_whole_batch_back() {
+        let engine = Engine::new();
+        let rec = Arc::new(Recorder::default());
+        engine.set_durability(rec.clone());
+        create(&engine, "c", doc! {});
+        engine
+            .commit(
+                WriteBatch {
+                    mutations: vec![Mutation::Insert {
+                        ns: ns("c"),
+                        doc: rawdoc! { "_id": 1, "v": 1 },
+                    }],
+                },
+                false,
+            )
+            .unwrap();
+        rec.fail.store(true, Ordering::SeqCst);
+        let r = engine.write(|txn| {
+            txn.apply(Mutation::Upsert {
+                ns: ns("c"),
+                doc: rawdoc! { "_id": 1, "v": 2 },
+            })?;
+            txn.apply(Mutation::Insert {
+                ns: ns("c"),
+                doc: rawdoc! { "_id": 2 },
+            })?;
+            txn.apply(Mutation::CreateIndex {
+                ns: ns("c"),
+                spec: doc! { "v": 2, "key": { "v": 1 }, "name": "v_1" },
+            })?;
+            txn.apply(Mutation::DropCollection { ns: ns("c") })
+        });
+        assert!(r.is_err());
+        engine.read(|cat| {
+            let c = cat.collection(&ns("c")).expect("collection restored");
+            assert_eq!(c.len(), 1);
+            assert_eq!(
+                c.find_id(&Bson::Int32(1)).unwrap().1.as_bytes(),
+                rawdoc! { "_id": 1, "v": 1 }.as_bytes()
+            );
+            assert_eq!(c.indexes().len(), 1);
+        });
+    }
+
+    #[test]
+    fn a_failed_mutation_leaves_earlier_ones_in_place() {
+        let engine = Engine::new();
+        create(&engine, "c", doc! {});
+        let n = engine
+            .write(|txn| {
+                txn.apply(Mutation::Insert {
+                    ns: ns("c"),
+                    doc: rawdoc! { "_id": 1 },
+                })?;
+                let dup = txn.apply(Mutation::Insert {
+                    ns: ns("c"),
+                    doc: rawdoc! { "_id": 1.0 },
+                });
+                assert_eq!(dup.unwrap_err().code, 11000);
+                Ok(txn.applied().len())
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(engine.read(|cat| cat.collection(&ns("c")).unwrap().len()), 1);
+    }
+
+    #[test]
+    fn capped_inserts_log_the_removed_documents() {
+        let engine = Engine::new();
+        let rec = Arc::new(Recorder::default());
+        engine.set_durability(rec.clone());
+        create(&engine, "cap", doc! { "capped": true, "size": 4096, "max": 2 });
+        for i in 0..3 {
+            engine
+                .commit(
+                    WriteBatch {
+                        mutations: vec![Mutation::Insert {
+                            ns: ns("cap"),
+                            doc: rawdoc! { "_id": i },
+                        }],
+                    },
+                    false,
+                )
+                .unwrap();
+        }
+        let batches = rec.batches.lock().unwrap();
+        let last = &batches.last().unwrap().0.mutations;
+        assert_eq!(last.len(), 2);
+        assert_eq!(
+            last[1],
+            Mutation::Delete {
+                ns: ns("cap"),
+                id: Bson::Int32(0)
+            }
+        );
+    }
+
+    #[test]
+    fn blocked_writes_wait_while_reads_proceed() {
+        let engine = Arc::new(Engine::new());
+        create(&engine, "c", doc! {});
+        engine.block_writes();
+        let e2 = Arc::clone(&engine);
+        let writer = std::thread::spawn(move || {
+            e2.commit(
+                WriteBatch {
+                    mutations: vec![Mutation::Insert {
+                        ns: ns("c"),
+                        doc: rawdoc! { "_id": 1 },
+                    }],
+                },
+                false,
+            )
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(engine.read(|cat| cat.collection(&ns("c")).unwrap().len()), 0);
+        assert!(!writer.is_finished());
+        assert_eq!(engine.unblock_writes(), 0);
+        writer.join().unwrap().unwrap();
+        assert_eq!(engine.read(|cat| cat.collection(&ns("c")).unwrap().len()), 1);
+    }
+
+    #[test]
+    fn upsert_replaces_in_place_keeping_natural_order() {
+        let engine = Engine::new();
+        create(&engine, "c", doc! {});
+        for i in 0..3 {
+            engine
+                .commit(
+                    WriteBatch {
+                        mutations: vec![Mutation::Insert {
+                            ns: ns("c"),
+                            doc: rawdoc! { "_id": i },
+                        }],
+                    },
+                    false,
+                )
+                .unwrap();
+        }
+        engine
+            .commit(
+                WriteBatch {
+                    mutations: vec![Mutation::Upsert {
+                        ns: ns("c"),
+                        doc: rawdoc! { "_id": 0, "x": 1 },
+                    }],
+                },
+                false,
+            )
+            .unwrap();
+        engine
+            .commit(
+                WriteBatch {
+                    mutations: vec![Mutation::Upsert {
+                        ns: ns("c"),
+                        doc: rawdoc! { "_id": 9 },
+                    }],
+                },
+                false,
+            )
+            .unwrap();
+        let order: Vec<bson::Document> = engine.read(|cat| {
+            cat.collection(&ns("c"))
+                .unwrap()
+                .iter()
+                .map(|(_, d)| d.to_document().unwrap())
+                .collect()
+        });
+        assert_eq!(
+            order,
+            vec![
+                doc! { "_id": 0, "x": 1 },
+                doc! { "_id": 1 },
+                doc! { "_id": 2 },
+                doc! { "_id": 9 }
+            ]
+        );
+    }
 }

@@ -92,7 +92,12 @@ codes! {
 impl CommandError {
     /// Builds an error from its parts.
     pub fn new(code: i32, code_name: &'static str, message: impl Into<String>) -> Self {
-        Self { code, code_name, message: message.into(), extra: None }
+        Self {
+            code,
+            code_name,
+            message: message.into(),
+            extra: None,
+        }
     }
 
     /// CommandNotFound (59) with mongod's message `no such command: 'name'`.

@@ -10,7 +10,9 @@
 //! - [`commands`]: the command registry and handlers (handshake, admin, CRUD, indexes), [`cursor`] for
 //!   open cursors, [`auth`] for authentication and authorization;
 //! - [`engine`]: the catalog and documents behind one lock, changed only through logical mutation batches
-//!   that pass the durability hook.
+//!   that pass the durability hook;
+//! - [`storage`]: journal, checkpoints and recovery for `--dbpath` (plugged into the engine's durability
+//!   hook); [`repl`]: replica-set topology and replication for `--replSet`.
 //!
 //! [`testing::start_test_server`] starts a server on a free port for other crates' tests.
 
@@ -21,6 +23,7 @@ pub mod cursor;
 pub mod engine;
 pub mod error;
 pub mod net;
+pub mod repl;
 pub mod storage;
 pub mod testing;
 

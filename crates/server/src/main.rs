@@ -161,9 +161,16 @@ fn init_logging(logpath: Option<&PathBuf>) -> std::io::Result<()> {
     match logpath {
         Some(p) => {
             let file = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
-            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(Arc::new(file)).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(Arc::new(file))
+                .init();
         }
-        None => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bson::{RawDocumentBuf, doc};
 use bytes::BytesMut;
-use tidemark_wire::{Compressor, Message, OpMsg, OpQuery, FLAG_MORE_TO_COME};
+use tidemark_wire::{Compressor, FLAG_MORE_TO_COME, Message, OpMsg, OpQuery};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -23,6 +23,8 @@ use crate::error::CommandError;
 
 /// Accepts connections until `shutdown` completes.
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: impl Future<Output = ()>) {
+    // Replica set members run heartbeats and oplog fetching while they serve.
+    crate::repl::sync::start(&state);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -41,6 +43,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: imp
             },
         }
     }
+    state.topology.stop();
 }
 
 /// Decrements the open-connection gauge when a connection task ends, however it ends.
@@ -48,7 +51,10 @@ struct ConnectionGuard<'a>(&'a ServerState);
 
 impl Drop for ConnectionGuard<'_> {
     fn drop(&mut self) {
-        self.0.stats.connections_current.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .stats
+            .connections_current
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -58,8 +64,11 @@ pub async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, state: A
     Stats::add(&state.stats.connections_current, 1);
     Stats::add(&state.stats.connections_total, 1);
     let _guard = ConnectionGuard(&state);
-    let mut conn =
-        ConnectionState { id: state.next_connection_id(), peer: Some(peer), ..ConnectionState::default() };
+    let mut conn = ConnectionState {
+        id: state.next_connection_id(),
+        peer: Some(peer),
+        ..ConnectionState::default()
+    };
     tracing::debug!(%peer, connection = conn.id, "connection accepted");
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut next_request_id: i32 = 1;
@@ -86,7 +95,9 @@ pub async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, state: A
                         // Unacknowledged write (w: 0): the client expects no reply.
                         continue;
                     }
-                    let compressor = decoded.compressor.filter(|_| tidemark_wire::is_compressible_command(&name));
+                    let compressor = decoded
+                        .compressor
+                        .filter(|_| tidemark_wire::is_compressible_command(&name));
                     let bytes = encode_msg(next_request_id, request_id, reply, compressor.as_ref());
                     (bytes, ())
                 }
@@ -103,7 +114,11 @@ pub async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, state: A
                             reply
                         }
                     };
-                    let flags = if reply.get("$err").ok().flatten().is_some() { 2 } else { 0 };
+                    let flags = if reply.get("$err").ok().flatten().is_some() {
+                        2
+                    } else {
+                        0
+                    };
                     let bytes = tidemark_wire::encode_op_reply(next_request_id, request_id, flags, 0, 0, &[reply]);
                     (Ok(bytes), ())
                 }
@@ -155,7 +170,10 @@ fn op_msg_request(msg: OpMsg) -> Result<Request, CommandError> {
 fn op_query_request(q: &OpQuery) -> (Result<Request, CommandError>, Option<RawDocumentBuf>) {
     if !q.is_command() {
         let err = doc! { "$err": "Unsupported OP_QUERY command: find. The client driver may require an upgrade.", "code": 5739101, "ok": 0.0 };
-        return (Err(CommandError::internal("legacy query")), RawDocumentBuf::from_document(&err).ok());
+        return (
+            Err(CommandError::internal("legacy query")),
+            RawDocumentBuf::from_document(&err).ok(),
+        );
     }
     // Drivers may wrap the command as {$query: {...}, $readPreference: ...}.
     let body = match q.query.get_document("$query") {
@@ -169,7 +187,10 @@ fn op_query_request(q: &OpQuery) -> (Result<Request, CommandError>, Option<RawDo
         let err = CommandError::new(
             352,
             "UnsupportedOpQueryCommand",
-            format!("Unsupported OP_QUERY command: {}. The client driver may require an upgrade.", r.name),
+            format!(
+                "Unsupported OP_QUERY command: {}. The client driver may require an upgrade.",
+                r.name
+            ),
         );
         return (Err(err.clone()), RawDocumentBuf::from_document(&err.to_document()).ok());
     }
@@ -191,14 +212,20 @@ async fn run_blocking(
         }
     };
     let name = request.name.clone();
-    let counted = matches!(name.as_str(), "find" | "insert" | "update" | "delete" | "getMore" | "count" | "distinct" | "aggregate");
+    let counted = matches!(
+        name.as_str(),
+        "find" | "insert" | "update" | "delete" | "getMore" | "count" | "distinct" | "aggregate"
+    );
     if !counted {
         Stats::add(&state.stats.op_command, 1);
     }
     let state2 = Arc::clone(state);
     let joined = tokio::task::spawn_blocking(move || {
         let reply = {
-            let mut ctx = Ctx { server: &state2, conn: &mut conn };
+            let mut ctx = Ctx {
+                server: &state2,
+                conn: &mut conn,
+            };
             dispatch(&mut ctx, &request)
         };
         (reply, conn)

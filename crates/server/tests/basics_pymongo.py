@@ -112,6 +112,20 @@ db.command("create", "zeros", viewOn="items", pipeline=[{"$match": {"v": 0}}])
 assert db.zeros.count_documents({}) == 200
 assert db.zeros.find_one({"_id": 5})["zero"] is True
 
+# dbHash: MD5 over each collection's documents in _id order, then over the per-collection hex digests.
+import hashlib
+h = client.hashdb
+h.drop_collection("a")
+docs = [SON([("_id", i), ("v", "x" * i)]) for i in (5, 1, 3, 2, 4)]
+h.a.insert_many(docs)
+expected = hashlib.md5(b"".join(bson.encode(d) for d in sorted(docs, key=lambda d: d["_id"]))).hexdigest()
+res = h.command("dbHash")
+assert res["collections"] == {"a": expected}, res
+assert res["md5"] == hashlib.md5(expected.encode()).hexdigest()
+v = h.command("validate", "a")
+assert v["valid"] is True and v["nrecords"] == 5
+client.drop_database("hashdb")
+
 client.drop_database("py")
 assert "py" not in client.list_database_names()
 print("OK")

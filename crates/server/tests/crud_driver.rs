@@ -27,28 +27,46 @@ async fn insert_find_update_delete() {
     let server = start_test_server(ServerConfig::ephemeral()).await;
     let client = client(&server).await;
     let coll = client.database("shop").collection::<Document>("items");
-    let res = coll.insert_one(doc! { "name": "apple", "qty": 5 }).await.expect("insert");
-    assert!(matches!(res.inserted_id, Bson::ObjectId(_)));
-    coll.insert_many(vec![doc! { "_id": 1, "name": "pear", "qty": 2 }, doc! { "_id": 2, "name": "fig", "qty": 9 }])
+    let res = coll
+        .insert_one(doc! { "name": "apple", "qty": 5 })
         .await
-        .expect("insert many");
+        .expect("insert");
+    assert!(matches!(res.inserted_id, Bson::ObjectId(_)));
+    coll.insert_many(vec![
+        doc! { "_id": 1, "name": "pear", "qty": 2 },
+        doc! { "_id": 2, "name": "fig", "qty": 9 },
+    ])
+    .await
+    .expect("insert many");
     // A generated _id is placed first, as mongod does.
     let apple = coll.find_one(doc! { "name": "apple" }).await.unwrap().expect("apple");
     assert_eq!(apple.keys().next().map(String::as_str), Some("_id"));
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 3);
     assert_eq!(coll.count_documents(doc! { "qty": { "$gt": 3 } }).await.unwrap(), 2);
 
-    let r = coll.update_one(doc! { "_id": 1 }, doc! { "$inc": { "qty": 10 } }).await.unwrap();
+    let r = coll
+        .update_one(doc! { "_id": 1 }, doc! { "$inc": { "qty": 10 } })
+        .await
+        .unwrap();
     assert_eq!((r.matched_count, r.modified_count), (1, 1));
     let pear = coll.find_one(doc! { "_id": 1 }).await.unwrap().unwrap();
     assert_eq!(pear.get_i32("qty").unwrap(), 12);
     // Setting a field to its current value matches but does not modify.
-    let r = coll.update_one(doc! { "_id": 1 }, doc! { "$set": { "qty": 12 } }).await.unwrap();
+    let r = coll
+        .update_one(doc! { "_id": 1 }, doc! { "$set": { "qty": 12 } })
+        .await
+        .unwrap();
     assert_eq!((r.matched_count, r.modified_count), (1, 0));
-    let r = coll.update_many(doc! {}, doc! { "$set": { "seen": true } }).await.unwrap();
+    let r = coll
+        .update_many(doc! {}, doc! { "$set": { "seen": true } })
+        .await
+        .unwrap();
     assert_eq!((r.matched_count, r.modified_count), (3, 3));
 
-    let r = coll.replace_one(doc! { "_id": 2 }, doc! { "name": "fig", "qty": 1 }).await.unwrap();
+    let r = coll
+        .replace_one(doc! { "_id": 2 }, doc! { "name": "fig", "qty": 1 })
+        .await
+        .unwrap();
     assert_eq!(r.modified_count, 1);
     let fig = coll.find_one(doc! { "_id": 2 }).await.unwrap().unwrap();
     assert_eq!(fig, doc! { "_id": 2, "name": "fig", "qty": 1 });
@@ -97,7 +115,11 @@ async fn cursors_span_several_batches() {
     }
     assert_eq!(n, (0..1000).filter(|i| i % 7 == 0).count());
     // Sort, skip and limit.
-    let opts = FindOptions::builder().sort(doc! { "_id": -1 }).skip(10).limit(5).build();
+    let opts = FindOptions::builder()
+        .sort(doc! { "_id": -1 })
+        .skip(10)
+        .limit(5)
+        .build();
     let mut cursor = coll.find(doc! {}).with_options(opts).await.unwrap();
     let mut got = Vec::new();
     while cursor.advance().await.unwrap() {
@@ -105,7 +127,10 @@ async fn cursors_span_several_batches() {
     }
     assert_eq!(got, vec![989, 988, 987, 986, 985]);
     // Reverse natural order via hint.
-    let opts = FindOptions::builder().hint(mongodb::options::Hint::Keys(doc! { "$natural": -1 })).limit(2).build();
+    let opts = FindOptions::builder()
+        .hint(mongodb::options::Hint::Keys(doc! { "$natural": -1 }))
+        .limit(2)
+        .build();
     let mut cursor = coll.find(doc! {}).with_options(opts).await.unwrap();
     let mut got = Vec::new();
     while cursor.advance().await.unwrap() {
@@ -137,7 +162,11 @@ async fn unique_index_violations_report_11000() {
     // An unordered batch keeps going after the duplicate; an ordered one stops.
     let opts = InsertManyOptions::builder().ordered(false).build();
     let err = coll
-        .insert_many(vec![doc! { "_id": 3, "email": "b" }, doc! { "_id": 4, "email": "b" }, doc! { "_id": 5, "email": "c" }])
+        .insert_many(vec![
+            doc! { "_id": 3, "email": "b" },
+            doc! { "_id": 4, "email": "b" },
+            doc! { "_id": 5, "email": "c" },
+        ])
         .with_options(opts)
         .await
         .unwrap_err();
@@ -160,8 +189,13 @@ async fn duplicate_key_error_shape_matches_mongod() {
     let server = start_test_server(ServerConfig::ephemeral()).await;
     let client = client(&server).await;
     let db = client.database("test");
-    db.run_command(doc! { "insert": "c", "documents": [ { "_id": 1 } ] }).await.unwrap();
-    let reply = db.run_command(doc! { "insert": "c", "documents": [ { "_id": 1 } ] }).await.unwrap();
+    db.run_command(doc! { "insert": "c", "documents": [ { "_id": 1 } ] })
+        .await
+        .unwrap();
+    let reply = db
+        .run_command(doc! { "insert": "c", "documents": [ { "_id": 1 } ] })
+        .await
+        .unwrap();
     assert_eq!(reply.get_i32("n").unwrap(), 0);
     let errors = reply.get_array("writeErrors").unwrap();
     let e = errors[0].as_document().unwrap();
@@ -181,24 +215,37 @@ async fn upserts_report_the_new_id() {
     let client = client(&server).await;
     let coll = client.database("t").collection::<Document>("up");
     let opts = mongodb::options::UpdateOptions::builder().upsert(true).build();
-    let r = coll.update_one(doc! { "sku": "x1" }, doc! { "$set": { "qty": 3 } }).with_options(opts.clone()).await.unwrap();
+    let r = coll
+        .update_one(doc! { "sku": "x1" }, doc! { "$set": { "qty": 3 } })
+        .with_options(opts.clone())
+        .await
+        .unwrap();
     assert_eq!((r.matched_count, r.modified_count), (0, 0));
     let id = r.upserted_id.expect("upserted id");
     let d = coll.find_one(doc! { "_id": id.clone() }).await.unwrap().unwrap();
     // The equality fields of the filter become part of the inserted document.
     assert_eq!(d.get_str("sku").unwrap(), "x1");
     assert_eq!(d.get_i32("qty").unwrap(), 3);
-    let r = coll.update_one(doc! { "sku": "x1" }, doc! { "$set": { "qty": 4 } }).with_options(opts).await.unwrap();
+    let r = coll
+        .update_one(doc! { "sku": "x1" }, doc! { "$set": { "qty": 4 } })
+        .with_options(opts)
+        .await
+        .unwrap();
     assert_eq!((r.matched_count, r.modified_count, r.upserted_id), (1, 1, None));
     // Upsert with an explicit _id in the filter keeps that _id.
     let reply = client
         .database("t")
-        .run_command(doc! { "update": "up", "updates": [ { "q": { "_id": 77 }, "u": { "$set": { "a": 1 } }, "upsert": true } ] })
+        .run_command(
+            doc! { "update": "up", "updates": [ { "q": { "_id": 77 }, "u": { "$set": { "a": 1 } }, "upsert": true } ] },
+        )
         .await
         .unwrap();
     assert_eq!(reply.get_i32("n").unwrap(), 1);
     assert_eq!(reply.get_i32("nModified").unwrap(), 0);
-    assert_eq!(reply.get_array("upserted").unwrap()[0].as_document().unwrap(), &doc! { "index": 0, "_id": 77 });
+    assert_eq!(
+        reply.get_array("upserted").unwrap()[0].as_document().unwrap(),
+        &doc! { "index": 0, "_id": 77 }
+    );
 }
 
 #[tokio::test]
@@ -206,8 +253,14 @@ async fn find_and_modify_variants() {
     let server = start_test_server(ServerConfig::ephemeral()).await;
     let client = client(&server).await;
     let coll = client.database("t").collection::<Document>("fam");
-    coll.insert_many(vec![doc! { "_id": 1, "n": 1 }, doc! { "_id": 2, "n": 2 }]).await.unwrap();
-    let before = coll.find_one_and_update(doc! { "_id": 1 }, doc! { "$inc": { "n": 5 } }).await.unwrap().unwrap();
+    coll.insert_many(vec![doc! { "_id": 1, "n": 1 }, doc! { "_id": 2, "n": 2 }])
+        .await
+        .unwrap();
+    let before = coll
+        .find_one_and_update(doc! { "_id": 1 }, doc! { "$inc": { "n": 5 } })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(before, doc! { "_id": 1, "n": 1 });
     let after = coll
         .find_one_and_update(doc! { "_id": 1 }, doc! { "$inc": { "n": 1 } })
@@ -216,7 +269,12 @@ async fn find_and_modify_variants() {
         .unwrap()
         .unwrap();
     assert_eq!(after, doc! { "_id": 1, "n": 7 });
-    let removed = coll.find_one_and_delete(doc! {}).sort(doc! { "n": 1 }).await.unwrap().unwrap();
+    let removed = coll
+        .find_one_and_delete(doc! {})
+        .sort(doc! { "n": 1 })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(removed, doc! { "_id": 2, "n": 2 });
     let none = coll.find_one_and_delete(doc! { "_id": 99 }).await.unwrap();
     assert!(none.is_none());

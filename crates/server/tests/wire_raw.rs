@@ -13,7 +13,11 @@ use tidemark_server::testing::{TestServer, start_test_server};
 use tidemark_wire::{DocumentSequence, Message, OpMsg, OpQuery};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn start(rt: &tokio::runtime::Runtime) -> TestServer {
@@ -44,7 +48,9 @@ fn op_msg(stream: &mut TcpStream, msg: &OpMsg) -> RawDocumentBuf {
 }
 
 fn ping(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return false };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let reply = op_msg(&mut s, &OpMsg::new(rawdoc! { "ping": 1, "$db": "admin" }));
     reply.get_f64("ok").ok() == Some(1.0)
@@ -102,15 +108,23 @@ fn documents_over_16_mib_are_rejected_with_10334() {
     let msg = OpMsg {
         flags: 0,
         body: rawdoc! { "insert": "c", "ordered": false, "$db": "t" },
-        sequences: vec![DocumentSequence { identifier: "documents".into(), documents: vec![too_large, small] }],
+        sequences: vec![DocumentSequence {
+            identifier: "documents".into(),
+            documents: vec![too_large, small],
+        }],
     };
     let reply = op_msg(&mut s, &msg).to_document().unwrap();
     assert_eq!(reply.get_i32("n").unwrap(), 1, "{reply}");
-    let err = reply.get_array("writeErrors").unwrap()[0].as_document().unwrap().clone();
+    let err = reply.get_array("writeErrors").unwrap()[0]
+        .as_document()
+        .unwrap()
+        .clone();
     assert_eq!(err.get_i32("index").unwrap(), 0);
     assert_eq!(err.get_i32("code").unwrap(), 10334);
     // The connection is still usable.
-    let count = op_msg(&mut s, &OpMsg::new(rawdoc! { "count": "c", "$db": "t" })).to_document().unwrap();
+    let count = op_msg(&mut s, &OpMsg::new(rawdoc! { "count": "c", "$db": "t" }))
+        .to_document()
+        .unwrap();
     assert_eq!(count, doc! { "n": 1, "ok": 1.0 });
 }
 
@@ -145,18 +159,57 @@ fn compressed_requests_get_compressed_replies() {
     let rt = runtime();
     let server = start(&rt);
     let mut s = TcpStream::connect(server.addr).unwrap();
-    let hello = op_msg(&mut s, &OpMsg::new(rawdoc! { "hello": 1, "compression": ["snappy", "zstd", "zlib"], "$db": "admin" }));
-    let agreed: Vec<String> =
-        hello.to_document().unwrap().get_array("compression").unwrap().iter().filter_map(|b| b.as_str().map(String::from)).collect();
+    let hello = op_msg(
+        &mut s,
+        &OpMsg::new(rawdoc! { "hello": 1, "compression": ["snappy", "zstd", "zlib"], "$db": "admin" }),
+    );
+    let agreed: Vec<String> = hello
+        .to_document()
+        .unwrap()
+        .get_array("compression")
+        .unwrap()
+        .iter()
+        .filter_map(|b| b.as_str().map(String::from))
+        .collect();
     assert_eq!(agreed, vec!["zstd".to_string(), "zlib".to_string()]);
-    for c in [tidemark_wire::Compressor::Zlib { level: None }, tidemark_wire::Compressor::Zstd { level: None }] {
-        let bytes = tidemark_wire::encode_op_msg(3, 0, &OpMsg::new(rawdoc! { "ping": 1, "$db": "admin" }), Some(&c)).unwrap();
+    for c in [
+        tidemark_wire::Compressor::Zlib { level: None },
+        tidemark_wire::Compressor::Zstd { level: None },
+    ] {
+        let bytes =
+            tidemark_wire::encode_op_msg(3, 0, &OpMsg::new(rawdoc! { "ping": 1, "$db": "admin" }), Some(&c)).unwrap();
         s.write_all(&bytes).unwrap();
         let reply = read_reply(&mut s);
         assert_eq!(reply.compressor.map(|x| x.name()), Some(c.name()));
-        let Message::Msg(m) = reply.message else { panic!("expected OP_MSG") };
+        let Message::Msg(m) = reply.message else {
+            panic!("expected OP_MSG")
+        };
         assert_eq!(m.body.get_f64("ok").ok(), Some(1.0));
     }
+}
+
+#[test]
+fn more_to_come_requests_get_no_reply() {
+    // An unacknowledged write (w: 0) sets moreToCome: the server applies it and sends nothing back, so
+    // the next reply on the connection answers the next request.
+    let rt = runtime();
+    let server = start(&rt);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    let w0 = OpMsg {
+        flags: tidemark_wire::FLAG_MORE_TO_COME,
+        body: rawdoc! { "insert": "w0", "documents": [ { "_id": 1 } ], "writeConcern": { "w": 0 }, "$db": "t" },
+        sequences: Vec::new(),
+    };
+    s.write_all(&tidemark_wire::encode_op_msg(5, 0, &w0, None).unwrap())
+        .unwrap();
+    let bytes = tidemark_wire::encode_op_msg(6, 0, &OpMsg::new(rawdoc! { "count": "w0", "$db": "t" }), None).unwrap();
+    s.write_all(&bytes).unwrap();
+    let reply = read_reply(&mut s);
+    assert_eq!(reply.header.response_to, 6);
+    let Message::Msg(m) = reply.message else {
+        panic!("expected OP_MSG")
+    };
+    assert_eq!(m.body.to_document().unwrap(), doc! { "n": 1, "ok": 1.0 });
 }
 
 proptest! {

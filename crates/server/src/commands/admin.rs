@@ -28,6 +28,9 @@ pub fn register(r: &mut Registry) {
     r.register("listDatabases", list_databases, Check);
     r.register("dbStats", db_stats, Check);
     r.register("collStats", coll_stats, Check);
+    r.register("dbHash", db_hash, Check);
+    r.alias("dbhash", "dbHash");
+    r.register("validate", validate, Check);
 }
 
 /// Arguments every command may carry that are not options of the command itself.
@@ -58,7 +61,10 @@ pub fn request_ns(req: &Request) -> CommandResult<Namespace> {
 
 /// BSON binary UUID of a collection.
 pub fn uuid_bson(uuid: &[u8; 16]) -> Bson {
-    Bson::Binary(Binary { subtype: BinarySubtype::Uuid, bytes: uuid.to_vec() })
+    Bson::Binary(Binary {
+        subtype: BinarySubtype::Uuid,
+        bytes: uuid.to_vec(),
+    })
 }
 
 /// Creates the collection if it does not exist (implicit creation on first write); fails on views.
@@ -66,7 +72,11 @@ pub fn ensure_collection(txn: &mut WriteTxn<'_>, ns: &Namespace) -> CommandResul
     match txn.catalog().collection(ns) {
         Some(c) if c.is_view() => Err(view_error(ns)),
         Some(_) => Ok(()),
-        None => txn.apply(Mutation::CreateCollection { ns: ns.clone(), uuid: new_uuid(), options: Document::new() }),
+        None => txn.apply(Mutation::CreateCollection {
+            ns: ns.clone(),
+            uuid: new_uuid(),
+            options: Document::new(),
+        }),
     }
 }
 
@@ -77,26 +87,37 @@ pub fn view_error(ns: &Namespace) -> CommandError {
 
 /// Normalises `create` options as mongod stores them.
 fn normalize_options(mut options: Document) -> CommandResult<Document> {
+    if super::indexes::is_simple_collation(options.get("collation")) {
+        // The simple collation is the default; mongod does not store it.
+        options.remove("collation");
+    }
     let capped = get_bool(&options, "capped")?.unwrap_or(false);
     if capped {
         let size = match options.get("size") {
             Some(v) => super::raw::as_i64(v)
                 .ok_or_else(|| CommandError::type_mismatch("BSON field 'create.size' must be a number"))?,
-            None => return Err(CommandError::invalid_options("the 'size' field is required when 'capped' is true")),
+            None => {
+                return Err(CommandError::invalid_options(
+                    "the 'size' field is required when 'capped' is true",
+                ));
+            }
         };
         if size <= 0 {
             return Err(CommandError::invalid_options("the 'size' field must be positive"));
         }
         let rounded = size.saturating_add(255) / 256 * 256;
         options.insert("capped", true);
-        options.insert("size", Bson::Int64(rounded));
+        // mongod appends the size with appendNumber: an int when it fits, else a long.
+        options.insert("size", i32::try_from(rounded).map_or(Bson::Int64(rounded), Bson::Int32));
     } else if options.contains_key("capped") {
         options.insert("capped", false);
         options.remove("capped");
     }
     if let Some(v) = options.get("validator") {
         let Bson::Document(v) = v else {
-            return Err(CommandError::type_mismatch("BSON field 'create.validator' must be an object"));
+            return Err(CommandError::type_mismatch(
+                "BSON field 'create.validator' must be an object",
+            ));
         };
         Filter::parse(v).map_err(CommandError::from)?;
         if !options.contains_key("validationLevel") {
@@ -138,7 +159,9 @@ fn create(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     }
     if let Some(view_on) = options.get("viewOn") {
         let Bson::String(target) = view_on else {
-            return Err(CommandError::type_mismatch("BSON field 'create.viewOn' must be a string"));
+            return Err(CommandError::type_mismatch(
+                "BSON field 'create.viewOn' must be a string",
+            ));
         };
         if target.is_empty() {
             return Err(CommandError::bad_value("'viewOn' cannot be empty"));
@@ -155,10 +178,16 @@ fn create(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                     }
                 }
             }
-            Some(_) => return Err(CommandError::type_mismatch("BSON field 'create.pipeline' must be an array")),
+            Some(_) => {
+                return Err(CommandError::type_mismatch(
+                    "BSON field 'create.pipeline' must be an array",
+                ));
+            }
         }
     } else if options.contains_key("pipeline") {
-        return Err(CommandError::bad_value("'pipeline' requires 'viewOn' to also be specified"));
+        return Err(CommandError::bad_value(
+            "'pipeline' requires 'viewOn' to also be specified",
+        ));
     }
     let options = normalize_options(options)?;
     let j = write_concern_j(&req.body);
@@ -168,9 +197,15 @@ fn create(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             if existing.options == options {
                 return Ok(());
             }
-            return Err(CommandError::namespace_exists(format!("Collection {ns} already exists.")));
+            return Err(CommandError::namespace_exists(format!(
+                "Collection {ns} already exists."
+            )));
         }
-        txn.apply(Mutation::CreateCollection { ns: ns.clone(), uuid: new_uuid(), options: options.clone() })?;
+        txn.apply(Mutation::CreateCollection {
+            ns: ns.clone(),
+            uuid: new_uuid(),
+            options: options.clone(),
+        })?;
         Ok(())
     })?;
     Ok(ok())
@@ -202,7 +237,9 @@ fn drop_collection(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     })?;
     // Since MongoDB 7.0, dropping a missing collection succeeds.
     match n_indexes {
-        Some(n) => Ok(ok_with(doc! { "nIndexesWas": i32::try_from(n).unwrap_or(i32::MAX), "ns": ns.to_string() })),
+        Some(n) => Ok(ok_with(
+            doc! { "nIndexesWas": i32::try_from(n).unwrap_or(i32::MAX), "ns": ns.to_string() },
+        )),
         None => Ok(ok()),
     }
 }
@@ -219,21 +256,35 @@ fn drop_database(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         }
         Ok(existed)
     })?;
-    if existed { Ok(ok_with(doc! { "dropped": req.db.clone() })) } else { Ok(ok()) }
+    if existed {
+        Ok(ok_with(doc! { "dropped": req.db.clone() }))
+    } else {
+        Ok(ok())
+    }
 }
 
 fn rename_collection(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     if req.db != "admin" {
-        return Err(CommandError::unauthorized("renameCollection may only be run against the admin database."));
+        return Err(CommandError::unauthorized(
+            "renameCollection may only be run against the admin database.",
+        ));
     }
     let from = match req.first_value() {
         Some(Bson::String(s)) => Namespace::parse(s)?,
-        _ => return Err(CommandError::type_mismatch("BSON field 'renameCollection' must be a string")),
+        _ => {
+            return Err(CommandError::type_mismatch(
+                "BSON field 'renameCollection' must be a string",
+            ));
+        }
     };
     let to = match req.body.get("to") {
         Some(Bson::String(s)) => Namespace::parse(s)?,
         Some(_) => return Err(CommandError::type_mismatch("BSON field 'to' must be a string")),
-        None => return Err(CommandError::missing_field("BSON field 'renameCollection.to' is missing but a required field")),
+        None => {
+            return Err(CommandError::missing_field(
+                "BSON field 'renameCollection.to' is missing but a required field",
+            ));
+        }
     };
     let drop_target = get_bool(&req.body, "dropTarget")?.unwrap_or(false);
     let j = write_concern_j(&req.body);
@@ -257,7 +308,10 @@ fn rename_collection(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             }
             txn.apply(Mutation::DropCollection { ns: to.clone() })?;
         }
-        txn.apply(Mutation::RenameCollection { from: from.clone(), to: to.clone() })
+        txn.apply(Mutation::RenameCollection {
+            from: from.clone(),
+            to: to.clone(),
+        })
     })?;
     Ok(ok())
 }
@@ -280,8 +334,13 @@ fn coll_mod(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 continue;
             }
             match k.as_str() {
-                "validator" | "validationLevel" | "validationAction" | "viewOn" | "pipeline"
-                | "expireAfterSeconds" | "changeStreamPreAndPostImages" => {
+                "validator"
+                | "validationLevel"
+                | "validationAction"
+                | "viewOn"
+                | "pipeline"
+                | "expireAfterSeconds"
+                | "changeStreamPreAndPostImages" => {
                     if k == "validator" {
                         let Bson::Document(vd) = v else {
                             return Err(CommandError::type_mismatch("'validator' must be an object"));
@@ -299,7 +358,9 @@ fn coll_mod(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                     index_change = Some(new_spec);
                 }
                 other => {
-                    return Err(CommandError::invalid_options(format!("unknown option to collMod: {other}")));
+                    return Err(CommandError::invalid_options(format!(
+                        "unknown option to collMod: {other}"
+                    )));
                 }
             }
         }
@@ -313,7 +374,10 @@ fn coll_mod(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         }
         check_validation_settings(&options)?;
         if options != coll.options {
-            txn.apply(Mutation::SetOptions { ns: ns.clone(), options })?;
+            txn.apply(Mutation::SetOptions {
+                ns: ns.clone(),
+                options,
+            })?;
         }
         if let Some(spec) = index_change {
             txn.apply(Mutation::SetIndexSpec { ns: ns.clone(), spec })?;
@@ -330,7 +394,9 @@ fn coll_mod_index(coll: &Collection, change: &Document) -> CommandResult<(Docume
     } else if let Ok(key) = change.get_document("keyPattern") {
         coll.indexes().iter().find(|i| &i.key_pattern() == key)
     } else {
-        return Err(CommandError::invalid_options("must specify either index name or key pattern for collMod"));
+        return Err(CommandError::invalid_options(
+            "must specify either index name or key pattern for collMod",
+        ));
     };
     let idx = idx.ok_or_else(|| CommandError::index_not_found(format!("cannot find index {change} for ns")))?;
     let mut spec = idx.spec.clone();
@@ -381,7 +447,11 @@ pub fn collection_entry(name: &str, coll: &Collection, name_only: bool) -> Docum
     }
     d.insert("info", info);
     if coll.kind == CollectionKind::Collection && !coll.options.contains_key("clusteredIndex") {
-        let spec = coll.indexes().first().map(|i| i.spec.clone()).unwrap_or_else(id_index_spec);
+        let spec = coll
+            .indexes()
+            .first()
+            .map(|i| i.spec.clone())
+            .unwrap_or_else(id_index_spec);
         d.insert("idIndex", spec);
     }
     d
@@ -389,19 +459,45 @@ pub fn collection_entry(name: &str, coll: &Collection, name_only: bool) -> Docum
 
 fn list_collections(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     validate_db_name(&req.db)?;
-    let filter = get_doc(&req.body, "filter")?.map(|f| Filter::parse(f).map_err(CommandError::from)).transpose()?;
+    let filter = get_doc(&req.body, "filter")?
+        .map(|f| Filter::parse(f).map_err(CommandError::from))
+        .transpose()?;
     let name_only = get_bool(&req.body, "nameOnly")?.unwrap_or(false);
     let batch_size = super::crud::batch_size_arg(&req.body, "cursor")?;
     let entries: Vec<Document> = ctx.server.engine.read(|cat: &Catalog| {
-        let Some(db) = cat.database(&req.db) else { return Vec::new() };
-        db.collections.iter().map(|(name, coll)| collection_entry(name, coll, false)).collect()
+        let Some(db) = cat.database(&req.db) else {
+            return Vec::new();
+        };
+        db.collections
+            .iter()
+            .map(|(name, coll)| collection_entry(name, coll, false))
+            .collect()
     });
+    // authorizedCollections (with nameOnly) lists only collections the user holds privileges on.
+    let authorized_only = ctx.server.config.auth
+        && name_only
+        && get_bool(&req.body, "authorizedCollections")?.unwrap_or(false)
+        && !crate::auth::is_allowed(
+            &ctx.conn.auth,
+            &crate::auth::privileges::Target::Database(req.db.clone()),
+            "listCollections",
+        );
     let mut docs = Vec::new();
     for e in entries {
         if let Some(f) = &filter
             && !f.matches(&e)
         {
             continue;
+        }
+        if authorized_only {
+            let name = e.get_str("name").unwrap_or_default().to_string();
+            let target = crate::auth::privileges::Target::Collection(req.db.clone(), name);
+            if !["find", "insert", "update", "remove", "collStats"]
+                .iter()
+                .any(|a| crate::auth::is_allowed(&ctx.conn.auth, &target, a))
+            {
+                continue;
+            }
         }
         let e = if name_only {
             doc! { "name": e.get("name").cloned().unwrap_or(Bson::Null), "type": e.get("type").cloned().unwrap_or(Bson::Null) }
@@ -432,7 +528,9 @@ fn i64_of(v: u64) -> i64 {
 
 fn list_databases(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let name_only = get_bool(&req.body, "nameOnly")?.unwrap_or(false);
-    let filter = get_doc(&req.body, "filter")?.map(|f| Filter::parse(f).map_err(CommandError::from)).transpose()?;
+    let filter = get_doc(&req.body, "filter")?
+        .map(|f| Filter::parse(f).map_err(CommandError::from))
+        .transpose()?;
     let visible = crate::auth::list_databases_filter(ctx, &req.body)?;
     let infos: Vec<(String, u64, bool)> = ctx.server.engine.read(|cat| {
         cat.database_names()
@@ -449,9 +547,29 @@ fn list_databases(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             })
             .collect()
     });
+    // With --auth, users without the cluster-wide listDatabases privilege (or asking for
+    // authorizedDatabases: true) see only the databases they hold privileges on, as in mongod.
+    let authorized_only = ctx.server.config.auth
+        && match get_bool(&req.body, "authorizedDatabases")? {
+            Some(b) => b,
+            None => !crate::auth::is_allowed(
+                &ctx.conn.auth,
+                &crate::auth::privileges::Target::Cluster,
+                "listDatabases",
+            ),
+        };
     let mut dbs = Vec::new();
     let mut total = 0u64;
     for (name, size, empty) in infos {
+        if authorized_only {
+            let target = crate::auth::privileges::Target::Database(name.clone());
+            let visible = ["find", "insert", "listCollections", "dbStats"]
+                .iter()
+                .any(|a| crate::auth::is_allowed(&ctx.conn.auth, &target, a));
+            if !visible {
+                continue;
+            }
+        }
         if !visible.allows(&name) {
             continue;
         }
@@ -471,7 +589,9 @@ fn list_databases(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     if name_only {
         Ok(ok_with(doc! { "databases": dbs }))
     } else {
-        Ok(ok_with(doc! { "databases": dbs, "totalSize": i64_of(total), "totalSizeMb": i64_of(total / (1024 * 1024)) }))
+        Ok(ok_with(
+            doc! { "databases": dbs, "totalSize": i64_of(total), "totalSizeMb": i64_of(total / (1024 * 1024)) },
+        ))
     }
 }
 
@@ -528,14 +648,25 @@ fn coll_stats(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let info = ctx.server.engine.read(|cat| {
         cat.collection(&ns).map(|c| {
             let names: Vec<String> = c.indexes().iter().map(|i| i.name.clone()).collect();
-            (c.is_view(), c.len() as u64, c.data_size(), names, c.is_capped(), c.options.clone())
+            (
+                c.is_view(),
+                c.len() as u64,
+                c.data_size(),
+                names,
+                c.is_capped(),
+                c.options.clone(),
+            )
         })
     });
     let Some((is_view, count, size, index_names, capped, options)) = info else {
-        return Err(CommandError::namespace_not_found(format!("Collection [{ns}] not found.")));
+        return Err(CommandError::namespace_not_found(format!(
+            "Collection [{ns}] not found."
+        )));
     };
     if is_view {
-        return Err(CommandError::command_not_supported_on_view(format!("Namespace {ns} is a view, not a collection")));
+        return Err(CommandError::command_not_supported_on_view(format!(
+            "Namespace {ns} is a view, not a collection"
+        )));
     }
     let mut index_sizes = Document::new();
     for n in &index_names {
@@ -565,4 +696,116 @@ fn coll_stats(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         }
     }
     Ok(ok_with(d))
+}
+
+/// `dbHash`: an MD5 per collection over its documents' bytes in `_id` order, and an MD5 over those hashes
+/// (collections in name order), as mongod computes it to compare replicas and restores.
+fn db_hash(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    use md5::{Digest, Md5};
+    validate_db_name(&req.db)?;
+    let only: Option<Vec<String>> = match req.body.get("collections") {
+        None => None,
+        Some(Bson::Array(a)) => Some(
+            a.iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| CommandError::type_mismatch("'collections' must be an array of strings"))
+                })
+                .collect::<CommandResult<_>>()?,
+        ),
+        Some(_) => return Err(CommandError::type_mismatch("'collections' must be an array of strings")),
+    };
+    let started = std::time::Instant::now();
+    let (collections, capped, uuids, md5) = ctx.server.engine.read(|cat| {
+        let mut collections = Document::new();
+        let mut capped = Vec::new();
+        let mut uuids = Document::new();
+        let mut global = Md5::new();
+        if let Some(db) = cat.database(&req.db) {
+            for (name, coll) in &db.collections {
+                if coll.is_view() || name == "system.profile" {
+                    continue;
+                }
+                if only.as_ref().is_some_and(|o| !o.contains(name)) {
+                    continue;
+                }
+                let mut h = Md5::new();
+                for d in coll.iter_by_id() {
+                    h.update(d.as_bytes());
+                }
+                let hex = hex(&h.finalize());
+                global.update(hex.as_bytes());
+                collections.insert(name.clone(), hex);
+                if coll.is_capped() {
+                    capped.push(Bson::String(name.clone()));
+                }
+                uuids.insert(name.clone(), uuid_bson(&coll.uuid));
+            }
+        }
+        (collections, capped, uuids, hex(&global.finalize()))
+    });
+    Ok(ok_with(doc! {
+        "host": format!("{}:{}", ctx.server.config.bind_ip, ctx.server.config.port),
+        "collections": collections,
+        "capped": capped,
+        "uuids": uuids,
+        "md5": md5,
+        "timeMillis": i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+    }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// `validate`: checks that every stored document decodes and that the `_id` index covers every document.
+fn validate(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    let ns = request_ns(req)?;
+    let report = ctx.server.engine.read(|cat| -> CommandResult<Document> {
+        let coll = cat
+            .collection(&ns)
+            .ok_or_else(|| CommandError::namespace_not_found(format!("Collection '{ns}' does not exist to validate.")))?;
+        if coll.is_view() {
+            return Err(CommandError::command_not_supported_on_view(format!("Cannot validate a view: {ns}")));
+        }
+        let mut invalid = 0i64;
+        for (_, d) in coll.iter() {
+            if Document::try_from(d.as_ref()).is_err() {
+                invalid += 1;
+            }
+        }
+        let records = i64::try_from(coll.len()).unwrap_or(i64::MAX);
+        let by_id = i64::try_from(coll.iter_by_id().count()).unwrap_or(i64::MAX);
+        let mut errors = Vec::new();
+        if by_id != records {
+            errors.push(Bson::String(format!("_id index has {by_id} entries for {records} records")));
+        }
+        let mut keys = Document::new();
+        for idx in coll.indexes() {
+            keys.insert(idx.name.clone(), if idx.name == "_id_" { by_id } else { records });
+        }
+        Ok(doc! {
+            "ns": ns.to_string(),
+            "uuid": uuid_bson(&coll.uuid),
+            "nInvalidDocuments": invalid,
+            "nNonCompliantDocuments": 0,
+            "nrecords": records,
+            "nIndexes": i64::try_from(coll.indexes().len()).unwrap_or(i64::MAX),
+            "keysPerIndex": keys,
+            "valid": errors.is_empty() && invalid == 0,
+            "repaired": false,
+            "warnings": [],
+            "errors": errors,
+            "extraIndexEntries": [],
+            "missingIndexEntries": [],
+            "corruptRecords": [],
+        })
+    })?;
+    Ok(ok_with(report))
 }

@@ -57,24 +57,44 @@ pub fn batch_size_arg(body: &Document, key: &str) -> CommandResult<Option<usize>
     };
     match v {
         None => Ok(None),
-        Some(n) if n < 0 => Err(CommandError::bad_value(format!("BatchSize value must be non-negative, but received: {n}"))),
+        Some(n) if n < 0 => Err(CommandError::bad_value(format!(
+            "BatchSize value must be non-negative, but received: {n}"
+        ))),
         Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
     }
 }
 
 /// Produces the first batch of `cursor`, registering it for `getMore` if documents remain.
-pub fn first_batch(ctx: &mut Ctx<'_>, mut cursor: Cursor, batch_size: Option<usize>, single: bool) -> CommandResult<Reply> {
+pub fn first_batch(
+    ctx: &mut Ctx<'_>,
+    mut cursor: Cursor,
+    batch_size: Option<usize>,
+    single: bool,
+) -> CommandResult<Reply> {
     let ns = cursor.ns.clone();
     if batch_size == Some(0) && !single {
         let id = ctx.server.cursors.register(cursor);
-        return Ok(Reply::Raw(super::raw::cursor_reply("firstBatch", std::iter::empty(), id, &ns)?));
+        return Ok(Reply::Raw(super::raw::cursor_reply(
+            "firstBatch",
+            std::iter::empty(),
+            id,
+            &ns,
+        )?));
     }
     let limit = Some(batch_size.unwrap_or(DEFAULT_FIRST_BATCH));
-    let (reply_docs, exhausted) = cursor.next_batch(&ctx.server.engine, limit, |b| {
-        Ok((b.docs.iter().map(|d| d.to_vec()).collect::<Vec<_>>(), b.exhausted))
+    // Build the reply straight from the batch (stored bytes copied once), then fill in the cursor id.
+    let ((mut bytes, id_offset), exhausted) = cursor.next_batch(&ctx.server.engine, limit, |b| {
+        Ok((
+            super::raw::cursor_reply_bytes("firstBatch", b.docs.iter().map(|d| d.as_ref()), 0, &ns)?,
+            b.exhausted,
+        ))
     })?;
-    let id = if exhausted || single { 0 } else { ctx.server.cursors.register(cursor) };
-    Ok(Reply::Raw(super::raw::cursor_reply("firstBatch", reply_docs.iter().map(Vec::as_slice), id, &ns)?))
+    if !exhausted && !single {
+        let id = ctx.server.cursors.register(cursor);
+        super::raw::set_cursor_id(&mut bytes, id_offset, id)?;
+    }
+    let raw = RawDocumentBuf::from_bytes(bytes).map_err(|e| CommandError::internal(format!("bad reply built: {e}")))?;
+    Ok(Reply::Raw(raw))
 }
 
 /// Encodes typed documents as a buffered cursor source.
@@ -103,7 +123,10 @@ struct Matcher {
 impl Matcher {
     fn new(filter: Option<&Document>) -> CommandResult<Self> {
         let Some(f) = filter.filter(|f| !f.is_empty()) else {
-            return Ok(Self { filter: None, id_eq: None });
+            return Ok(Self {
+                filter: None,
+                id_eq: None,
+            });
         };
         let parsed = Filter::parse(f).map_err(CommandError::from)?;
         let id_eq = if f.len() == 1 {
@@ -112,7 +135,9 @@ impl Matcher {
                     Some(v.clone())
                 }
                 Some(Bson::Document(d)) if d.len() == 1 => match d.get("$eq") {
-                    Some(v @ (Bson::String(_) | Bson::ObjectId(_) | Bson::Int32(_) | Bson::Int64(_))) => Some(v.clone()),
+                    Some(v @ (Bson::String(_) | Bson::ObjectId(_) | Bson::Int32(_) | Bson::Int64(_))) => {
+                        Some(v.clone())
+                    }
                     _ => None,
                 },
                 _ => None,
@@ -120,7 +145,10 @@ impl Matcher {
         } else {
             None
         };
-        Ok(Self { filter: Some(parsed), id_eq })
+        Ok(Self {
+            filter: Some(parsed),
+            id_eq,
+        })
     }
 
     fn matches(&self, d: &Document) -> bool {
@@ -177,7 +205,9 @@ fn hint_direction(body: &Document, coll: Option<&Collection>) -> CommandResult<b
             if exists {
                 Ok(false)
             } else {
-                Err(CommandError::bad_value("hint provided does not correspond to an existing index"))
+                Err(CommandError::bad_value(
+                    "hint provided does not correspond to an existing index",
+                ))
             }
         }
     }
@@ -198,7 +228,11 @@ fn resolve_view(cat: &Catalog, ns: &Namespace) -> CommandResult<Option<(Namespac
         }
         depth += 1;
         if depth > 20 {
-            return Err(CommandError::new(43, "ViewDepthLimitExceeded", "View depth too deep or view cycle detected; maximum depth is 20"));
+            return Err(CommandError::new(
+                43,
+                "ViewDepthLimitExceeded",
+                "View depth too deep or view cycle detected; maximum depth is 20",
+            ));
         }
         let mut own: Vec<Document> = match coll.options.get("pipeline") {
             Some(Bson::Array(a)) => a.iter().filter_map(|s| s.as_document().cloned()).collect(),
@@ -221,7 +255,10 @@ fn run_pipeline(ctx: &Ctx<'_>, ns: &Namespace, stages: Vec<Document>) -> Command
         all.extend(stages);
         let pipeline = Pipeline::parse(&all).map_err(CommandError::from)?;
         let docs: Vec<Document> = match cat.collection(&source) {
-            Some(c) => c.iter().map(|(_, raw)| decode(raw, &source)).collect::<CommandResult<_>>()?,
+            Some(c) => c
+                .iter()
+                .map(|(_, raw)| decode(raw, &source))
+                .collect::<CommandResult<_>>()?,
             None => Vec::new(),
         };
         pipeline.run(docs.into_iter()).map_err(CommandError::from)
@@ -231,7 +268,10 @@ fn run_pipeline(ctx: &Ctx<'_>, ns: &Namespace, stages: Vec<Document>) -> Command
 fn known_fields(req: &Request, allowed: &[&str]) -> CommandResult<()> {
     for k in req.body.keys().skip(1) {
         if !allowed.contains(&k.as_str()) && !super::admin::is_generic_arg(k) {
-            return Err(CommandError::unknown_field(format!("BSON field '{}.{k}' is an unknown field.", req.name)));
+            return Err(CommandError::unknown_field(format!(
+                "BSON field '{}.{k}' is an unknown field.",
+                req.name
+            )));
         }
     }
     Ok(())
@@ -242,9 +282,28 @@ fn known_fields(req: &Request, allowed: &[&str]) -> CommandResult<()> {
 // ---------------------------------------------------------------------------------------------------------
 
 const FIND_FIELDS: &[&str] = &[
-    "filter", "sort", "projection", "skip", "limit", "batchSize", "singleBatch", "hint", "collation",
-    "allowDiskUse", "noCursorTimeout", "tailable", "awaitData", "allowPartialResults", "returnKey",
-    "showRecordId", "min", "max", "let", "oplogReplay", "readOnce", "term",
+    "filter",
+    "sort",
+    "projection",
+    "skip",
+    "limit",
+    "batchSize",
+    "singleBatch",
+    "hint",
+    "collation",
+    "allowDiskUse",
+    "noCursorTimeout",
+    "tailable",
+    "awaitData",
+    "allowPartialResults",
+    "returnKey",
+    "showRecordId",
+    "min",
+    "max",
+    "let",
+    "oplogReplay",
+    "readOnce",
+    "term",
 ];
 
 fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
@@ -253,9 +312,16 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     Stats::add(&ctx.server.stats.op_query, 1);
     let filter = get_doc(&req.body, "filter")?.cloned();
     let sort = get_doc(&req.body, "sort")?.filter(|s| !s.is_empty()).cloned();
+    // `sort: {$natural: ±1}` is a scan direction; tailable cursors are scans that stay open.
+    let (sort, natural) = crate::cursor::natural_sort(sort);
+    let tail = crate::cursor::tail_options(&req.body, natural, sort.is_some())?;
     let projection = get_doc(&req.body, "projection")?.filter(|p| !p.is_empty()).cloned();
     let skip = match get_i64(&req.body, "skip")? {
-        Some(s) if s < 0 => return Err(CommandError::bad_value(format!("Skip value must be non-negative, but received: {s}"))),
+        Some(s) if s < 0 => {
+            return Err(CommandError::bad_value(format!(
+                "Skip value must be non-negative, but received: {s}"
+            )));
+        }
         s => u64::try_from(s.unwrap_or(0)).unwrap_or(0),
     };
     let mut single = get_bool(&req.body, "singleBatch")?.unwrap_or(false);
@@ -271,18 +337,25 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let mut batch_size = batch_size_arg(&req.body, "batchSize")?;
     if let Some(l) = limit {
         let l = usize::try_from(l).unwrap_or(usize::MAX);
-        batch_size = Some(batch_size.map_or(l.min(DEFAULT_FIRST_BATCH.max(l)), |b| if b == 0 { 0 } else { b.min(l) }));
+        // The first batch holds at most the default (or requested) batch size, and never more than the limit.
+        batch_size = Some(batch_size.map_or(l.min(DEFAULT_FIRST_BATCH), |b| if b == 0 { 0 } else { b.min(l) }));
         if single {
             batch_size = Some(l);
         }
     }
     let matcher = Matcher::new(filter.as_ref())?;
-    let proj = projection.as_ref().map(|p| Projection::parse(p).map_err(CommandError::from)).transpose()?;
-    let sort_spec = sort.as_ref().map(|s| SortSpec::parse(s).map_err(CommandError::from)).transpose()?;
+    let proj = projection
+        .as_ref()
+        .map(|p| Projection::parse(p).map_err(CommandError::from))
+        .transpose()?;
+    let sort_spec = sort
+        .as_ref()
+        .map(|s| SortSpec::parse(s).map_err(CommandError::from))
+        .transpose()?;
 
     enum Plan {
         View,
-        Scan([u8; 16], bool),
+        Scan([u8; 16], bool, Option<u64>),
         Buffered(Vec<Document>),
     }
     let plan = ctx.server.engine.read(|cat| -> CommandResult<Plan> {
@@ -293,11 +366,23 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         if coll.is_view() {
             return Ok(Plan::View);
         }
-        let reverse = hint_direction(&req.body, Some(coll))?;
-        if sort_spec.is_none() && matcher.id_eq.is_none() {
-            return Ok(Plan::Scan(coll.uuid, reverse));
+        let hinted = hint_direction(&req.body, Some(coll))?;
+        let reverse = natural.unwrap_or(hinted);
+        if tail.is_some() && !coll.is_capped() {
+            return Err(CommandError::bad_value(format!(
+                "error processing query: ns={ns} tailable cursor requested on non capped collection"
+            )));
         }
-        let mut docs: Vec<Document> = matcher.collect(coll, &ns, reverse, None)?.into_iter().map(|(_, _, d)| d).collect();
+        if sort_spec.is_none() && (matcher.id_eq.is_none() || tail.is_some()) {
+            // Oplog queries with a lower `ts` bound start at that entry instead of scanning from the start.
+            let start = crate::repl::oplog::scan_start(&ns, coll, filter.as_ref(), reverse);
+            return Ok(Plan::Scan(coll.uuid, reverse, start));
+        }
+        let mut docs: Vec<Document> = matcher
+            .collect(coll, &ns, reverse, None)?
+            .into_iter()
+            .map(|(_, _, d)| d)
+            .collect();
         if let Some(s) = &sort_spec {
             docs.sort_by(|a, b| s.compare(a, b));
         }
@@ -313,18 +398,19 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     })?;
     let source = match plan {
         Plan::Buffered(docs) => buffered(docs)?,
-        Plan::Scan(uuid, reverse) => {
+        Plan::Scan(uuid, reverse, start) => {
             let projection: Option<DocTransform> =
                 proj.map(|p| Box::new(move |d: &Document| Ok(p.apply(d))) as DocTransform);
             CursorSource::Scan(Box::new(ScanState {
                 ns: ns.clone(),
                 uuid,
-                after: None,
+                after: start,
                 reverse,
                 filter: matcher.filter,
                 projection,
                 skip,
                 remaining: limit,
+                tail,
             }))
         }
         Plan::View => {
@@ -347,7 +433,12 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             buffered(run_pipeline(ctx, &ns, stages)?)?
         }
     };
-    let cursor = Cursor { ns: ns.to_string(), db: ns.db.clone(), collection: ns.coll.clone(), source };
+    let cursor = Cursor {
+        ns: ns.to_string(),
+        db: ns.db.clone(),
+        collection: ns.coll.clone(),
+        source,
+    };
     first_batch(ctx, cursor, batch_size, single)
 }
 
@@ -370,8 +461,11 @@ fn get_more(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         }
     };
     let batch_size = batch_size_arg(&req.body, "batchSize")?.filter(|b| *b > 0);
-    let mut cursor =
-        ctx.server.cursors.take(id).ok_or_else(|| CommandError::cursor_not_found(format!("cursor id {id} not found")))?;
+    let mut cursor = ctx
+        .server
+        .cursors
+        .take(id)
+        .ok_or_else(|| CommandError::cursor_not_found(format!("cursor id {id} not found")))?;
     if cursor.db != req.db || cursor.collection != coll {
         let cursor_ns = cursor.ns.clone();
         ctx.server.cursors.put_back(id, cursor);
@@ -381,11 +475,28 @@ fn get_more(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         )));
     }
     let ns = cursor.ns.clone();
-    let result = cursor.next_batch(&ctx.server.engine, batch_size, |b| {
-        let exhausted = b.exhausted;
-        let id_out = if exhausted { 0 } else { id };
-        super::raw::cursor_reply("nextBatch", b.docs.iter().map(|d| d.as_ref()), id_out, &ns).map(|r| (r, exhausted))
-    });
+    // Tailable awaitData cursors wait (without holding any lock) for a write before answering empty.
+    let deadline = match cursor.await_deadline(&req.body) {
+        Ok(d) => d,
+        Err(e) => {
+            ctx.server.cursors.put_back(id, cursor);
+            return Err(e);
+        }
+    };
+    let oplog = ctx.server.repl.oplog();
+    let result = loop {
+        let seen = oplog.change_count();
+        let r = cursor.next_batch(&ctx.server.engine, batch_size, |b| {
+            let exhausted = b.exhausted;
+            let id_out = if exhausted { 0 } else { id };
+            super::raw::cursor_reply("nextBatch", b.docs.iter().map(|d| d.as_ref()), id_out, &ns)
+                .map(|r| (r, exhausted, b.docs.is_empty()))
+        });
+        match (&r, deadline) {
+            (Ok((_, false, true)), Some(d)) if oplog.wait_for_change(seen, d) => continue,
+            _ => break r.map(|(reply, exhausted, _)| (reply, exhausted)),
+        }
+    };
     match result {
         Ok((reply, exhausted)) => {
             if !exhausted {
@@ -411,7 +522,9 @@ fn kill_cursors(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let mut not_found = Vec::new();
     for v in ids {
         let Bson::Int64(id) = v else {
-            return Err(CommandError::type_mismatch("BSON field 'killCursors.cursors' must contain longs"));
+            return Err(CommandError::type_mismatch(
+                "BSON field 'killCursors.cursors' must contain longs",
+            ));
         };
         if ctx.server.cursors.kill(id) {
             killed.push(Bson::Int64(id));
@@ -419,7 +532,9 @@ fn kill_cursors(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             not_found.push(Bson::Int64(id));
         }
     }
-    Ok(ok_with(doc! { "cursorsKilled": killed, "cursorsNotFound": not_found, "cursorsAlive": [], "cursorsUnknown": [] }))
+    Ok(ok_with(
+        doc! { "cursorsKilled": killed, "cursorsNotFound": not_found, "cursorsAlive": [], "cursorsUnknown": [] },
+    ))
 }
 
 fn count(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
@@ -430,9 +545,14 @@ fn count(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         Some(s) if s < 0 => return Err(CommandError::bad_value("skip value is negative in count query")),
         s => usize::try_from(s.unwrap_or(0)).unwrap_or(usize::MAX),
     };
-    let limit = get_i64(&req.body, "limit")?.filter(|l| *l != 0).map(|l| usize::try_from(l.unsigned_abs()).unwrap_or(usize::MAX));
+    let limit = get_i64(&req.body, "limit")?
+        .filter(|l| *l != 0)
+        .map(|l| usize::try_from(l.unsigned_abs()).unwrap_or(usize::MAX));
     let matcher = Matcher::new(query.as_ref())?;
-    let is_view = ctx.server.engine.read(|cat| cat.collection(&ns).is_some_and(Collection::is_view));
+    let is_view = ctx
+        .server
+        .engine
+        .read(|cat| cat.collection(&ns).is_some_and(Collection::is_view));
     let total = if is_view {
         let mut stages = Vec::new();
         if let Some(q) = query.filter(|q| !q.is_empty()) {
@@ -453,7 +573,9 @@ fn count(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     if let Some(l) = limit {
         n = n.min(l);
     }
-    let n = i32::try_from(n).map(Bson::Int32).unwrap_or_else(|_| Bson::Int64(i64::try_from(n).unwrap_or(i64::MAX)));
+    let n = i32::try_from(n)
+        .map(Bson::Int32)
+        .unwrap_or_else(|_| Bson::Int64(i64::try_from(n).unwrap_or(i64::MAX)));
     Ok(ok_with(doc! { "n": n }))
 }
 
@@ -462,12 +584,23 @@ fn distinct(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     Stats::add(&ctx.server.stats.op_query, 1);
     let key = match req.body.get("key") {
         Some(Bson::String(k)) => k.clone(),
-        Some(_) => return Err(CommandError::type_mismatch("BSON field 'distinct.key' is the wrong type, expected type 'string'")),
-        None => return Err(CommandError::missing_field("BSON field 'distinct.key' is missing but a required field")),
+        Some(_) => {
+            return Err(CommandError::type_mismatch(
+                "BSON field 'distinct.key' is the wrong type, expected type 'string'",
+            ));
+        }
+        None => {
+            return Err(CommandError::missing_field(
+                "BSON field 'distinct.key' is missing but a required field",
+            ));
+        }
     };
     let query = get_doc(&req.body, "query")?.cloned();
     let matcher = Matcher::new(query.as_ref())?;
-    let is_view = ctx.server.engine.read(|cat| cat.collection(&ns).is_some_and(Collection::is_view));
+    let is_view = ctx
+        .server
+        .engine
+        .read(|cat| cat.collection(&ns).is_some_and(Collection::is_view));
     let mut set: BTreeSet<Key> = BTreeSet::new();
     let mut add = |raw: &RawDocument| {
         if let Some(vals) = path_values(raw, &key) {
@@ -512,11 +645,21 @@ fn aggregate(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             .iter()
             .map(|s| match s {
                 Bson::Document(d) => Ok(d.clone()),
-                _ => Err(CommandError::type_mismatch("Each element of the 'pipeline' array must be an object")),
+                _ => Err(CommandError::type_mismatch(
+                    "Each element of the 'pipeline' array must be an object",
+                )),
             })
             .collect::<CommandResult<_>>()?,
-        Some(_) => return Err(CommandError::type_mismatch("'pipeline' option must be specified as an array")),
-        None => return Err(CommandError::missing_field("BSON field 'aggregate.pipeline' is missing but a required field")),
+        Some(_) => {
+            return Err(CommandError::type_mismatch(
+                "'pipeline' option must be specified as an array",
+            ));
+        }
+        None => {
+            return Err(CommandError::missing_field(
+                "BSON field 'aggregate.pipeline' is missing but a required field",
+            ));
+        }
     };
     if !req.body.contains_key("cursor") && !get_bool(&req.body, "explain")?.unwrap_or(false) {
         return Err(CommandError::failed_to_parse(
@@ -559,16 +702,34 @@ fn aggregate(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             Bson::String(c) => Namespace::new(&req.db, &c)?,
             Bson::Document(d) => Namespace::new(
                 d.get_str("db").unwrap_or(&req.db),
-                d.get_str("coll").map_err(|_| CommandError::failed_to_parse("$out requires 'coll'"))?,
+                d.get_str("coll")
+                    .map_err(|_| CommandError::failed_to_parse("$out requires 'coll'"))?,
             )?,
-            _ => return Err(CommandError::failed_to_parse("$out only supports a string or object argument")),
+            _ => {
+                return Err(CommandError::failed_to_parse(
+                    "$out only supports a string or object argument",
+                ));
+            }
         };
         write_out(ctx, &target_ns, docs, write_concern_j(&req.body))?;
-        let cursor = Cursor { ns: reply_ns, db: req.db.clone(), collection: String::new(), source: buffered(Vec::new())? };
+        let cursor = Cursor {
+            ns: reply_ns,
+            db: req.db.clone(),
+            collection: String::new(),
+            source: buffered(Vec::new())?,
+        };
         return first_batch(ctx, cursor, batch_size, false);
     }
-    let collection = ns.as_ref().map(|n| n.coll.clone()).unwrap_or_else(|| "$cmd.aggregate".into());
-    let cursor = Cursor { ns: reply_ns, db: req.db.clone(), collection, source: buffered(docs)? };
+    let collection = ns
+        .as_ref()
+        .map(|n| n.coll.clone())
+        .unwrap_or_else(|| "$cmd.aggregate".into());
+    let cursor = Cursor {
+        ns: reply_ns,
+        db: req.db.clone(),
+        collection,
+        source: buffered(docs)?,
+    };
     first_batch(ctx, cursor, batch_size, false)
 }
 
@@ -592,11 +753,19 @@ fn count_pipeline(stages: &[Document]) -> Option<(Option<Document>, u64, Option<
         query = Some(m.clone());
         stage_iter.next();
     }
-    if let Some(s) = stage_iter.peek().and_then(|s| s.get("$skip")).and_then(super::raw::as_i64) {
+    if let Some(s) = stage_iter
+        .peek()
+        .and_then(|s| s.get("$skip"))
+        .and_then(super::raw::as_i64)
+    {
         skip = u64::try_from(s).ok()?;
         stage_iter.next();
     }
-    if let Some(l) = stage_iter.peek().and_then(|s| s.get("$limit")).and_then(super::raw::as_i64) {
+    if let Some(l) = stage_iter
+        .peek()
+        .and_then(|s| s.get("$limit"))
+        .and_then(super::raw::as_i64)
+    {
         limit = Some(u64::try_from(l).ok()?);
         stage_iter.next();
     }
@@ -642,7 +811,9 @@ fn count_result(total: usize, skip: u64, limit: Option<u64>) -> CommandResult<Ve
     if n == 0 {
         return Ok(Vec::new());
     }
-    let n = i32::try_from(n).map(Bson::Int32).unwrap_or_else(|_| Bson::Int64(i64::try_from(n).unwrap_or(i64::MAX)));
+    let n = i32::try_from(n)
+        .map(Bson::Int32)
+        .unwrap_or_else(|_| Bson::Int64(i64::try_from(n).unwrap_or(i64::MAX)));
     Ok(vec![doc! { "_id": 1, "n": n }])
 }
 
@@ -657,13 +828,23 @@ fn write_out(ctx: &Ctx<'_>, target: &Namespace, docs: Vec<Document>, j: bool) ->
         if txn.catalog().collection(target).is_some() {
             txn.apply(Mutation::DropCollection { ns: target.clone() })?;
         }
-        txn.apply(Mutation::CreateCollection { ns: target.clone(), uuid: crate::engine::new_uuid(), options })?;
+        txn.apply(Mutation::CreateCollection {
+            ns: target.clone(),
+            uuid: crate::engine::new_uuid(),
+            options,
+        })?;
         for spec in specs.into_iter().skip(1) {
-            txn.apply(Mutation::CreateIndex { ns: target.clone(), spec })?;
+            txn.apply(Mutation::CreateIndex {
+                ns: target.clone(),
+                spec,
+            })?;
         }
         for d in docs {
             let raw = prepare_insert(encode(&d)?)?;
-            txn.apply(Mutation::Insert { ns: target.clone(), doc: raw })?;
+            txn.apply(Mutation::Insert {
+                ns: target.clone(),
+                doc: raw,
+            })?;
         }
         Ok(())
     })
@@ -687,10 +868,14 @@ pub fn prepare_insert(doc: RawDocumentBuf) -> CommandResult<RawDocumentBuf> {
             if i == 0 {
                 first_is_id = true;
             }
-            let v = elem.value().map_err(|e| CommandError::bad_value(format!("invalid _id: {e}")))?;
+            let v = elem
+                .value()
+                .map_err(|e| CommandError::bad_value(format!("invalid _id: {e}")))?;
             match v {
                 bson::RawBsonRef::Array(_) => return Err(CommandError::bad_value("can't use an array for _id")),
-                bson::RawBsonRef::RegularExpression(_) => return Err(CommandError::bad_value("can't use a regex for _id")),
+                bson::RawBsonRef::RegularExpression(_) => {
+                    return Err(CommandError::bad_value("can't use a regex for _id"));
+                }
                 bson::RawBsonRef::Undefined => return Err(CommandError::bad_value("can't use a undefined for _id")),
                 _ => {}
             }
@@ -708,8 +893,12 @@ pub fn prepare_insert(doc: RawDocumentBuf) -> CommandResult<RawDocumentBuf> {
     match id_elem {
         Some((offset, len)) => {
             let start = offset;
-            let end = offset.checked_add(len).ok_or_else(|| CommandError::bad_value("invalid _id element"))?;
-            let elem = bytes.get(start..end).ok_or_else(|| CommandError::bad_value("invalid _id element"))?;
+            let end = offset
+                .checked_add(len)
+                .ok_or_else(|| CommandError::bad_value("invalid _id element"))?;
+            let elem = bytes
+                .get(start..end)
+                .ok_or_else(|| CommandError::bad_value("invalid _id element"))?;
             out.extend_from_slice(elem);
             out.extend_from_slice(bytes.get(4..start).unwrap_or_default());
             out.extend_from_slice(bytes.get(end..).unwrap_or_default());
@@ -741,7 +930,9 @@ impl Validator {
         if bypass {
             return Ok(None);
         }
-        let Ok(v) = coll.options.get_document("validator") else { return Ok(None) };
+        let Ok(v) = coll.options.get_document("validator") else {
+            return Ok(None);
+        };
         if v.is_empty() {
             return Ok(None);
         }
@@ -779,7 +970,10 @@ fn write_ops_count(n: usize) -> CommandResult<()> {
         return Err(CommandError::new(
             16,
             "InvalidLength",
-            format!("Write batch sizes must be between 1 and {}. Got {n} operations.", crate::MAX_WRITE_BATCH_SIZE),
+            format!(
+                "Write batch sizes must be between 1 and {}. Got {n} operations.",
+                crate::MAX_WRITE_BATCH_SIZE
+            ),
         ));
     }
     Ok(())
@@ -810,7 +1004,10 @@ fn insert(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 if let Some(v) = &validator {
                     v.check(&ns, &decode(&raw, &ns)?, None)?;
                 }
-                txn.apply(Mutation::Insert { ns: ns.clone(), doc: raw })
+                txn.apply(Mutation::Insert {
+                    ns: ns.clone(),
+                    doc: raw,
+                })
             });
             match r {
                 Ok(()) => n += 1,
@@ -845,17 +1042,30 @@ enum Modifier {
 }
 
 impl Modifier {
-    fn parse(u: &Bson) -> CommandResult<Self> {
+    fn parse(u: &Bson, array_filters: &[Document]) -> CommandResult<Self> {
         match u {
-            Bson::Document(d) => Ok(Modifier::Update(Update::parse(d).map_err(CommandError::from)?)),
+            Bson::Document(d) if array_filters.is_empty() => {
+                Ok(Modifier::Update(Update::parse(d).map_err(CommandError::from)?))
+            }
+            Bson::Document(d) => Ok(Modifier::Update(
+                Update::parse_with_array_filters(d, array_filters).map_err(CommandError::from)?,
+            )),
             Bson::Array(stages) => {
                 let stages: Vec<Document> = stages
                     .iter()
-                    .map(|s| s.as_document().cloned().ok_or_else(|| CommandError::failed_to_parse("pipeline stages must be objects")))
+                    .map(|s| {
+                        s.as_document()
+                            .cloned()
+                            .ok_or_else(|| CommandError::failed_to_parse("pipeline stages must be objects"))
+                    })
                     .collect::<CommandResult<_>>()?;
-                Ok(Modifier::Pipeline(Pipeline::parse(&stages).map_err(CommandError::from)?))
+                Ok(Modifier::Pipeline(
+                    Pipeline::parse(&stages).map_err(CommandError::from)?,
+                ))
             }
-            _ => Err(CommandError::failed_to_parse("Update argument must be either an object or an array")),
+            _ => Err(CommandError::failed_to_parse(
+                "Update argument must be either an object or an array",
+            )),
         }
     }
 
@@ -863,14 +1073,14 @@ impl Modifier {
         matches!(self, Modifier::Update(u) if u.is_replacement())
     }
 
-    /// Applies to `doc`; returns whether it changed.
-    fn apply(&self, doc: &mut Document, upsert_insert: bool) -> CommandResult<bool> {
+    /// Applies to `doc` (selected by `query`, for the positional `$` operator); returns whether it changed.
+    fn apply(&self, doc: &mut Document, upsert_insert: bool, query: Option<&Filter>) -> CommandResult<bool> {
         match self {
             Modifier::Update(u) => {
                 if u.is_replacement() {
                     let id = doc.get("_id").cloned();
                     let before = doc.clone();
-                    u.apply(doc, upsert_insert).map_err(CommandError::from)?;
+                    u.apply_with_filter(doc, upsert_insert, query).map_err(CommandError::from)?;
                     if let Some(id) = id
                         && !doc.contains_key("_id")
                     {
@@ -880,14 +1090,16 @@ impl Modifier {
                     }
                     Ok(*doc != before)
                 } else {
-                    u.apply(doc, upsert_insert).map_err(CommandError::from)
+                    u.apply_with_filter(doc, upsert_insert, query).map_err(CommandError::from)
                 }
             }
             Modifier::Pipeline(p) => {
                 let before = doc.clone();
                 let mut out = p.run(std::iter::once(doc.clone())).map_err(CommandError::from)?;
                 if out.len() != 1 {
-                    return Err(CommandError::bad_value("an update pipeline must produce exactly one document"));
+                    return Err(CommandError::bad_value(
+                        "an update pipeline must produce exactly one document",
+                    ));
                 }
                 *doc = out.remove(0);
                 Ok(*doc != before)
@@ -896,9 +1108,29 @@ impl Modifier {
     }
 }
 
+/// The `arrayFilters` option of an update statement or `findAndModify`.
+fn array_filters_arg(d: &Document) -> CommandResult<Vec<Document>> {
+    match d.get("arrayFilters") {
+        None | Some(Bson::Null) => Ok(Vec::new()),
+        Some(Bson::Array(a)) => a
+            .iter()
+            .map(|f| {
+                f.as_document()
+                    .cloned()
+                    .ok_or_else(|| CommandError::type_mismatch("arrayFilters entries must be objects"))
+            })
+            .collect(),
+        Some(_) => Err(CommandError::type_mismatch("BSON field 'arrayFilters' must be an array")),
+    }
+}
+
 /// Ensures `_id` is first in a typed document, generating one if absent.
 fn id_first(doc: Document, id: Option<Bson>) -> Document {
-    let id = doc.get("_id").cloned().or(id).unwrap_or_else(|| Bson::ObjectId(ObjectId::new()));
+    let id = doc
+        .get("_id")
+        .cloned()
+        .or(id)
+        .unwrap_or_else(|| Bson::ObjectId(ObjectId::new()));
     let mut out = doc! { "_id": id };
     for (k, v) in doc {
         if k != "_id" {
@@ -921,7 +1153,9 @@ fn apply_update(
     want_docs: bool,
 ) -> CommandResult<UpdateOutcome> {
     if multi && modifier.is_replacement() {
-        return Err(CommandError::failed_to_parse("multi update is not supported for replacement-style update"));
+        return Err(CommandError::failed_to_parse(
+            "multi update is not supported for replacement-style update",
+        ));
     }
     let matcher = Matcher::new(Some(query))?;
     if txn.catalog().collection(ns).is_some_and(Collection::is_view) {
@@ -931,7 +1165,11 @@ fn apply_update(
         None => Vec::new(),
         Some(coll) => {
             let limit = if multi || sort.is_some() { None } else { Some(1) };
-            let mut docs: Vec<Document> = matcher.collect(coll, ns, false, limit)?.into_iter().map(|(_, _, d)| d).collect();
+            let mut docs: Vec<Document> = matcher
+                .collect(coll, ns, false, limit)?
+                .into_iter()
+                .map(|(_, _, d)| d)
+                .collect();
             if let Some(s) = sort {
                 docs.sort_by(|a, b| s.compare(a, b));
                 if !multi {
@@ -950,8 +1188,12 @@ fn apply_update(
             Some(f) => f.equality_fields(),
             None => Document::new(),
         };
-        let mut doc = if modifier.is_replacement() { Document::new() } else { base.clone() };
-        modifier.apply(&mut doc, true)?;
+        let mut doc = if modifier.is_replacement() {
+            Document::new()
+        } else {
+            base.clone()
+        };
+        modifier.apply(&mut doc, true, matcher.filter.as_ref())?;
         if modifier.is_replacement()
             && let Some(id) = base.get("_id")
             && !doc.contains_key("_id")
@@ -964,7 +1206,10 @@ fn apply_update(
             v.check(ns, &doc, None)?;
         }
         let raw = prepare_insert(encode(&doc)?)?;
-        txn.apply(Mutation::Insert { ns: ns.clone(), doc: raw })?;
+        txn.apply(Mutation::Insert {
+            ns: ns.clone(),
+            doc: raw,
+        })?;
         out.matched = 0;
         out.upserted = doc.get("_id").cloned();
         if want_docs {
@@ -975,13 +1220,18 @@ fn apply_update(
     let validator = Validator::for_collection(txn.catalog().collection(ns), bypass)?;
     for old in targets {
         let mut new = old.clone();
-        let changed = modifier.apply(&mut new, false)?;
+        let changed = modifier.apply(&mut new, false, matcher.filter.as_ref())?;
         if new.get("_id") != old.get("_id") {
-            let shown = new.get("_id").map(crate::engine::collection::shell_repr).unwrap_or_default();
+            let shown = new
+                .get("_id")
+                .map(crate::engine::collection::shell_repr)
+                .unwrap_or_default();
             return Err(CommandError::new(
                 66,
                 "ImmutableField",
-                format!("After applying the update, the (immutable) field '_id' was found to have been altered to _id: {shown}"),
+                format!(
+                    "After applying the update, the (immutable) field '_id' was found to have been altered to _id: {shown}"
+                ),
             ));
         }
         out.matched += 1;
@@ -991,7 +1241,10 @@ fn apply_update(
             }
             let raw = encode(&new)?;
             check_size(&raw)?;
-            txn.apply(Mutation::Upsert { ns: ns.clone(), doc: raw })?;
+            txn.apply(Mutation::Upsert {
+                ns: ns.clone(),
+                doc: raw,
+            })?;
             out.modified += 1;
         }
         if want_docs && out.first.is_none() {
@@ -1010,10 +1263,16 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let j = write_concern_j(&req.body);
     let stmts: Vec<Document> = statements
         .iter()
-        .map(|r| Document::try_from(r.as_ref()).map_err(|e| CommandError::failed_to_parse(format!("invalid update statement: {e}"))))
+        .map(|r| {
+            Document::try_from(r.as_ref())
+                .map_err(|e| CommandError::failed_to_parse(format!("invalid update statement: {e}")))
+        })
         .collect::<CommandResult<_>>()?;
     let (n, modified, upserted, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
+        if txn.catalog().collection(&ns).is_some_and(Collection::is_view) {
+            return Err(view_error(&ns));
+        }
         let mut n = 0usize;
         let mut modified = 0usize;
         let mut upserted = Vec::new();
@@ -1021,13 +1280,12 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         for (i, st) in stmts.iter().enumerate() {
             let r = (|| -> CommandResult<UpdateOutcome> {
                 let q = get_doc(st, "q")?.cloned().unwrap_or_default();
-                let u = st.get("u").ok_or_else(|| CommandError::missing_field("BSON field 'update.updates.u' is missing but a required field"))?;
-                let modifier = Modifier::parse(u)?;
+                let u = st.get("u").ok_or_else(|| {
+                    CommandError::missing_field("BSON field 'update.updates.u' is missing but a required field")
+                })?;
+                let modifier = Modifier::parse(u, &array_filters_arg(st)?)?;
                 let multi = get_bool(st, "multi")?.unwrap_or(false);
                 let upsert = get_bool(st, "upsert")?.unwrap_or(false);
-                if let Some(Bson::Array(_)) = st.get("arrayFilters") {
-                    // Array filters are handled by the update operators when supported.
-                }
                 apply_update(txn, &ns, &q, &modifier, multi, upsert, None, bypass, false)
             })();
             match r {
@@ -1069,21 +1327,35 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let j = write_concern_j(&req.body);
     let stmts: Vec<Document> = statements
         .iter()
-        .map(|r| Document::try_from(r.as_ref()).map_err(|e| CommandError::failed_to_parse(format!("invalid delete statement: {e}"))))
+        .map(|r| {
+            Document::try_from(r.as_ref())
+                .map_err(|e| CommandError::failed_to_parse(format!("invalid delete statement: {e}")))
+        })
         .collect::<CommandResult<_>>()?;
     let (n, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
+        if txn.catalog().collection(&ns).is_some_and(Collection::is_view) {
+            return Err(view_error(&ns));
+        }
         let mut n = 0usize;
         let mut errors = Vec::new();
         for (i, st) in stmts.iter().enumerate() {
             let r = (|| -> CommandResult<usize> {
                 let q = get_doc(st, "q")?.cloned().unwrap_or_default();
                 let limit = match st.get("limit") {
-                    Some(v) => super::raw::as_i64(v).ok_or_else(|| CommandError::type_mismatch("BSON field 'delete.deletes.limit' must be a number"))?,
-                    None => return Err(CommandError::missing_field("BSON field 'delete.deletes.limit' is missing but a required field")),
+                    Some(v) => super::raw::as_i64(v).ok_or_else(|| {
+                        CommandError::type_mismatch("BSON field 'delete.deletes.limit' must be a number")
+                    })?,
+                    None => {
+                        return Err(CommandError::missing_field(
+                            "BSON field 'delete.deletes.limit' is missing but a required field",
+                        ));
+                    }
                 };
                 if limit != 0 && limit != 1 {
-                    return Err(CommandError::failed_to_parse(format!("The limit field in delete objects must be 0 or 1. Got {limit}")));
+                    return Err(CommandError::failed_to_parse(format!(
+                        "The limit field in delete objects must be 0 or 1. Got {limit}"
+                    )));
                 }
                 let ids: Vec<Bson> = match txn.catalog().collection(&ns) {
                     None => return Ok(0),
@@ -1091,7 +1363,11 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                     Some(c) => {
                         let matcher = Matcher::new(Some(&q))?;
                         let lim = if limit == 1 { Some(1) } else { None };
-                        matcher.collect(c, &ns, false, lim)?.into_iter().filter_map(|(_, raw, _)| raw_id(raw)).collect()
+                        matcher
+                            .collect(c, &ns, false, lim)?
+                            .into_iter()
+                            .filter_map(|(_, raw, _)| raw_id(raw))
+                            .collect()
                     }
                 };
                 let count = ids.len();
@@ -1120,18 +1396,28 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let ns = request_ns(req)?;
     let body = &req.body;
     let query = get_doc(body, "query")?.cloned().unwrap_or_default();
-    let sort = get_doc(body, "sort")?.filter(|s| !s.is_empty()).map(|s| SortSpec::parse(s).map_err(CommandError::from)).transpose()?;
-    let fields = get_doc(body, "fields")?.filter(|f| !f.is_empty()).map(|f| Projection::parse(f).map_err(CommandError::from)).transpose()?;
+    let sort = get_doc(body, "sort")?
+        .filter(|s| !s.is_empty())
+        .map(|s| SortSpec::parse(s).map_err(CommandError::from))
+        .transpose()?;
+    let fields = get_doc(body, "fields")?
+        .filter(|f| !f.is_empty())
+        .map(|f| Projection::parse(f).map_err(CommandError::from))
+        .transpose()?;
     let remove = get_bool(body, "remove")?.unwrap_or(false);
     let return_new = get_bool(body, "new")?.unwrap_or(false);
     let upsert = get_bool(body, "upsert")?.unwrap_or(false);
     let bypass = get_bool(body, "bypassDocumentValidation")?.unwrap_or(false);
     let update = body.get("update").filter(|u| !matches!(u, Bson::Null));
     if remove && update.is_some() {
-        return Err(CommandError::failed_to_parse("Cannot specify both an update and remove=true"));
+        return Err(CommandError::failed_to_parse(
+            "Cannot specify both an update and remove=true",
+        ));
     }
     if !remove && update.is_none() {
-        return Err(CommandError::failed_to_parse("Either an update or remove=true must be specified"));
+        return Err(CommandError::failed_to_parse(
+            "Either an update or remove=true must be specified",
+        ));
     }
     if remove && return_new {
         return Err(CommandError::failed_to_parse(
@@ -1139,9 +1425,12 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         ));
     }
     if remove && upsert {
-        return Err(CommandError::failed_to_parse("Cannot specify both upsert=true and remove=true"));
+        return Err(CommandError::failed_to_parse(
+            "Cannot specify both upsert=true and remove=true",
+        ));
     }
-    let modifier = update.map(Modifier::parse).transpose()?;
+    let array_filters = array_filters_arg(body)?;
+    let modifier = update.map(|u| Modifier::parse(u, &array_filters)).transpose()?;
     let j = write_concern_j(body);
     let (value, last_error) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
@@ -1153,26 +1442,38 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 return Err(view_error(&ns));
             }
             let matcher = Matcher::new(Some(&query))?;
-            let mut docs: Vec<Document> =
-                matcher.collect(coll, &ns, false, if sort.is_some() { None } else { Some(1) })?.into_iter().map(|(_, _, d)| d).collect();
+            let mut docs: Vec<Document> = matcher
+                .collect(coll, &ns, false, if sort.is_some() { None } else { Some(1) })?
+                .into_iter()
+                .map(|(_, _, d)| d)
+                .collect();
             if let Some(s) = &sort {
                 docs.sort_by(|a, b| s.compare(a, b));
             }
-            let Some(doc) = docs.into_iter().next() else { return Ok((None, doc! { "n": 0 })) };
+            let Some(doc) = docs.into_iter().next() else {
+                return Ok((None, doc! { "n": 0 }));
+            };
             let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
             txn.apply(Mutation::Delete { ns: ns.clone(), id })?;
             return Ok((Some(doc), doc! { "n": 1 }));
         }
-        let Some(modifier) = &modifier else { return Err(CommandError::internal("update missing")) };
+        let Some(modifier) = &modifier else {
+            return Err(CommandError::internal("update missing"));
+        };
         let o = apply_update(txn, &ns, &query, modifier, false, upsert, sort.as_ref(), bypass, true)?;
-        let mut last = doc! { "n": i32::from(o.first.is_some()), "updatedExisting": o.upserted.is_none() && o.matched > 0 };
+        let mut last =
+            doc! { "n": i32::from(o.first.is_some()), "updatedExisting": o.upserted.is_none() && o.matched > 0 };
         if let Some(id) = &o.upserted {
             last.insert("upserted", id.clone());
         }
         let value = match o.first {
             None => None,
             Some((before, after)) => {
-                if return_new { Some(after) } else { before }
+                if return_new {
+                    Some(after)
+                } else {
+                    before
+                }
             }
         };
         Ok((value, last))

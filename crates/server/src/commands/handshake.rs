@@ -64,9 +64,18 @@ fn handshake(ctx: &mut Ctx<'_>, req: &Request, primary_field: &str) -> CommandRe
         reply.insert("helloOk", true);
     }
     reply.insert(primary_field, true);
-    reply.insert("maxBsonObjectSize", i32::try_from(MAX_BSON_OBJECT_SIZE).unwrap_or(i32::MAX));
-    reply.insert("maxMessageSizeBytes", i32::try_from(MAX_MESSAGE_SIZE_BYTES).unwrap_or(i32::MAX));
-    reply.insert("maxWriteBatchSize", i32::try_from(MAX_WRITE_BATCH_SIZE).unwrap_or(i32::MAX));
+    reply.insert(
+        "maxBsonObjectSize",
+        i32::try_from(MAX_BSON_OBJECT_SIZE).unwrap_or(i32::MAX),
+    );
+    reply.insert(
+        "maxMessageSizeBytes",
+        i32::try_from(MAX_MESSAGE_SIZE_BYTES).unwrap_or(i32::MAX),
+    );
+    reply.insert(
+        "maxWriteBatchSize",
+        i32::try_from(MAX_WRITE_BATCH_SIZE).unwrap_or(i32::MAX),
+    );
     reply.insert("localTime", DateTime::now());
     reply.insert("logicalSessionTimeoutMinutes", 30);
     reply.insert("connectionId", ctx.conn.id);
@@ -90,6 +99,9 @@ fn handshake(ctx: &mut Ctx<'_>, req: &Request, primary_field: &str) -> CommandRe
         reply.insert("compression", list);
     }
     crate::auth::hello_hook(ctx, &req.body, &mut reply);
+    // Replica set members: awaitable hello waits for a topology change, then the set's fields.
+    ctx.server.topology.await_topology_change(&req.body);
+    ctx.server.topology.hello_fields(&ctx.server.engine, primary_field, &mut reply);
     Ok(ok_with(reply))
 }
 
@@ -121,6 +133,8 @@ fn known_parameters(ctx: &Ctx<'_>) -> Document {
     let mechs: Vec<Bson> = vec![Bson::String("SCRAM-SHA-1".into()), Bson::String("SCRAM-SHA-256".into())];
     doc! {
         "featureCompatibilityVersion": { "version": "7.0" },
+        // Version 5 is the SCRAM user schema of MongoDB 3.0 and later (checked by mongorestore).
+        "authSchemaVersion": 5,
         "authenticationMechanisms": mechs,
         "authSchemaVersion": crate::auth::users::AUTH_SCHEMA_VERSION,
         "maxBSONDepth": 100,
@@ -192,7 +206,10 @@ fn server_status(ctx: &mut Ctx<'_>, _req: &Request) -> CommandResult<Reply> {
 }
 
 fn hostname() -> String {
-    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".to_string())
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 fn host_info(_ctx: &mut Ctx<'_>, _req: &Request) -> CommandResult<Reply> {
@@ -210,11 +227,17 @@ fn get_cmd_line_opts(ctx: &mut Ctx<'_>, _req: &Request) -> CommandResult<Reply> 
     let cfg = &ctx.server.config;
     let mut net = doc! { "bindIp": cfg.bind_ip.to_string(), "port": i32::from(cfg.port) };
     if cfg.max_message_size != MAX_MESSAGE_SIZE_BYTES {
-        net.insert("maxMessageSize", i64::try_from(cfg.max_message_size).unwrap_or(i64::MAX));
+        net.insert(
+            "maxMessageSize",
+            i64::try_from(cfg.max_message_size).unwrap_or(i64::MAX),
+        );
     }
     let mut parsed = doc! { "net": net };
     if let Some(p) = &cfg.dbpath {
-        parsed.insert("storage", doc! { "dbPath": p.display().to_string(), "journal": { "enabled": !cfg.nojournal } });
+        parsed.insert(
+            "storage",
+            doc! { "dbPath": p.display().to_string(), "journal": { "enabled": !cfg.nojournal } },
+        );
     }
     if cfg.auth {
         parsed.insert("security", doc! { "authorization": "enabled" });
@@ -242,7 +265,10 @@ fn get_log(_ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
 }
 
 fn start_session(_ctx: &mut Ctx<'_>, _req: &Request) -> CommandResult<Reply> {
-    let id = bson::Binary { subtype: BinarySubtype::Uuid, bytes: crate::engine::new_uuid().to_vec() };
+    let id = bson::Binary {
+        subtype: BinarySubtype::Uuid,
+        bytes: crate::engine::new_uuid().to_vec(),
+    };
     Ok(ok_with(doc! { "id": { "id": id }, "timeoutMinutes": 30 }))
 }
 
@@ -251,7 +277,10 @@ fn list_commands(ctx: &mut Ctx<'_>, _req: &Request) -> CommandResult<Reply> {
     names.sort_unstable();
     let mut commands = Document::new();
     for n in names {
-        commands.insert(n, doc! { "help": "", "requiresAuth": true, "secondaryOk": true, "adminOnly": false });
+        commands.insert(
+            n,
+            doc! { "help": "", "requiresAuth": true, "secondaryOk": true, "adminOnly": false },
+        );
     }
     Ok(ok_with(doc! { "commands": commands }))
 }

@@ -42,7 +42,10 @@ pub fn normalize_spec(spec: &Document) -> CommandResult<Document> {
             Bson::Int64(i) => *i != 0,
             Bson::Double(f) => *f != 0.0 && f.is_finite(),
             Bson::Decimal128(_) => true,
-            Bson::String(s) => matches!(s.as_str(), "text" | "2d" | "2dsphere" | "hashed" | "geoHaystack" | "columnstore"),
+            Bson::String(s) => matches!(
+                s.as_str(),
+                "text" | "2d" | "2dsphere" | "hashed" | "geoHaystack" | "columnstore"
+            ),
             _ => false,
         };
         if !valid || field.is_empty() {
@@ -71,12 +74,21 @@ pub fn normalize_spec(spec: &Document) -> CommandResult<Document> {
             out.insert(k.clone(), v.clone());
         }
     }
+    if is_simple_collation(out.get("collation")) {
+        // The simple collation is the default; mongod does not store it in the index spec.
+        out.remove("collation");
+    }
     if let Some(u) = out.get("unique")
         && !matches!(u, Bson::Boolean(_) | Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_))
     {
         return Err(CommandError::type_mismatch("The field 'unique' must be a boolean"));
     }
     Ok(out)
+}
+
+/// Whether a collation value is `{locale: "simple"}` (the binary comparison mongod uses by default).
+pub fn is_simple_collation(v: Option<&Bson>) -> bool {
+    matches!(v, Some(Bson::Document(c)) if c.get_str("locale") == Ok("simple"))
 }
 
 /// Options that make two specs with the same key pattern the same index.
@@ -101,7 +113,11 @@ fn create_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             })
             .collect::<CommandResult<Vec<_>>>()?,
         Some(Bson::Array(_)) => return Err(CommandError::bad_value("Must specify at least one index to create")),
-        Some(_) => return Err(CommandError::type_mismatch("BSON field 'createIndexes.indexes' must be an array")),
+        Some(_) => {
+            return Err(CommandError::type_mismatch(
+                "BSON field 'createIndexes.indexes' must be an array",
+            ));
+        }
         None => {
             return Err(CommandError::missing_field(
                 "BSON field 'createIndexes.indexes' is missing but a required field",
@@ -116,7 +132,10 @@ fn create_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         let before = txn.catalog().collection(&ns).map_or(0, |c| c.indexes().len());
         let mut created = 0;
         for spec in specs {
-            let coll = txn.catalog().collection(&ns).ok_or_else(|| CommandError::internal("collection vanished"))?;
+            let coll = txn
+                .catalog()
+                .collection(&ns)
+                .ok_or_else(|| CommandError::internal("collection vanished"))?;
             if coll.is_view() {
                 return Err(view_error(&ns));
             }
@@ -141,7 +160,11 @@ fn create_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                     existing.spec
                 )));
             }
-            if let Some(existing) = coll.indexes().iter().find(|i| i.key_pattern() == key && same_options(&i.spec, &spec)) {
+            if let Some(existing) = coll
+                .indexes()
+                .iter()
+                .find(|i| i.key_pattern() == key && same_options(&i.spec, &spec))
+            {
                 return Err(CommandError::index_options_conflict(format!(
                     "Index already exists with a different name: {}",
                     existing.name
@@ -176,7 +199,9 @@ fn list_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     })?;
     let mut docs = std::collections::VecDeque::new();
     for s in specs {
-        docs.push_back(RawDocumentBuf::from_document(&s).map_err(|e| CommandError::internal(format!("encode spec: {e}")))?);
+        docs.push_back(
+            RawDocumentBuf::from_document(&s).map_err(|e| CommandError::internal(format!("encode spec: {e}")))?,
+        );
     }
     let cursor = Cursor {
         ns: format!("{}.$cmd.listIndexes.{}", ns.db, ns.coll),
@@ -189,9 +214,10 @@ fn list_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
 
 fn drop_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let ns = request_ns(req)?;
-    let target = req.body.get("index").cloned().ok_or_else(|| {
-        CommandError::missing_field("BSON field 'dropIndexes.index' is missing but a required field")
-    })?;
+    let target =
+        req.body.get("index").cloned().ok_or_else(|| {
+            CommandError::missing_field("BSON field 'dropIndexes.index' is missing but a required field")
+        })?;
     let j = write_concern_j(&req.body);
     let (was, all) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
@@ -213,7 +239,11 @@ fn drop_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 for v in a {
                     match v {
                         Bson::String(s) if s != "*" => names.push(s.clone()),
-                        _ => return Err(CommandError::type_mismatch("dropIndexes 'index' array must contain index names")),
+                        _ => {
+                            return Err(CommandError::type_mismatch(
+                                "dropIndexes 'index' array must contain index names",
+                            ));
+                        }
                     }
                 }
             }
@@ -226,18 +256,27 @@ fn drop_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                     )));
                 }
             },
-            _ => return Err(CommandError::type_mismatch("dropIndexes 'index' must be a string, object or array")),
+            _ => {
+                return Err(CommandError::type_mismatch(
+                    "dropIndexes 'index' must be a string, object or array",
+                ));
+            }
         }
         for n in &names {
             if n == "_id_" {
                 return Err(CommandError::invalid_options("cannot drop _id index"));
             }
             if !coll.indexes().iter().any(|i| &i.name == n) {
-                return Err(CommandError::index_not_found(format!("index not found with name [{n}]")));
+                return Err(CommandError::index_not_found(format!(
+                    "index not found with name [{n}]"
+                )));
             }
         }
         for n in names {
-            txn.apply(Mutation::DropIndex { ns: ns.clone(), name: n })?;
+            txn.apply(Mutation::DropIndex {
+                ns: ns.clone(),
+                name: n,
+            })?;
         }
         Ok((was, all))
     })?;

@@ -65,7 +65,10 @@ impl Default for RawWriter {
 impl RawWriter {
     /// Starts a top-level document.
     pub fn new() -> Self {
-        let mut w = Self { buf: Vec::with_capacity(256), open: Vec::new() };
+        let mut w = Self {
+            buf: Vec::with_capacity(256),
+            open: Vec::new(),
+        };
         w.open_doc();
         w
     }
@@ -100,7 +103,10 @@ impl RawWriter {
     /// Closes the innermost open document or array.
     pub fn end(&mut self) -> CommandResult<()> {
         self.buf.push(0);
-        let start = self.open.pop().ok_or_else(|| CommandError::internal("unbalanced reply builder"))?;
+        let start = self
+            .open
+            .pop()
+            .ok_or_else(|| CommandError::internal("unbalanced reply builder"))?;
         let len = i32::try_from(self.buf.len() - start)
             .map_err(|_| CommandError::internal("reply document larger than 2 GiB"))?;
         self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -151,6 +157,18 @@ pub fn cursor_reply<'a>(
     cursor_id: i64,
     ns: &str,
 ) -> CommandResult<RawDocumentBuf> {
+    let (bytes, _) = cursor_reply_bytes(batch_key, docs, cursor_id, ns)?;
+    RawDocumentBuf::from_bytes(bytes).map_err(|e| CommandError::internal(format!("bad reply built: {e}")))
+}
+
+/// Like [`cursor_reply`], returning the encoded bytes and the offset of the 8-byte cursor id, so the id can
+/// be filled in once known (see [`set_cursor_id`]).
+pub fn cursor_reply_bytes<'a>(
+    batch_key: &str,
+    docs: impl IntoIterator<Item = &'a [u8]>,
+    cursor_id: i64,
+    ns: &str,
+) -> CommandResult<(Vec<u8>, usize)> {
     let mut w = RawWriter::new();
     w.start("cursor", false);
     w.start(batch_key, true);
@@ -160,10 +178,24 @@ pub fn cursor_reply<'a>(
     }
     w.end()?;
     w.i64("id", cursor_id);
+    let id_offset = w.len() - 8;
     w.str("ns", ns)?;
     w.end()?;
     w.f64("ok", 1.0);
-    w.finish()
+    while !w.open.is_empty() {
+        w.end()?;
+    }
+    Ok((w.buf, id_offset))
+}
+
+/// Overwrites the cursor id of a reply built by [`cursor_reply_bytes`].
+pub fn set_cursor_id(bytes: &mut [u8], id_offset: usize, cursor_id: i64) -> CommandResult<()> {
+    let slot = id_offset
+        .checked_add(8)
+        .and_then(|end| bytes.get_mut(id_offset..end))
+        .ok_or_else(|| CommandError::internal("cursor id offset outside the reply"))?;
+    slot.copy_from_slice(&cursor_id.to_le_bytes());
+    Ok(())
 }
 
 fn itoa_buf() -> String {
@@ -191,7 +223,7 @@ mod tests {
         assert_eq!(
             d,
             doc! { "cursor": { "firstBatch": [ { "_id": 1, "x": "y" }, { "_id": 2, "nested": { "k": [1, 2] } } ],
-                   "id": 42_i64, "ns": "db.c" }, "ok": 1.0 }
+            "id": 42_i64, "ns": "db.c" }, "ok": 1.0 }
         );
     }
 

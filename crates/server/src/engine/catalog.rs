@@ -1,6 +1,6 @@
 //! The catalog: databases, their collections, and how each [`Mutation`] changes them.
 //!
-//! [`Catalog::apply`] checks a mutation against the current state (namespace exists or not, unique keys),
+//! `Catalog::apply` checks a mutation against the current state (namespace exists or not, unique keys),
 //! applies it, and records how to undo it, so a write that fails half way (or whose journal write fails) can
 //! be rolled back to exactly the previous state. Capped-collection inserts also remove the oldest documents;
 //! those removals are reported as extra `Delete` mutations so the logged batch says exactly what changed.
@@ -46,7 +46,11 @@ pub(crate) enum Undo {
 impl Catalog {
     /// Database names with at least one collection.
     pub fn database_names(&self) -> Vec<String> {
-        self.dbs.iter().filter(|(_, d)| !d.collections.is_empty()).map(|(n, _)| n.clone()).collect()
+        self.dbs
+            .iter()
+            .filter(|(_, d)| !d.collections.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// A database, if it has collections.
@@ -67,14 +71,25 @@ impl Catalog {
     }
 
     /// Applies one mutation; pushes undo steps and the mutations that actually took effect.
-    pub(crate) fn apply(&mut self, m: Mutation, undo: &mut Vec<Undo>, applied: &mut Vec<Mutation>) -> CommandResult<()> {
+    pub(crate) fn apply(
+        &mut self,
+        m: Mutation,
+        undo: &mut Vec<Undo>,
+        applied: &mut Vec<Mutation>,
+    ) -> CommandResult<()> {
         match &m {
             Mutation::CreateCollection { ns, uuid, options } => {
                 if self.collection(ns).is_some() {
-                    return Err(CommandError::namespace_exists(format!("Collection {ns} already exists.")));
+                    return Err(CommandError::namespace_exists(format!(
+                        "Collection {ns} already exists."
+                    )));
                 }
                 let coll = Collection::new(*uuid, options.clone())?;
-                self.dbs.entry(ns.db.clone()).or_default().collections.insert(ns.coll.clone(), coll);
+                self.dbs
+                    .entry(ns.db.clone())
+                    .or_default()
+                    .collections
+                    .insert(ns.coll.clone(), coll);
                 undo.push(Undo::RemoveCollection(ns.clone()));
             }
             Mutation::DropCollection { ns } => {
@@ -98,8 +113,14 @@ impl Catalog {
                     .dbs
                     .get_mut(&from.db)
                     .and_then(|d| d.collections.remove(&from.coll))
-                    .ok_or_else(|| CommandError::namespace_not_found(format!("Source collection {from} does not exist")))?;
-                self.dbs.entry(to.db.clone()).or_default().collections.insert(to.coll.clone(), coll);
+                    .ok_or_else(|| {
+                        CommandError::namespace_not_found(format!("Source collection {from} does not exist"))
+                    })?;
+                self.dbs
+                    .entry(to.db.clone())
+                    .or_default()
+                    .collections
+                    .insert(to.coll.clone(), coll);
                 undo.push(Undo::Rename(to.clone(), from.clone()));
             }
             Mutation::SetOptions { ns, options } => {
@@ -197,7 +218,11 @@ impl Catalog {
                 self.dbs.insert(db, d);
             }
             Undo::Rename(from, to) => {
-                if let Some(c) = self.dbs.get_mut(&from.db).and_then(|d| d.collections.remove(&from.coll)) {
+                if let Some(c) = self
+                    .dbs
+                    .get_mut(&from.db)
+                    .and_then(|d| d.collections.remove(&from.coll))
+                {
                     self.dbs.entry(to.db).or_default().collections.insert(to.coll, c);
                 }
             }

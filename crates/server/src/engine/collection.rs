@@ -56,7 +56,10 @@ pub struct Index {
 
 impl fmt::Debug for Index {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Index").field("spec", &self.spec).field("entries", &self.entries.len()).finish()
+        f.debug_struct("Index")
+            .field("spec", &self.spec)
+            .field("entries", &self.entries.len())
+            .finish()
     }
 }
 
@@ -81,7 +84,15 @@ impl Index {
             Some(_) => return Err(CommandError::type_mismatch("partialFilterExpression must be an object")),
             None => None,
         };
-        Ok(Self { spec, name, fields, unique, sparse, partial, entries: BTreeMap::new() })
+        Ok(Self {
+            spec,
+            name,
+            fields,
+            unique,
+            sparse,
+            partial,
+            entries: BTreeMap::new(),
+        })
     }
 
     /// The key pattern document.
@@ -208,12 +219,16 @@ impl Collection {
             (None, None)
         };
         let mut indexes = Vec::new();
-        if kind != CollectionKind::View {
+        // `autoIndexId: false` (kept by mongod in the `local` database, e.g. for `local.oplog.rs`) means no
+        // `_id` index; such a collection also accepts documents without `_id`.
+        let auto_index_id = !matches!(options.get("autoIndexId"), Some(Bson::Boolean(false)));
+        if kind != CollectionKind::View && auto_index_id {
             let mut spec = id_index_spec();
             if let Some(Bson::Document(id_index)) = options.get("idIndex") {
                 // Keep extra fields given by the client (e.g. collation) but never a different key or name.
                 for (k, v) in id_index {
-                    if !matches!(k.as_str(), "key" | "name" | "v" | "ns") {
+                    let simple = k == "collation" && matches!(v, Bson::Document(c) if c.get_str("locale") == Ok("simple"));
+                    if !simple && !matches!(k.as_str(), "key" | "name" | "v" | "ns") {
                         spec.insert(k.clone(), v.clone());
                     }
                 }
@@ -221,7 +236,10 @@ impl Collection {
             if let Some(Bson::Document(ci)) = options.get("clusteredIndex") {
                 // A clustered collection lists its clustered index instead of a plain `_id_` index.
                 let mut c = doc! { "v": ci.get("v").cloned().unwrap_or(Bson::Int32(2)), "key": { "_id": 1 } };
-                c.insert("name", ci.get("name").cloned().unwrap_or_else(|| Bson::String("_id_".into())));
+                c.insert(
+                    "name",
+                    ci.get("name").cloned().unwrap_or_else(|| Bson::String("_id_".into())),
+                );
                 c.insert("unique", ci.get("unique").cloned().unwrap_or(Bson::Boolean(true)));
                 c.insert("clustered", true);
                 spec = c;
@@ -273,7 +291,11 @@ impl Collection {
     }
 
     /// Documents after (`reverse == false`) or before (`reverse == true`) a record id, in scan order.
-    pub fn scan_from(&self, after: Option<u64>, reverse: bool) -> Box<dyn Iterator<Item = (u64, &RawDocumentBuf)> + '_> {
+    pub fn scan_from(
+        &self,
+        after: Option<u64>,
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = (u64, &RawDocumentBuf)> + '_> {
         use std::ops::Bound::{Excluded, Unbounded};
         match (after, reverse) {
             (None, false) => Box::new(self.records.iter().map(|(k, v)| (*k, v))),
@@ -281,6 +303,11 @@ impl Collection {
             (Some(a), false) => Box::new(self.records.range((Excluded(a), Unbounded)).map(|(k, v)| (*k, v))),
             (Some(a), true) => Box::new(self.records.range(..a).rev().map(|(k, v)| (*k, v))),
         }
+    }
+
+    /// Documents in `_id` order (MongoDB's comparison order), as an `_id` index scan returns them.
+    pub fn iter_by_id(&self) -> impl Iterator<Item = &RawDocumentBuf> {
+        self.id_index.values().filter_map(|rec| self.records.get(rec))
     }
 
     /// The record holding the document with this `_id`.
@@ -309,15 +336,27 @@ impl Collection {
         self.indexes.len()
     }
 
+    /// Whether documents must carry an `_id` (every collection except those created with `autoIndexId: false`).
+    fn requires_id(&self) -> bool {
+        self.indexes
+            .first()
+            .is_some_and(|i| i.fields.len() == 1 && i.fields[0] == "_id")
+    }
+
     fn check_unique(&self, ns: &Namespace, doc: &RawDocument, own: Option<u64>) -> CommandResult<Vec<Vec<Vec<Key>>>> {
-        let id = raw_id(doc).ok_or_else(|| CommandError::internal(format!("document for {ns} has no _id")))?;
-        if matches!(id, Bson::Array(_)) {
-            return Err(CommandError::new(2, "BadValue", "can't use an array for _id"));
-        }
-        if let Some(rec) = self.id_index.get(&Key(id.clone()))
-            && Some(*rec) != own
-        {
-            return Err(dup_key_error(ns, "_id_", &doc! {"_id": 1}, &[Key(id)]));
+        match raw_id(doc) {
+            Some(Bson::Array(_)) => return Err(CommandError::new(2, "BadValue", "can't use an array for _id")),
+            Some(id) => {
+                if let Some(rec) = self.id_index.get(&Key(id.clone()))
+                    && Some(*rec) != own
+                {
+                    return Err(dup_key_error(ns, "_id_", &doc! {"_id": 1}, &[Key(id)]));
+                }
+            }
+            None if self.requires_id() => {
+                return Err(CommandError::internal(format!("document for {ns} has no _id")));
+            }
+            None => {}
         }
         let mut all = Vec::with_capacity(self.indexes.len());
         for idx in &self.indexes {
@@ -348,11 +387,14 @@ impl Collection {
     /// Inserts at a given record id (used to undo a delete).
     pub(crate) fn insert_at(&mut self, ns: &Namespace, rec: u64, doc: RawDocumentBuf) -> CommandResult<()> {
         if self.is_view() {
-            return Err(CommandError::command_not_supported_on_view(format!("Namespace {ns} is a view, not a collection")));
+            return Err(CommandError::command_not_supported_on_view(format!(
+                "Namespace {ns} is a view, not a collection"
+            )));
         }
         let keys = self.check_unique(ns, &doc, None)?;
-        let id = raw_id(&doc).ok_or_else(|| CommandError::internal(format!("document for {ns} has no _id")))?;
-        self.id_index.insert(Key(id), rec);
+        if let Some(id) = raw_id(&doc) {
+            self.id_index.insert(Key(id), rec);
+        }
         for (idx, ks) in self.indexes.iter_mut().zip(keys) {
             for k in ks {
                 idx.entries.insert(k, rec);
@@ -372,7 +414,9 @@ impl Collection {
             return Err(CommandError::internal(format!("record {rec} missing in {ns}")));
         }
         let keys = self.check_unique(ns, &doc, Some(rec))?;
-        let old = self.remove(rec).ok_or_else(|| CommandError::internal(format!("record {rec} missing in {ns}")))?;
+        let old = self
+            .remove(rec)
+            .ok_or_else(|| CommandError::internal(format!("record {rec} missing in {ns}")))?;
         debug_assert!(new_id.is_some());
         if let Some(id) = new_id {
             self.id_index.insert(Key(id), rec);
@@ -410,7 +454,9 @@ impl Collection {
 
     /// Record ids a capped collection must remove (oldest first) after an insert, never `keep`.
     pub fn capped_excess(&self, keep: u64) -> Vec<u64> {
-        let Some(size) = self.capped_size else { return Vec::new() };
+        let Some(size) = self.capped_size else {
+            return Vec::new();
+        };
         let mut count = self.records.len() as u64;
         let mut bytes = self.data_size;
         let mut out = Vec::new();
@@ -457,7 +503,9 @@ impl Collection {
 
     /// Replaces an index spec in place, returning the old spec.
     pub(crate) fn set_index_spec(&mut self, spec: Document) -> CommandResult<Document> {
-        let name = spec.get_str("name").map_err(|_| CommandError::failed_to_parse("index spec without name"))?;
+        let name = spec
+            .get_str("name")
+            .map_err(|_| CommandError::failed_to_parse("index spec without name"))?;
         let idx = self
             .indexes
             .iter_mut()
@@ -479,8 +527,10 @@ pub fn dup_key_error(ns: &Namespace, index: &str, pattern: &Document, key: &[Key
         key_value.insert(field.clone(), k.0.clone());
         shown.push(format!("{field}: {}", shell_repr(&k.0)));
     }
-    let message =
-        format!("E11000 duplicate key error collection: {ns} index: {index} dup key: {{ {} }}", shown.join(", "));
+    let message = format!(
+        "E11000 duplicate key error collection: {ns} index: {index} dup key: {{ {} }}",
+        shown.join(", ")
+    );
     CommandError::duplicate_key(message).with_extra(doc! { "keyPattern": pattern.clone(), "keyValue": key_value })
 }
 
@@ -498,7 +548,11 @@ pub fn shell_repr(v: &Bson) -> String {
         Bson::Boolean(b) => b.to_string(),
         Bson::Document(d) => {
             let parts: Vec<String> = d.iter().map(|(k, v)| format!("{k}: {}", shell_repr(v))).collect();
-            if parts.is_empty() { "{}".to_string() } else { format!("{{ {} }}", parts.join(", ")) }
+            if parts.is_empty() {
+                "{}".to_string()
+            } else {
+                format!("{{ {} }}", parts.join(", "))
+            }
         }
         Bson::Array(a) => {
             let parts: Vec<String> = a.iter().map(shell_repr).collect();

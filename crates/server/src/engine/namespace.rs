@@ -27,18 +27,29 @@ impl Namespace {
     pub fn new(db: &str, coll: &str) -> CommandResult<Self> {
         validate_db_name(db)?;
         let full_len = db.len() + 1 + coll.len();
-        if coll.is_empty() || coll.contains('$') || coll.contains('\0') || coll.starts_with('.') || full_len > MAX_NS_LEN
+        if coll.is_empty()
+            || coll.contains('$')
+            || coll.contains('\0')
+            || coll.starts_with('.')
+            || full_len > MAX_NS_LEN
         {
-            return Err(CommandError::invalid_namespace(format!("Invalid namespace specified '{db}.{coll}'")));
+            return Err(CommandError::invalid_namespace(format!(
+                "Invalid namespace specified '{db}.{coll}'"
+            )));
         }
-        Ok(Self { db: db.to_string(), coll: coll.to_string() })
+        Ok(Self {
+            db: db.to_string(),
+            coll: coll.to_string(),
+        })
     }
 
     /// Parses `db.coll` (the database is everything before the first dot).
     pub fn parse(full: &str) -> CommandResult<Self> {
         match full.split_once('.') {
             Some((db, coll)) => Self::new(db, coll),
-            None => Err(CommandError::invalid_namespace(format!("Invalid namespace specified '{full}'"))),
+            None => Err(CommandError::invalid_namespace(format!(
+                "Invalid namespace specified '{full}'"
+            ))),
         }
     }
 
@@ -58,9 +69,13 @@ impl fmt::Display for Namespace {
 pub fn validate_db_name(db: &str) -> CommandResult<()> {
     if db.is_empty()
         || db.len() > MAX_DB_NAME_LEN
-        || db.chars().any(|c| matches!(c, '/' | '\\' | '.' | ' ' | '"' | '$' | '\0'))
+        || db
+            .chars()
+            .any(|c| matches!(c, '/' | '\\' | '.' | ' ' | '"' | '$' | '\0'))
     {
-        return Err(CommandError::invalid_namespace(format!("Invalid database name: '{db}'")));
+        return Err(CommandError::invalid_namespace(format!(
+            "Invalid database name: '{db}'"
+        )));
     }
     Ok(())
 }

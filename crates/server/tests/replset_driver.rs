@@ -1,0 +1,277 @@
+//! Replica sets through the official Rust driver: discovery with `?replicaSet=`, writes on the primary
+//! visible on secondaries, secondary reads, `w: "majority"` and `wtimeout`, stepDown/stepUp handover.
+
+use std::time::Duration;
+
+use bson::{Document, doc};
+use mongodb::Client;
+use mongodb::options::{Acknowledgment, ClientOptions, ReadPreference, SelectionCriteria, WriteConcern};
+use tidemark_server::testing::replset::{ReplSet, ReplSetOptions};
+
+async fn client(uri: &str) -> Client {
+    let mut opts = ClientOptions::parse(uri).await.unwrap();
+    opts.server_selection_timeout = Some(Duration::from_secs(10));
+    Client::with_options(opts).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn discovery_writes_and_secondary_reads() {
+    let set = ReplSet::start(ReplSetOptions::in_process(3)).await.unwrap();
+    let c = client(&set.uri()).await;
+    let coll = c.database("app").collection::<Document>("items");
+    coll.insert_one(doc! { "_id": 1, "x": "a" }).await.unwrap();
+    let sec = SelectionCriteria::ReadPreference(ReadPreference::Secondary {
+        options: Default::default(),
+    });
+    // Secondary reads are eventually consistent: poll until the secondary has the document.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = coll
+            .find_one(doc! { "_id": 1 })
+            .selection_criteria(sec.clone())
+            .await
+            .unwrap();
+        if let Some(got) = got {
+            assert_eq!(got.get_str("x").unwrap(), "a");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "secondary never saw the write");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn code_of(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteConcernError(w)) => Some(w.code),
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secondary_refuses_writes_and_unflagged_reads() {
+    let set = ReplSet::start(ReplSetOptions::in_process(3)).await.unwrap();
+    let primary = set.wait_for_primary(Duration::from_secs(5)).await.unwrap();
+    let secondary = (primary + 1) % 3;
+    // A direct connection to a secondary: the driver sends primaryPreferred, so reads work, writes do not.
+    let c = client(&set.members[secondary].direct_uri()).await;
+    let db = c.database("app");
+    let err = db
+        .collection::<Document>("t")
+        .insert_one(doc! { "a": 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), Some(10107), "{err}");
+    let err = db
+        .run_command(doc! { "find": "t" })
+        .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+        .await;
+    // With an explicit primary read preference on a direct connection the driver still sends the command.
+    if let Err(e) = err {
+        assert_eq!(code_of(&e), Some(13435), "{e}");
+    }
+    // Without $readPreference the secondary refuses the read as mongod does.
+    let raw = set.command(secondary, "app", doc! { "find": "t" }).await.unwrap_err();
+    assert!(raw.to_string().contains("NotPrimaryNoSecondaryOk"), "{raw}");
+    let hello = set.command(secondary, "admin", doc! { "hello": 1 }).await.unwrap();
+    assert!(!hello.get_bool("isWritablePrimary").unwrap());
+    assert!(hello.get_bool("secondary").unwrap());
+    assert_eq!(hello.get_str("setName").unwrap(), "rs0");
+    assert_eq!(hello.get_str("primary").unwrap(), set.members[primary].host);
+    assert_eq!(hello.get_str("me").unwrap(), set.members[secondary].host);
+    assert_eq!(hello.get_array("hosts").unwrap().len(), 3);
+    assert!(hello.get_document("topologyVersion").is_ok());
+    assert!(hello.get_document("lastWrite").unwrap().get_document("opTime").is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn majority_write_concern_waits_and_times_out_without_a_majority() {
+    let mut set = ReplSet::start(ReplSetOptions::in_process(3)).await.unwrap();
+    let primary = set.wait_for_primary(Duration::from_secs(5)).await.unwrap();
+    let c = client(&set.uri()).await;
+    let coll = c.database("app").collection::<Document>("wc");
+    let majority = WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .w_timeout(Duration::from_secs(10))
+        .build();
+    coll.insert_one(doc! { "_id": 1 })
+        .write_concern(majority.clone())
+        .await
+        .unwrap();
+    // A majority acknowledged it: at least one secondary has it right now.
+    let mut found = 0;
+    for i in 0..3 {
+        if i == primary {
+            continue;
+        }
+        let r = set
+            .command(
+                i,
+                "app",
+                doc! { "find": "wc", "filter": { "_id": 1 }, "$readPreference": { "mode": "secondary" } },
+            )
+            .await
+            .unwrap();
+        found += r.get_document("cursor").unwrap().get_array("firstBatch").unwrap().len();
+    }
+    assert!(found >= 1, "w:majority returned before any secondary applied the write");
+    // w: 3 waits for every member.
+    let all = WriteConcern::builder()
+        .w(Acknowledgment::Nodes(3))
+        .w_timeout(Duration::from_secs(10))
+        .build();
+    coll.insert_one(doc! { "_id": 2 }).write_concern(all).await.unwrap();
+    // w: 4 cannot be satisfied by three members.
+    let four = WriteConcern::builder().w(Acknowledgment::Nodes(4)).build();
+    let err = coll
+        .insert_one(doc! { "_id": 3 })
+        .write_concern(four)
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), Some(100), "{err}");
+    // Without both secondaries there is no majority: the write happens, the concern times out (64).
+    for i in 0..3 {
+        if i != primary {
+            set.kill(i).await;
+        }
+    }
+    let short = WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .w_timeout(Duration::from_millis(300))
+        .build();
+    let err = coll
+        .insert_one(doc! { "_id": 4 })
+        .write_concern(short)
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), Some(64), "{err}");
+    let n = set.command(primary, "app", doc! { "count": "wc" }).await.unwrap();
+    // Like mongod, the writes happened even though their write concerns failed (ids 1 to 4).
+    assert_eq!(n.get_i32("n").unwrap(), 4, "{n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn step_down_hands_over_and_the_client_keeps_working() {
+    let set = ReplSet::start(ReplSetOptions::in_process(3)).await.unwrap();
+    let old = set.wait_for_primary(Duration::from_secs(5)).await.unwrap();
+    let c = client(&set.uri()).await;
+    let coll = c.database("app").collection::<Document>("h");
+    coll.insert_one(doc! { "_id": 1 }).await.unwrap();
+    set.command(
+        old,
+        "admin",
+        doc! { "replSetStepDown": 30, "secondaryCatchUpPeriodSecs": 10 },
+    )
+    .await
+    .unwrap();
+    let new = set.wait_for_primary(Duration::from_secs(10)).await.unwrap();
+    assert_ne!(new, old);
+    let status = set.command(new, "admin", doc! { "replSetGetStatus": 1 }).await.unwrap();
+    assert_eq!(status.get_i32("myState").unwrap(), 1);
+    assert!(status.get_i64("term").unwrap() >= 2);
+    // The old primary learns of the new one and refuses writes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let h = set.command(old, "admin", doc! { "hello": 1 }).await.unwrap();
+        if h.get_str("primary").ok() == Some(set.members[new].host.as_str()) {
+            assert!(!h.get_bool("isWritablePrimary").unwrap());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old primary never learned the new one: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same client retries its writes on the new primary; the earlier write survived the handover.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match coll.insert_one(doc! { "_id": 2 }).await {
+            Ok(_) => break,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "no write after handover: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 2);
+    // replSetStepUp back on the old member (after its stepdown period it could; here it is refused).
+    let refused = set.step_up(old).await;
+    assert!(refused.is_err(), "a member inside its stepdown period must not step up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn initiate_and_reconfig_follow_the_manual() {
+    // A standalone server has no replication.
+    let standalone = tidemark_server::testing::start_test_server(tidemark_server::ServerConfig::ephemeral()).await;
+    let c = client(&standalone.uri()).await;
+    let err = c
+        .database("admin")
+        .run_command(doc! { "replSetGetStatus": 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), Some(76), "{err}");
+    let hello = c.database("admin").run_command(doc! { "hello": 1 }).await.unwrap();
+    assert!(hello.get("setName").is_none() && hello.get_bool("isWritablePrimary").unwrap());
+
+    let set = ReplSet::start(ReplSetOptions::in_process(3)).await.unwrap();
+    let primary = set.wait_for_primary(Duration::from_secs(5)).await.unwrap();
+    let again = set
+        .command(primary, "admin", doc! { "replSetInitiate": set.config_document() })
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("AlreadyInitialized"), "{again}");
+    let cfg = set
+        .command(primary, "admin", doc! { "replSetGetConfig": 1 })
+        .await
+        .unwrap();
+    let mut cfg = cfg.get_document("config").unwrap().clone();
+    assert_eq!(cfg.get_i32("version").unwrap(), 1);
+    // Same version: refused with NewReplicaSetConfigurationIncompatible (103).
+    let same = set
+        .command(primary, "admin", doc! { "replSetReconfig": cfg.clone() })
+        .await
+        .unwrap_err();
+    assert!(
+        same.to_string().contains("NewReplicaSetConfigurationIncompatible"),
+        "{same}"
+    );
+    // Hide the last non-primary member.
+    let hide = (0..3).rev().find(|i| *i != primary).unwrap();
+    let members = cfg.get_array_mut("members").unwrap();
+    let m = members[hide].as_document_mut().unwrap();
+    m.insert("priority", 0);
+    m.insert("hidden", true);
+    cfg.insert("version", 2);
+    set.command(primary, "admin", doc! { "replSetReconfig": cfg })
+        .await
+        .unwrap();
+    // Every member adopts version 2 through heartbeats; the hidden one reports itself hidden.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for i in 0..3 {
+        loop {
+            let h = set.command(i, "admin", doc! { "hello": 1 }).await.unwrap();
+            if h.get_i32("setVersion").unwrap() == 2 {
+                assert_eq!(h.get_array("hosts").unwrap().len(), 2, "{h}");
+                assert_eq!(h.get_bool("hidden").unwrap_or(false), i == hide, "{h}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "member {i} never adopted version 2"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The driver no longer sees the hidden member.
+    let c = client(&set.uri()).await;
+    c.database("app")
+        .collection::<Document>("x")
+        .insert_one(doc! { "a": 1 })
+        .await
+        .unwrap();
+    let status = set
+        .command(primary, "admin", doc! { "replSetGetStatus": 1 })
+        .await
+        .unwrap();
+    assert_eq!(status.get_i32("writableVotingMembersCount").unwrap(), 2, "{status}");
+}
