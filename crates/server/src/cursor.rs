@@ -86,15 +86,22 @@ pub fn tail_options(body: &Document, natural_sort: Option<bool>, has_sort: bool)
     let tailable = crate::commands::get_bool(body, "tailable")?.unwrap_or(false);
     let await_data = crate::commands::get_bool(body, "awaitData")?.unwrap_or(false);
     if await_data && !tailable {
-        return Err(CommandError::failed_to_parse("Cannot set 'awaitData' without also setting 'tailable'"));
+        return Err(CommandError::failed_to_parse(
+            "Cannot set 'awaitData' without also setting 'tailable'",
+        ));
     }
     if !tailable {
         return Ok(None);
     }
     if has_sort || natural_sort == Some(true) {
-        return Err(CommandError::bad_value("cannot use tailable option with a sort other than {$natural: 1}"));
+        return Err(CommandError::bad_value(
+            "cannot use tailable option with a sort other than {$natural: 1}",
+        ));
     }
-    Ok(Some(TailState { await_data, positioned: false }))
+    Ok(Some(TailState {
+        await_data,
+        positioned: false,
+    }))
 }
 
 /// Splits a `sort` that only names `$natural` into a scan direction (`Some(true)` = reverse), leaving other
@@ -102,7 +109,10 @@ pub fn tail_options(body: &Document, natural_sort: Option<bool>, has_sort: bool)
 pub fn natural_sort(sort: Option<Document>) -> (Option<Document>, Option<bool>) {
     match sort {
         Some(s) if s.len() == 1 && s.contains_key("$natural") => {
-            let reverse = s.get("$natural").and_then(crate::commands::raw::as_i64).is_some_and(|v| v < 0);
+            let reverse = s
+                .get("$natural")
+                .and_then(crate::commands::raw::as_i64)
+                .is_some_and(|v| v < 0);
             (None, Some(reverse))
         }
         other => (other, None),
@@ -148,7 +158,11 @@ impl Cursor {
             return Ok(None);
         }
         let wait = match max_time {
-            Some(m) if m < 0 => return Err(CommandError::bad_value(format!("{m} value for maxTimeMS is out of range"))),
+            Some(m) if m < 0 => {
+                return Err(CommandError::bad_value(format!(
+                    "{m} value for maxTimeMS is out of range"
+                )));
+            }
             Some(m) => Duration::from_millis(m.unsigned_abs()),
             None => DEFAULT_AWAIT_DATA_TIMEOUT,
         };

@@ -86,6 +86,7 @@ pub struct WriteTxn<'a> {
     sync: bool,
     observer: Option<Arc<dyn WriteObserver>>,
     notes: Vec<Document>,
+    session: Option<Document>,
 }
 
 impl WriteTxn<'_> {
@@ -125,6 +126,17 @@ impl WriteTxn<'_> {
     /// Mutations applied so far.
     pub fn applied(&self) -> &[Mutation] {
         &self.applied
+    }
+
+    /// Marks the write as (part of) a retryable write: `{lsid, txnNumber}` of the command, recorded with its
+    /// oplog entries.
+    pub fn set_session(&mut self, session: Option<Document>) {
+        self.session = session;
+    }
+
+    /// The retryable-write session set by [`WriteTxn::set_session`].
+    pub fn session(&self) -> Option<&Document> {
+        self.session.as_ref()
     }
 
     /// Stops the write observer from seeing the mutations applied from now on (used when applying oplog
@@ -181,6 +193,7 @@ impl Engine {
             sync: false,
             observer,
             notes: Vec::new(),
+            session: None,
         };
         let mut result = f(&mut txn);
         if result.is_ok()

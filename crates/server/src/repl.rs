@@ -49,7 +49,8 @@ pub struct ReplState {
 impl ReplState {
     /// Creates the state for `config` over `engine` and installs the oplog writer. With `--replSet` and an
     /// existing `local.oplog.rs` (a restarted member) logging resumes immediately; with `--replSet` a
-    /// background thread writes periodic no-ops while the node is an idle primary.
+    /// background thread writes periodic no-ops while the node is an idle primary (see
+    /// [`ReplState::set_writable_primary`]).
     pub fn new(config: &ServerConfig, engine: &Arc<Engine>) -> Arc<Self> {
         let size_mb = config.oplog_size_mb.unwrap_or(DEFAULT_OPLOG_SIZE_MB).max(1);
         let term = Arc::new(AtomicI64::new(1));
@@ -62,9 +63,8 @@ impl ReplState {
         });
         engine.set_observer(Some(oplog.clone() as Arc<dyn crate::engine::WriteObserver>));
         if state.set_name.is_some() {
-            if oplog.resume(engine) {
-                state.writable_primary.store(true, Ordering::SeqCst);
-            }
+            // A restarted member keeps logging into its oplog; whether it is primary is the topology's call.
+            oplog.resume(engine);
             oplog::spawn_noop_writer(Arc::downgrade(&state), Arc::downgrade(engine));
         }
         state
@@ -90,7 +90,8 @@ impl ReplState {
         self.writable_primary.load(Ordering::SeqCst)
     }
 
-    /// Marks this node as primary (accepting writes) or not.
+    /// Marks this node as primary (accepting writes) or not. The topology layer calls it on every member-state
+    /// change; the periodic no-op writer only writes while it is true.
     pub fn set_writable_primary(&self, primary: bool) {
         self.writable_primary.store(primary, Ordering::SeqCst);
     }

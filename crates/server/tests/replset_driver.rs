@@ -38,6 +38,70 @@ async fn discovery_writes_and_secondary_reads() {
         assert!(std::time::Instant::now() < deadline, "secondary never saw the write");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // readPreference=secondaryPreferred in the URI: the driver sends the reads to a secondary.
+    let queries = |i: usize| {
+        let st = set.members[i].state().unwrap();
+        st.stats.op_query.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let primary = set.wait_for_primary(Duration::from_secs(5)).await.unwrap();
+    let before: Vec<i64> = (0..3).map(queries).collect();
+    let pref = client(&format!("{}&readPreference=secondaryPreferred", set.uri())).await;
+    let pcoll = pref.database("app").collection::<Document>("items");
+    for _ in 0..5 {
+        assert!(pcoll.find_one(doc! { "_id": 1 }).await.unwrap().is_some());
+    }
+    let after: Vec<i64> = (0..3).map(queries).collect();
+    assert_eq!(
+        after[primary], before[primary],
+        "secondaryPreferred reads reached the primary"
+    );
+    let on_secondaries: i64 = (0..3).filter(|i| *i != primary).map(|i| after[i] - before[i]).sum();
+    assert_eq!(on_secondaries, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_process_members_on_dbpaths_restart_and_catch_up() {
+    let options = ReplSetOptions {
+        persistent: true,
+        ..ReplSetOptions::in_process(3)
+    };
+    let mut set = ReplSet::start(options).await.unwrap();
+    let primary = set.wait_for_primary(Duration::from_secs(5)).await.unwrap();
+    let victim = (primary + 2) % 3;
+    let c = client(&set.uri()).await;
+    let coll = c.database("app").collection::<Document>("p");
+    coll.insert_many((0..10).map(|i| doc! { "_id": i })).await.unwrap();
+    set.wait_for_caught_up(victim, primary, Duration::from_secs(10))
+        .await
+        .unwrap();
+    set.kill(victim).await;
+    coll.insert_many((10..25).map(|i| doc! { "_id": i })).await.unwrap();
+    coll.update_one(doc! { "_id": 3 }, doc! { "$set": { "changed": true } })
+        .await
+        .unwrap();
+    set.restart(victim).await.unwrap();
+    set.wait_for_caught_up(victim, primary, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let r = set
+        .command(
+            victim,
+            "app",
+            doc! { "find": "p", "filter": { "changed": true }, "$readPreference": { "mode": "secondary" } },
+        )
+        .await
+        .unwrap();
+    let batch = r.get_document("cursor").unwrap().get_array("firstBatch").unwrap();
+    assert_eq!(batch.len(), 1, "{r}");
+    let n = set
+        .command(
+            victim,
+            "app",
+            doc! { "count": "p", "$readPreference": { "mode": "secondary" } },
+        )
+        .await
+        .unwrap();
+    assert_eq!(n.get_i32("n").unwrap(), 25, "{n}");
 }
 
 fn code_of(e: &mongodb::error::Error) -> Option<i32> {
@@ -146,6 +210,36 @@ async fn majority_write_concern_waits_and_times_out_without_a_majority() {
         .await
         .unwrap_err();
     assert_eq!(code_of(&err), Some(64), "{err}");
+    // The reply as mongod shapes it: ok 1, the write counted, the concern error with its provenance.
+    let raw = set
+        .command(
+            primary,
+            "app",
+            doc! { "insert": "wc", "documents": [{ "_id": 5 }], "writeConcern": { "w": "majority", "wtimeout": 100 } },
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.get_i32("n").unwrap(), 1, "{raw}");
+    let wce = raw.get_document("writeConcernError").unwrap();
+    assert_eq!(wce.get_i32("code").unwrap(), 64);
+    assert_eq!(wce.get_str("codeName").unwrap(), "WriteConcernFailed");
+    assert_eq!(wce.get_str("errmsg").unwrap(), "waiting for replication timed out");
+    let info = wce.get_document("errInfo").unwrap();
+    assert!(info.get_bool("wtimeout").unwrap());
+    assert_eq!(
+        info.get_document("writeConcern")
+            .unwrap()
+            .get_str("provenance")
+            .unwrap(),
+        "clientSupplied"
+    );
+    set.command(
+        primary,
+        "app",
+        doc! { "delete": "wc", "deletes": [{ "q": { "_id": 5 }, "limit": 1 }], "writeConcern": { "w": 1 } },
+    )
+    .await
+    .unwrap();
     let n = set.command(primary, "app", doc! { "count": "wc" }).await.unwrap();
     // Like mongod, the writes happened even though their write concerns failed (ids 1 to 4).
     assert_eq!(n.get_i32("n").unwrap(), 4, "{n}");
@@ -274,4 +368,24 @@ async fn initiate_and_reconfig_follow_the_manual() {
         .await
         .unwrap();
     assert_eq!(status.get_i32("writableVotingMembersCount").unwrap(), 2, "{status}");
+}
+
+/// Other crates' tests often use the default single-threaded test runtime: the harness and a stepdown
+/// handover must work there too.
+#[tokio::test]
+async fn harness_works_on_a_current_thread_runtime() {
+    let set = ReplSet::start(ReplSetOptions::in_process(3)).await.unwrap();
+    let c = client(&set.uri()).await;
+    let coll = c.database("app").collection::<Document>("ct");
+    coll.insert_one(doc! { "_id": 1 }).await.unwrap();
+    let old = set.wait_for_primary(Duration::from_secs(5)).await.unwrap();
+    set.command(old, "admin", doc! { "replSetStepDown": 30 }).await.unwrap();
+    let new = set.wait_for_primary(Duration::from_secs(10)).await.unwrap();
+    assert_ne!(old, new);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while let Err(e) = coll.insert_one(doc! { "_id": 2 }).await {
+        assert!(std::time::Instant::now() < deadline, "no write after handover: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 2);
 }

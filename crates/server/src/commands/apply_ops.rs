@@ -19,7 +19,9 @@ pub fn register(r: &mut Registry) {
 
 fn apply_ops(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     if req.db != "admin" {
-        return Err(CommandError::unauthorized("applyOps may only be run against the admin database."));
+        return Err(CommandError::unauthorized(
+            "applyOps may only be run against the admin database.",
+        ));
     }
     let Some(Bson::Array(ops)) = req.first_value() else {
         return Err(CommandError::type_mismatch(
@@ -28,7 +30,9 @@ fn apply_ops(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     };
     for (k, _) in req.body.iter().skip(1) {
         if k == "preCondition" {
-            return Err(CommandError::invalid_options("applyOps 'preCondition' is not supported"));
+            return Err(CommandError::invalid_options(
+                "applyOps 'preCondition' is not supported",
+            ));
         }
     }
     let mut entries: Vec<Document> = Vec::with_capacity(ops.len());

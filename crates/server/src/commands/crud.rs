@@ -995,6 +995,7 @@ fn insert(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let j = write_concern_j(&req.body);
     let (n, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
+        txn.set_session(crate::repl::oplog::retryable_session(&req.body));
         ensure_collection(txn, &ns)?;
         let validator = Validator::for_collection(txn.catalog().collection(&ns), bypass)?;
         let mut n = 0usize;
@@ -1270,6 +1271,7 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         .collect::<CommandResult<_>>()?;
     let (n, modified, upserted, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
+        txn.set_session(crate::repl::oplog::retryable_session(&req.body));
         if txn.catalog().collection(&ns).is_some_and(Collection::is_view) {
             return Err(view_error(&ns));
         }
@@ -1334,6 +1336,7 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         .collect::<CommandResult<_>>()?;
     let (n, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
+        txn.set_session(crate::repl::oplog::retryable_session(&req.body));
         if txn.catalog().collection(&ns).is_some_and(Collection::is_view) {
             return Err(view_error(&ns));
         }
@@ -1434,6 +1437,7 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let j = write_concern_j(body);
     let (value, last_error) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
+        txn.set_session(crate::repl::oplog::retryable_session(&req.body));
         if remove {
             let Some(coll) = txn.catalog().collection(&ns) else {
                 return Ok((None, doc! { "n": 0 }));

@@ -3,8 +3,9 @@
 //! `endSessions`, `refreshSessions`), `listCommands`.
 //!
 //! `hello` carries what drivers size their work by (`maxBsonObjectSize`, `maxMessageSizeBytes`,
-//! `maxWriteBatchSize`, wire versions of MongoDB 7.0). No `topologyVersion` is reported, so drivers monitor
-//! this server by polling rather than by streaming (awaitable) hello. Compression is negotiated here: the
+//! `maxWriteBatchSize`, wire versions of MongoDB 7.0). A standalone reports no `topologyVersion`, so drivers
+//! monitor it by polling; replica set members add the set's fields and a `topologyVersion`, and answer
+//! awaitable hello (see [`crate::repl::topology`]). Compression is negotiated here: the
 //! reply's `compression` lists the client's requested compressors that the wire layer supports, in the
 //! client's order; the network layer then compresses replies with the first one.
 

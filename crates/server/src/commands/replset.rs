@@ -217,7 +217,7 @@ fn repl_set_get_status(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply>
             d.insert("lastDurableWallTime", wall);
             d.insert("syncSourceHost", sync_source.clone());
             d.insert("syncSourceId", sync_source_id);
-            d.insert("infoMessage", "");
+            d.insert("infoMessage", st.sync_message.clone());
             if st.state == MemberState::Primary {
                 d.insert(
                     "electionTime",
@@ -311,23 +311,18 @@ fn election_secs(d: Option<DateTime>) -> u32 {
 fn repl_set_step_down(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     admin_only(req)?;
     let repl = repl(ctx)?;
-    let secs = match req.first_value() {
-        Some(v) => as_i64(v).ok_or_else(|| CommandError::type_mismatch("replSetStepDown argument must be a number"))?,
-        None => 60,
-    };
-    let secs = if secs == 1 && matches!(req.first_value(), Some(Bson::Boolean(true))) {
-        60
-    } else {
-        secs
-    };
-    let catch_up = crate::commands::get_i64(&req.body, "secondaryCatchUpPeriodSecs")?.unwrap_or(10.min(secs));
+    // The manual: a non-numeric period means 60 seconds; the catch-up wait defaults to 10 seconds (0 with
+    // `force: true`) and must be shorter than the stepdown period.
+    let secs = req.first_value().and_then(as_i64).unwrap_or(60);
     let force = crate::commands::get_bool(&req.body, "force")?.unwrap_or(false);
+    let catch_up =
+        crate::commands::get_i64(&req.body, "secondaryCatchUpPeriodSecs")?.unwrap_or(if force { 0 } else { 10 });
     if secs <= 0 {
         return Err(CommandError::bad_value(format!(
             "stepdown period must be a positive integer, got {secs}"
         )));
     }
-    if catch_up > secs {
+    if catch_up >= secs {
         return Err(CommandError::bad_value(format!(
             "stepdown period must be longer than secondaryCatchUpPeriodSecs; stepdown period: {secs} seconds, secondaryCatchUpPeriodSecs: {catch_up} seconds"
         )));

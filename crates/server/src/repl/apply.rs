@@ -52,7 +52,10 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        Self { mode: ApplyMode::Primary, bypass_document_validation: false }
+        Self {
+            mode: ApplyMode::Primary,
+            bypass_document_validation: false,
+        }
     }
 }
 
@@ -88,7 +91,17 @@ pub fn apply_entry(engine: &Engine, oplog: &Oplog, entry: &Document, options: &A
         }
         apply_in(txn, entry, options, 0)?;
         if options.mode == ApplyMode::Secondary && oplog.is_enabled() {
-            oplog.append_verbatim(txn, entry)?;
+            // An entry at or before the newest recorded one is being re-applied: it is already in the oplog.
+            let newer = match entry.get_timestamp("ts") {
+                Ok(ts) => {
+                    let last = oplog.last_timestamp();
+                    (ts.time, ts.increment) > (last.time, last.increment)
+                }
+                Err(_) => true,
+            };
+            if newer {
+                oplog.append_verbatim(txn, entry)?;
+            }
         }
         Ok(())
     })
@@ -103,7 +116,9 @@ fn get_str<'a>(entry: &'a Document, field: &str) -> CommandResult<&'a str> {
         Some(_) => Err(CommandError::type_mismatch(format!(
             "BSON field 'applyOps.{field}' is the wrong type, expected type 'string'"
         ))),
-        None => Err(CommandError::missing_field(format!("BSON field 'applyOps.{field}' is missing but a required field"))),
+        None => Err(CommandError::missing_field(format!(
+            "BSON field 'applyOps.{field}' is missing but a required field"
+        ))),
     }
 }
 
@@ -113,7 +128,9 @@ fn get_doc<'a>(entry: &'a Document, field: &str) -> CommandResult<&'a Document> 
         Some(_) => Err(CommandError::type_mismatch(format!(
             "BSON field 'applyOps.{field}' is the wrong type, expected type 'object'"
         ))),
-        None => Err(CommandError::no_such_key(format!("Missing expected field '{field}' in oplog entry {entry}"))),
+        None => Err(CommandError::no_such_key(format!(
+            "Missing expected field '{field}' in oplog entry {entry}"
+        ))),
     }
 }
 
@@ -132,7 +149,9 @@ fn apply_in(txn: &mut WriteTxn<'_>, entry: &Document, options: &ApplyOptions, de
             }
         }
         "c" => apply_command(txn, ns, entry, options, depth),
-        other => Err(CommandError::bad_value(format!("Enumeration value '{other}' for field 'op' is not a valid value."))),
+        other => Err(CommandError::bad_value(format!(
+            "Enumeration value '{other}' for field 'op' is not a valid value."
+        ))),
     }
 }
 
@@ -162,7 +181,10 @@ fn find_by_uuid(cat: &Catalog, uuid: &[u8; 16]) -> Option<Namespace> {
         if let Some(d) = cat.database(&db) {
             for (name, c) in &d.collections {
                 if &c.uuid == uuid {
-                    return Some(Namespace { db: db.clone(), coll: name.clone() });
+                    return Some(Namespace {
+                        db: db.clone(),
+                        coll: name.clone(),
+                    });
                 }
             }
         }
@@ -180,7 +202,9 @@ fn encode(d: &Document, ns: &Namespace) -> CommandResult<RawDocumentBuf> {
 /// Checks a new document version against the collection's validator (MongoDB's strict/moderate levels and
 /// error/warn actions).
 fn validate(coll: &Collection, ns: &Namespace, new: &Document, old: Option<&Document>) -> CommandResult<()> {
-    let Ok(v) = coll.options.get_document("validator") else { return Ok(()) };
+    let Ok(v) = coll.options.get_document("validator") else {
+        return Ok(());
+    };
     let level = coll.options.get_str("validationLevel").unwrap_or("strict");
     if v.is_empty() || level == "off" {
         return Ok(());
@@ -205,7 +229,9 @@ fn must_validate(options: &ApplyOptions) -> bool {
 fn apply_insert(txn: &mut WriteTxn<'_>, ns: &Namespace, entry: &Document, options: &ApplyOptions) -> CommandResult<()> {
     let o = get_doc(entry, "o")?;
     let Some(id) = o.get("_id") else {
-        return Err(CommandError::bad_value(format!("insert oplog entry for {ns} has no _id: {entry}")));
+        return Err(CommandError::bad_value(format!(
+            "insert oplog entry for {ns} has no _id: {entry}"
+        )));
     };
     if must_validate(options)
         && let Some(coll) = txn.catalog().collection(ns)
@@ -214,14 +240,19 @@ fn apply_insert(txn: &mut WriteTxn<'_>, ns: &Namespace, entry: &Document, option
         validate(coll, ns, o, old.as_ref())?;
     }
     // Oplog application inserts as an upsert: an existing `_id` is replaced.
-    txn.apply(Mutation::Upsert { ns: ns.clone(), doc: encode(o, ns)? })
+    txn.apply(Mutation::Upsert {
+        ns: ns.clone(),
+        doc: encode(o, ns)?,
+    })
 }
 
 fn apply_update(txn: &mut WriteTxn<'_>, ns: &Namespace, entry: &Document, options: &ApplyOptions) -> CommandResult<()> {
     let o = get_doc(entry, "o")?;
     let o2 = get_doc(entry, "o2")?;
     let Some(id) = o2.get("_id") else {
-        return Err(CommandError::no_such_key(format!("Missing _id in 'o2' of update oplog entry for {ns}: {entry}")));
+        return Err(CommandError::no_such_key(format!(
+            "Missing _id in 'o2' of update oplog entry for {ns}: {entry}"
+        )));
     };
     let Some(coll) = txn.catalog().collection(ns) else {
         return Err(CommandError::namespace_not_found(format!("ns not found: {ns}")));
@@ -230,7 +261,9 @@ fn apply_update(txn: &mut WriteTxn<'_>, ns: &Namespace, entry: &Document, option
         // Since MongoDB 8.1, applying an update whose document is missing does nothing.
         return Ok(());
     };
-    let old = raw.to_document().map_err(|e| CommandError::internal(format!("stored document in {ns} is invalid: {e}")))?;
+    let old = raw
+        .to_document()
+        .map_err(|e| CommandError::internal(format!("stored document in {ns} is invalid: {e}")))?;
     let mut new = old.clone();
     let first_key = o.keys().next().map(String::as_str);
     match (o.get("$v"), o.get_document("diff")) {
@@ -258,15 +291,23 @@ fn apply_update(txn: &mut WriteTxn<'_>, ns: &Namespace, entry: &Document, option
         validate(coll, ns, &new, Some(&old))?;
     }
     let raw = encode(&new, ns)?;
-    txn.apply(Mutation::Upsert { ns: ns.clone(), doc: raw })
+    txn.apply(Mutation::Upsert {
+        ns: ns.clone(),
+        doc: raw,
+    })
 }
 
 fn apply_delete(txn: &mut WriteTxn<'_>, ns: &Namespace, entry: &Document) -> CommandResult<()> {
     let o = get_doc(entry, "o")?;
     let Some(id) = o.get("_id") else {
-        return Err(CommandError::no_such_key(format!("Missing _id in delete oplog entry for {ns}: {entry}")));
+        return Err(CommandError::no_such_key(format!(
+            "Missing _id in delete oplog entry for {ns}: {entry}"
+        )));
     };
-    txn.apply(Mutation::Delete { ns: ns.clone(), id: id.clone() })
+    txn.apply(Mutation::Delete {
+        ns: ns.clone(),
+        id: id.clone(),
+    })
 }
 
 /// Whether an error only says the command's effect is already there (ignored by secondaries).
@@ -289,7 +330,9 @@ fn apply_command(
     validate_db_name(db)?;
     let o = get_doc(entry, "o")?;
     let Some((name, first)) = o.iter().next() else {
-        return Err(CommandError::bad_value(format!("Empty command object in oplog entry: {entry}")));
+        return Err(CommandError::bad_value(format!(
+            "Empty command object in oplog entry: {entry}"
+        )));
     };
     let result = match name.as_str() {
         "create" => cmd_create(txn, db, first, o, entry),
@@ -318,7 +361,11 @@ fn apply_command(
             create_index(txn, &ns, spec)
         }
         "commitIndexBuild" | "startIndexBuild" | "abortIndexBuild" if options.mode == ApplyMode::Primary => {
-            Err(CommandError::new(115, "CommandNotSupported", format!("Applying '{name}' through applyOps is not supported")))
+            Err(CommandError::new(
+                115,
+                "CommandNotSupported",
+                format!("Applying '{name}' through applyOps is not supported"),
+            ))
         }
         "commitIndexBuild" => {
             let ns = coll_ns(db, first, name)?;
@@ -340,15 +387,23 @@ fn apply_command(
         }
         "renameCollection" => {
             let Bson::String(from) = first else {
-                return Err(CommandError::type_mismatch("'renameCollection' must be a string namespace"));
+                return Err(CommandError::type_mismatch(
+                    "'renameCollection' must be a string namespace",
+                ));
             };
             let from = Namespace::parse(from)?;
             let to = match o.get("to") {
                 Some(Bson::String(s)) => Namespace::parse(s)?,
-                _ => return Err(CommandError::type_mismatch("renameCollection oplog entry needs a string 'to'")),
+                _ => {
+                    return Err(CommandError::type_mismatch(
+                        "renameCollection oplog entry needs a string 'to'",
+                    ));
+                }
             };
             if txn.catalog().collection(&from).is_none() {
-                return Err(CommandError::namespace_not_found(format!("Source collection {from} does not exist")));
+                return Err(CommandError::namespace_not_found(format!(
+                    "Source collection {from} does not exist"
+                )));
             }
             let drop_target = match o.get("dropTarget") {
                 None | Some(Bson::Null) | Some(Bson::Boolean(false)) => false,
@@ -367,7 +422,9 @@ fn apply_command(
                 return Err(CommandError::bad_value("applyOps nested too deeply"));
             }
             let Bson::Array(ops) = first else {
-                return Err(CommandError::type_mismatch("'applyOps' must be an array of oplog entries"));
+                return Err(CommandError::type_mismatch(
+                    "'applyOps' must be an array of oplog entries",
+                ));
             };
             for op in ops {
                 let Bson::Document(op) = op else {
@@ -377,7 +434,9 @@ fn apply_command(
             }
             Ok(())
         }
-        other => Err(CommandError::bad_value(format!("Unknown oplog command '{other}' in entry {entry}"))),
+        other => Err(CommandError::bad_value(format!(
+            "Unknown oplog command '{other}' in entry {entry}"
+        ))),
     };
     match result {
         Err(e) if options.mode == ApplyMode::Secondary && already_applied(&e) => Ok(()),
@@ -388,7 +447,9 @@ fn apply_command(
 fn coll_ns(db: &str, v: &Bson, cmd: &str) -> CommandResult<Namespace> {
     match v {
         Bson::String(c) => Namespace::new(db, c),
-        _ => Err(CommandError::type_mismatch(format!("'{cmd}' in a command oplog entry must be a collection name"))),
+        _ => Err(CommandError::type_mismatch(format!(
+            "'{cmd}' in a command oplog entry must be a collection name"
+        ))),
     }
 }
 
@@ -415,8 +476,9 @@ fn cmd_create(txn: &mut WriteTxn<'_>, db: &str, first: &Bson, o: &Document, entr
         }
     }
     let uuid = match entry.get("ui") {
-        Some(Bson::Binary(b)) => <[u8; 16]>::try_from(b.bytes.as_slice())
-            .map_err(|_| CommandError::bad_value(format!("'ui' of a create oplog entry must be a 16-byte UUID: {entry}")))?,
+        Some(Bson::Binary(b)) => <[u8; 16]>::try_from(b.bytes.as_slice()).map_err(|_| {
+            CommandError::bad_value(format!("'ui' of a create oplog entry must be a 16-byte UUID: {entry}"))
+        })?,
         Some(_) => return Err(CommandError::type_mismatch("'ui' must be a UUID")),
         None => new_uuid(),
     };
@@ -424,20 +486,27 @@ fn cmd_create(txn: &mut WriteTxn<'_>, db: &str, first: &Bson, o: &Document, entr
         if existing.options == options {
             return Ok(());
         }
-        return Err(CommandError::namespace_exists(format!("Collection {ns} already exists.")));
+        return Err(CommandError::namespace_exists(format!(
+            "Collection {ns} already exists."
+        )));
     }
     txn.apply(Mutation::CreateCollection { ns, uuid, options })
 }
 
 fn create_index(txn: &mut WriteTxn<'_>, ns: &Namespace, spec: Document) -> CommandResult<()> {
     let Some(coll) = txn.catalog().collection(ns) else {
-        return Err(CommandError::namespace_not_found(format!("Failed to create index on missing collection {ns}")));
+        return Err(CommandError::namespace_not_found(format!(
+            "Failed to create index on missing collection {ns}"
+        )));
     };
     let name = spec
         .get_str("name")
         .map_err(|_| CommandError::failed_to_parse(format!("index spec for {ns} requires a 'name' string")))?;
     if let Some(existing) = coll.indexes().iter().find(|i| i.name == name) {
-        if same_key(&existing.key_pattern(), spec.get_document("key").unwrap_or(&Document::new())) {
+        if same_key(
+            &existing.key_pattern(),
+            spec.get_document("key").unwrap_or(&Document::new()),
+        ) {
             // The same index again (a re-applied entry, or a restore replacing the spec): keep the new options.
             if existing.spec != spec {
                 let name = name.to_string();
@@ -463,24 +532,39 @@ fn drop_indexes(txn: &mut WriteTxn<'_>, ns: &Namespace, index: Option<&Bson>) ->
         return Err(CommandError::namespace_not_found(format!("ns not found: {ns}")));
     };
     let names: Vec<String> = match index {
-        Some(Bson::String(s)) if s == "*" => {
-            coll.indexes().iter().map(|i| i.name.clone()).filter(|n| n != "_id_").collect()
-        }
+        Some(Bson::String(s)) if s == "*" => coll
+            .indexes()
+            .iter()
+            .map(|i| i.name.clone())
+            .filter(|n| n != "_id_")
+            .collect(),
         Some(Bson::String(s)) => {
             if !coll.indexes().iter().any(|i| &i.name == s) {
-                return Err(CommandError::index_not_found(format!("index not found with name [{s}]")));
+                return Err(CommandError::index_not_found(format!(
+                    "index not found with name [{s}]"
+                )));
             }
             vec![s.clone()]
         }
         Some(Bson::Document(key)) => {
-            let found: Vec<String> =
-                coll.indexes().iter().filter(|i| same_key(&i.key_pattern(), key)).map(|i| i.name.clone()).collect();
+            let found: Vec<String> = coll
+                .indexes()
+                .iter()
+                .filter(|i| same_key(&i.key_pattern(), key))
+                .map(|i| i.name.clone())
+                .collect();
             if found.len() != 1 {
-                return Err(CommandError::index_not_found(format!("can't find exactly one index with key {key}")));
+                return Err(CommandError::index_not_found(format!(
+                    "can't find exactly one index with key {key}"
+                )));
             }
             found
         }
-        _ => return Err(CommandError::type_mismatch("'index' must be a name, \"*\" or a key pattern")),
+        _ => {
+            return Err(CommandError::type_mismatch(
+                "'index' must be a name, \"*\" or a key pattern",
+            ));
+        }
     };
     for name in names {
         if name == "_id_" {
@@ -513,7 +597,10 @@ fn coll_mod(txn: &mut WriteTxn<'_>, ns: &Namespace, o: &Document) -> CommandResu
         }
     }
     if options != coll.options {
-        txn.apply(Mutation::SetOptions { ns: ns.clone(), options })?;
+        txn.apply(Mutation::SetOptions {
+            ns: ns.clone(),
+            options,
+        })?;
     }
     if let Some(spec) = index_change {
         txn.apply(Mutation::SetIndexSpec { ns: ns.clone(), spec })?;
@@ -527,7 +614,9 @@ fn index_spec_change(coll: &Collection, ns: &Namespace, change: &Document) -> Co
         (Ok(name), _) => coll.indexes().iter().find(|i| i.name == name),
         (_, Ok(key)) => coll.indexes().iter().find(|i| same_key(&i.key_pattern(), key)),
         _ => {
-            return Err(CommandError::invalid_options("must specify either index name or key pattern for collMod"));
+            return Err(CommandError::invalid_options(
+                "must specify either index name or key pattern for collMod",
+            ));
         }
     };
     let idx = idx.ok_or_else(|| CommandError::index_not_found(format!("cannot find index {change} for ns {ns}")))?;
@@ -552,9 +641,143 @@ fn index_spec_change(coll: &Collection, ns: &Namespace, change: &Document) -> Co
                 spec.insert(k.clone(), v.clone());
             }
             other => {
-                return Err(CommandError::invalid_options(format!("unknown index option '{other}' in collMod")));
+                return Err(CommandError::invalid_options(format!(
+                    "unknown index option '{other}' in collMod"
+                )));
             }
         }
     }
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicI64;
+
+    use bson::{Timestamp, doc};
+
+    use super::*;
+    use crate::repl::oplog::oplog_ns;
+
+    fn setup() -> (Arc<Engine>, Arc<Oplog>) {
+        let engine = Arc::new(Engine::new());
+        let oplog = Arc::new(Oplog::new(1 << 20, Arc::new(AtomicI64::new(1))));
+        engine.set_observer(Some(oplog.clone() as Arc<dyn crate::engine::WriteObserver>));
+        oplog.enable(&engine).unwrap();
+        (engine, oplog)
+    }
+
+    fn oplog_entries(engine: &Engine) -> Vec<Document> {
+        engine.read(|cat| {
+            cat.collection(&oplog_ns())
+                .unwrap()
+                .iter()
+                .map(|(_, d)| d.to_document().unwrap())
+                .collect()
+        })
+    }
+
+    fn primary_entry(i: u32, op: &str, ns: &str, o: Document, o2: Option<Document>) -> Document {
+        let mut e = doc! { "op": op, "ns": ns, "o": o };
+        if let Some(o2) = o2 {
+            e.insert("o2", o2);
+        }
+        e.insert(
+            "ts",
+            Timestamp {
+                time: 2_000_000_000,
+                increment: i,
+            },
+        );
+        e.insert("t", 3_i64);
+        e.insert("v", 2_i64);
+        e
+    }
+
+    #[test]
+    fn secondary_records_entries_verbatim_once_and_reapplies_harmlessly() {
+        let (engine, oplog) = setup();
+        let entries = vec![
+            primary_entry(1, "c", "s.$cmd", doc! { "create": "c" }, None),
+            primary_entry(2, "i", "s.c", doc! { "_id": 1, "a": 1 }, Some(doc! { "_id": 1 })),
+            primary_entry(
+                3,
+                "u",
+                "s.c",
+                doc! { "$v": 2, "diff": { "u": { "a": 2 } } },
+                Some(doc! { "_id": 1 }),
+            ),
+            primary_entry(
+                4,
+                "c",
+                "s.$cmd",
+                doc! { "createIndexes": "c", "v": 2, "key": { "a": 1 }, "name": "a_1" },
+                None,
+            ),
+            primary_entry(5, "d", "s.c", doc! { "_id": 1 }, None),
+            primary_entry(6, "n", "", doc! { "msg": "periodic noop" }, None),
+        ];
+        let options = ApplyOptions {
+            mode: ApplyMode::Secondary,
+            bypass_document_validation: false,
+        };
+        for _ in 0..2 {
+            assert_eq!(apply_entries(&engine, &oplog, &entries, &options), Ok(6));
+        }
+        // The local oplog holds exactly the primary's entries (after the initiation of this test's oplog).
+        let logged = oplog_entries(&engine);
+        assert_eq!(
+            logged, entries,
+            "secondary oplog must equal the primary's entries, each once"
+        );
+        assert_eq!(
+            oplog.last_timestamp(),
+            Timestamp {
+                time: 2_000_000_000,
+                increment: 6
+            }
+        );
+        let ns = Namespace::new("s", "c").unwrap();
+        engine.read(|cat| {
+            let c = cat.collection(&ns).unwrap();
+            assert!(c.is_empty());
+            assert_eq!(c.indexes().len(), 2);
+        });
+    }
+
+    #[test]
+    fn primary_application_is_logged_as_new_entries() {
+        let (engine, oplog) = setup();
+        let entries = vec![
+            doc! { "op": "c", "ns": "p.$cmd", "o": { "create": "c" } },
+            doc! { "op": "i", "ns": "p.c", "o": { "_id": 1, "a": 1 } },
+            doc! { "op": "i", "ns": "p.c", "o": { "_id": 1, "a": 7 } },
+        ];
+        assert_eq!(
+            apply_entries(&engine, &oplog, &entries, &ApplyOptions::default()),
+            Ok(3)
+        );
+        let logged: Vec<(String, Document)> = oplog_entries(&engine)
+            .into_iter()
+            .map(|e| {
+                (
+                    e.get_str("op").unwrap().to_string(),
+                    e.get_document("o").unwrap().clone(),
+                )
+            })
+            .collect();
+        // An insert of an existing _id is applied as a replacement, and logged as the update it was.
+        assert_eq!(
+            logged,
+            vec![
+                (
+                    "c".to_string(),
+                    doc! { "create": "c", "idIndex": { "v": 2, "key": { "_id": 1 }, "name": "_id_" } }
+                ),
+                ("i".to_string(), doc! { "_id": 1, "a": 1 }),
+                ("u".to_string(), doc! { "$v": 2, "diff": { "u": { "a": 7 } } }),
+            ]
+        );
+    }
 }

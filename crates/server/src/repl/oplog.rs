@@ -19,6 +19,10 @@
 //!   (`o2.collectionOptions_old`), renameCollection and dropDatabase (preceded by one `drop` per collection, as
 //!   mongod does). Array changes are written as whole-field updates (`u`), not array sub-diffs. Writes to
 //!   the `local` database and capped-collection truncations are not logged.
+//! - Retryable writes (commands carrying `lsid` and `txnNumber`, see [`retryable_session`]) get mongod's
+//!   extra fields on their CRUD entries: `lsid`, `txnNumber` first, `stmtId` (the statement's index in the
+//!   command) after `o2`, and `prevOpTime` last, chaining the statements of one command (`{ts: 0, t: -1}` for
+//!   the first). `config.transactions` is not maintained.
 //! - Waiters (tailable `awaitData` cursors) block on a condition variable bumped by every write that changed
 //!   something; [`Oplog::wait_for_change`] never spins.
 
@@ -39,7 +43,41 @@ pub const OPLOG_COLLECTION: &str = "oplog.rs";
 
 /// The oplog namespace, `local.oplog.rs`.
 pub fn oplog_ns() -> Namespace {
-    Namespace { db: OPLOG_DB.to_string(), coll: OPLOG_COLLECTION.to_string() }
+    Namespace {
+        db: OPLOG_DB.to_string(),
+        coll: OPLOG_COLLECTION.to_string(),
+    }
+}
+
+/// `{lsid, txnNumber}` of a retryable write command (a `txnNumber` outside a multi-document transaction), with
+/// the `lsid` completed as mongod logs it: `{id, uid}`. A `uid` the client did not send is the SHA-256 of the
+/// empty user name, which is what mongod records without authentication (the digest of an authenticated
+/// user's name is not derived here).
+pub fn retryable_session(body: &Document) -> Option<Document> {
+    let Some(Bson::Document(lsid)) = body.get("lsid") else {
+        return None;
+    };
+    let txn_number = match body.get("txnNumber") {
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Int32(n)) => i64::from(*n),
+        _ => return None,
+    };
+    if body.contains_key("autocommit") {
+        return None;
+    }
+    let id = lsid.get("id")?.clone();
+    let uid = match lsid.get("uid") {
+        Some(u) => u.clone(),
+        None => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(b"");
+            Bson::Binary(bson::Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes: digest.to_vec(),
+            })
+        }
+    };
+    Some(doc! { "lsid": { "id": id, "uid": uid }, "txnNumber": txn_number })
 }
 
 /// Key of a description that could not be built (the write then fails with this message).
@@ -94,7 +132,11 @@ impl Oplog {
         engine.write(|txn| {
             txn.unobserved();
             if txn.catalog().collection(&oplog_ns()).is_none() {
-                txn.apply(Mutation::CreateCollection { ns: oplog_ns(), uuid: crate::engine::new_uuid(), options })?;
+                txn.apply(Mutation::CreateCollection {
+                    ns: oplog_ns(),
+                    uuid: crate::engine::new_uuid(),
+                    options,
+                })?;
             }
             Ok(())
         })?;
@@ -107,10 +149,12 @@ impl Oplog {
     pub fn resume(&self, engine: &Engine) -> bool {
         let newest = engine.read(|cat| {
             let coll = cat.collection(&oplog_ns())?;
-            Some(coll.iter().next_back().and_then(|(_, d)| d.get_timestamp("ts").ok()).unwrap_or(Timestamp {
-                time: 0,
-                increment: 0,
-            }))
+            Some(
+                coll.iter()
+                    .next_back()
+                    .and_then(|(_, d)| d.get_timestamp("ts").ok())
+                    .unwrap_or(Timestamp { time: 0, increment: 0 }),
+            )
         });
         match newest {
             Some(ts) => {
@@ -137,15 +181,27 @@ impl Oplog {
 
     /// The next timestamp: `(now, 1)` in a new second, else the previous one with the increment bumped.
     fn next_timestamp(&self) -> Timestamp {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let now = u32::try_from(now).unwrap_or(u32::MAX);
         let mut c = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
         *c = if now > c.time {
-            Timestamp { time: now, increment: 1 }
+            Timestamp {
+                time: now,
+                increment: 1,
+            }
         } else if c.increment == u32::MAX {
-            Timestamp { time: c.time.saturating_add(1), increment: 1 }
+            Timestamp {
+                time: c.time.saturating_add(1),
+                increment: 1,
+            }
         } else {
-            Timestamp { time: c.time, increment: c.increment + 1 }
+            Timestamp {
+                time: c.time,
+                increment: c.increment + 1,
+            }
         };
         *c
     }
@@ -155,20 +211,57 @@ impl Oplog {
     pub fn append(&self, txn: &mut WriteTxn<'_>, notes: Vec<Document>) -> CommandResult<Vec<Timestamp>> {
         let term = self.term.load(Ordering::SeqCst);
         let wall = bson::DateTime::now();
+        self.ensure_collection(txn)?;
+        let session = txn.session().cloned();
+        let mut stmt_id = 0_i32;
+        let mut prev = doc! { "ts": Timestamp { time: 0, increment: 0 }, "t": -1_i64 };
         let mut out = Vec::with_capacity(notes.len());
-        for mut n in notes {
+        for n in notes {
+            let retryable = session.is_some() && matches!(n.get_str("op"), Ok("i" | "u" | "d"));
+            let mut n = match &session {
+                Some(sess) if retryable => {
+                    // mongod's retryable-write form: `lsid, txnNumber` first, `stmtId` after the operation.
+                    let mut d = sess.clone();
+                    d.extend(n);
+                    d.insert("stmtId", stmt_id);
+                    stmt_id = stmt_id.saturating_add(1);
+                    d
+                }
+                _ => n,
+            };
             let ts = self.next_timestamp();
             n.insert("ts", ts);
             n.insert("t", term);
             n.insert("v", 2_i64);
             n.insert("wall", wall);
+            if retryable {
+                // Statements of one retryable write are chained; the first has no predecessor.
+                n.insert("prevOpTime", std::mem::replace(&mut prev, doc! { "ts": ts, "t": term }));
+            }
             let raw = RawDocumentBuf::from_document(&n)
                 .map_err(|e| CommandError::internal(format!("cannot encode oplog entry: {e}")))?;
-            txn.apply(Mutation::Insert { ns: oplog_ns(), doc: raw })?;
+            txn.apply(Mutation::Insert {
+                ns: oplog_ns(),
+                doc: raw,
+            })?;
             out.push(ts);
         }
-        self.appended.fetch_add(u64::try_from(out.len()).unwrap_or(0), Ordering::SeqCst);
+        self.appended
+            .fetch_add(u64::try_from(out.len()).unwrap_or(0), Ordering::SeqCst);
         Ok(out)
+    }
+
+    /// Recreates `local.oplog.rs` if a client dropped it, so logging (and with it every write) keeps working.
+    fn ensure_collection(&self, txn: &mut WriteTxn<'_>) -> CommandResult<()> {
+        if txn.catalog().collection(&oplog_ns()).is_none() {
+            let options = self.collection_options();
+            txn.apply(Mutation::CreateCollection {
+                ns: oplog_ns(),
+                uuid: crate::engine::new_uuid(),
+                options,
+            })?;
+        }
+        Ok(())
     }
 
     /// Inserts an entry exactly as given (a secondary recording what it applied); the clock moves past its
@@ -179,7 +272,11 @@ impl Oplog {
             .map_err(|_| CommandError::bad_value("oplog entry to record has no 'ts' timestamp"))?;
         let raw = RawDocumentBuf::from_document(entry)
             .map_err(|e| CommandError::internal(format!("cannot encode oplog entry: {e}")))?;
-        txn.apply(Mutation::Insert { ns: oplog_ns(), doc: raw })?;
+        self.ensure_collection(txn)?;
+        txn.apply(Mutation::Insert {
+            ns: oplog_ns(),
+            doc: raw,
+        })?;
         self.advance_clock(ts);
         self.appended.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -209,7 +306,10 @@ impl Oplog {
 
     /// Sets the periodic no-op interval.
     pub fn set_noop_interval(&self, interval: Duration) {
-        self.noop_interval_ms.store(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1), Ordering::SeqCst);
+        self.noop_interval_ms.store(
+            u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1),
+            Ordering::SeqCst,
+        );
     }
 
     fn noop_interval(&self) -> Duration {
@@ -233,7 +333,11 @@ impl Oplog {
             if now >= deadline {
                 return false;
             }
-            g = self.changed.wait_timeout(g, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+            g = self
+                .changed
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -275,17 +379,25 @@ impl WriteObserver for Oplog {
 fn merge_drop_target(notes: Vec<Document>) -> Vec<Document> {
     let mut out: Vec<Document> = Vec::with_capacity(notes.len());
     for mut n in notes {
-        let is_rename = n.get_str("op") == Ok("c") && n.get_document("o").is_ok_and(|o| o.contains_key("renameCollection"));
+        let is_rename =
+            n.get_str("op") == Ok("c") && n.get_document("o").is_ok_and(|o| o.contains_key("renameCollection"));
         if is_rename
             && let Some(prev) = out.last()
             && let Ok(prev_o) = prev.get_document("o")
             && let (Ok(dropped), Ok(prev_ns)) = (prev_o.get_str("drop"), prev.get_str("ns"))
             && let Ok(o) = n.get_document("o")
             && let Ok(to) = o.get_str("to")
-            && prev_ns.strip_suffix(".$cmd").map(|db| format!("{db}.{dropped}")).as_deref() == Some(to)
+            && prev_ns
+                .strip_suffix(".$cmd")
+                .map(|db| format!("{db}.{dropped}"))
+                .as_deref()
+                == Some(to)
         {
             let target_uuid = prev.get("ui").cloned().unwrap_or(Bson::Boolean(true));
-            let num_records = prev.get_document("o2").ok().and_then(|o2| o2.get("numRecords").cloned());
+            let num_records = prev
+                .get_document("o2")
+                .ok()
+                .and_then(|o2| o2.get("numRecords").cloned());
             out.pop();
             if let Ok(o) = n.get_document_mut("o") {
                 o.insert("dropTarget", target_uuid);
@@ -300,7 +412,10 @@ fn merge_drop_target(notes: Vec<Document>) -> Vec<Document> {
 }
 
 fn uuid_bson(uuid: &[u8; 16]) -> Bson {
-    Bson::Binary(bson::Binary { subtype: bson::spec::BinarySubtype::Uuid, bytes: uuid.to_vec() })
+    Bson::Binary(bson::Binary {
+        subtype: bson::spec::BinarySubtype::Uuid,
+        bytes: uuid.to_vec(),
+    })
 }
 
 fn cmd_ns(db: &str) -> String {
@@ -320,7 +435,8 @@ fn entry(op: &str, ns: String, ui: Option<&[u8; 16]>, o: Document, o2: Option<Do
 }
 
 fn to_doc(raw: &RawDocumentBuf, ns: &Namespace) -> CommandResult<Document> {
-    raw.to_document().map_err(|e| CommandError::internal(format!("invalid document in {ns}: {e}")))
+    raw.to_document()
+        .map_err(|e| CommandError::internal(format!("invalid document in {ns}: {e}")))
 }
 
 fn count_i64(n: usize) -> i64 {
@@ -367,7 +483,10 @@ fn describe(before: &Catalog, m: &Mutation, notes: &mut Vec<Document>) -> Comman
         Mutation::DropDatabase { db } => {
             let Some(d) = before.database(db) else { return Ok(()) };
             for (name, coll) in &d.collections {
-                let ns = Namespace { db: db.clone(), coll: name.clone() };
+                let ns = Namespace {
+                    db: db.clone(),
+                    coll: name.clone(),
+                };
                 notes.push(drop_note(&ns, coll));
             }
             notes.push(entry("c", cmd_ns(db), None, doc! { "dropDatabase": 1 }, None));
@@ -383,7 +502,9 @@ fn describe(before: &Catalog, m: &Mutation, notes: &mut Vec<Document>) -> Comman
             notes.push(entry("c", cmd_ns(&from.db), ui.as_ref(), o, None));
         }
         Mutation::SetOptions { ns, options } => {
-            let Some(coll) = before.collection(ns) else { return Ok(()) };
+            let Some(coll) = before.collection(ns) else {
+                return Ok(());
+            };
             let mut o = doc! { "collMod": ns.coll.clone() };
             let mut old = doc! { "uuid": uuid_bson(&coll.uuid) };
             for (k, v) in options {
@@ -394,7 +515,13 @@ fn describe(before: &Catalog, m: &Mutation, notes: &mut Vec<Document>) -> Comman
                     }
                 }
             }
-            notes.push(entry("c", cmd_ns(&ns.db), Some(&coll.uuid), o, Some(doc! { "collectionOptions_old": old })));
+            notes.push(entry(
+                "c",
+                cmd_ns(&ns.db),
+                Some(&coll.uuid),
+                o,
+                Some(doc! { "collectionOptions_old": old }),
+            ));
         }
         Mutation::CreateIndex { ns, spec } => {
             let ui = before.collection(ns).map(|c| c.uuid);
@@ -407,9 +534,16 @@ fn describe(before: &Catalog, m: &Mutation, notes: &mut Vec<Document>) -> Comman
             notes.push(entry("c", cmd_ns(&ns.db), ui.as_ref(), o, None));
         }
         Mutation::SetIndexSpec { ns, spec } => {
-            let Some(coll) = before.collection(ns) else { return Ok(()) };
+            let Some(coll) = before.collection(ns) else {
+                return Ok(());
+            };
             let name = spec.get_str("name").unwrap_or_default();
-            let old_spec = coll.indexes().iter().find(|i| i.name == name).map(|i| i.spec.clone()).unwrap_or_default();
+            let old_spec = coll
+                .indexes()
+                .iter()
+                .find(|i| i.name == name)
+                .map(|i| i.spec.clone())
+                .unwrap_or_default();
             let mut index = doc! { "name": name };
             let mut o2 = doc! { "collectionOptions_old": { "uuid": uuid_bson(&coll.uuid) } };
             let mut keys: Vec<String> = spec.keys().cloned().collect();
@@ -430,8 +564,15 @@ fn describe(before: &Catalog, m: &Mutation, notes: &mut Vec<Document>) -> Comman
             notes.push(entry("c", cmd_ns(&ns.db), Some(&coll.uuid), o, Some(o2)));
         }
         Mutation::DropIndex { ns, name } => {
-            let Some(coll) = before.collection(ns) else { return Ok(()) };
-            let spec = coll.indexes().iter().find(|i| &i.name == name).map(|i| i.spec.clone()).unwrap_or_default();
+            let Some(coll) = before.collection(ns) else {
+                return Ok(());
+            };
+            let spec = coll
+                .indexes()
+                .iter()
+                .find(|i| &i.name == name)
+                .map(|i| i.spec.clone())
+                .unwrap_or_default();
             let o = doc! { "dropIndexes": ns.coll.clone(), "index": name.clone() };
             notes.push(entry("c", cmd_ns(&ns.db), Some(&coll.uuid), o, Some(spec)));
         }
@@ -442,12 +583,20 @@ fn describe(before: &Catalog, m: &Mutation, notes: &mut Vec<Document>) -> Comman
             notes.push(entry("i", ns.to_string(), ui.as_ref(), d, o2));
         }
         Mutation::Upsert { ns, doc: raw } => {
-            let Some(coll) = before.collection(ns) else { return Ok(()) };
+            let Some(coll) = before.collection(ns) else {
+                return Ok(());
+            };
             let new = to_doc(raw, ns)?;
             let id = new.get("_id").cloned().unwrap_or(Bson::Null);
             match coll.find_id(&id) {
                 None => {
-                    notes.push(entry("i", ns.to_string(), Some(&coll.uuid), new, Some(doc! { "_id": id })));
+                    notes.push(entry(
+                        "i",
+                        ns.to_string(),
+                        Some(&coll.uuid),
+                        new,
+                        Some(doc! { "_id": id }),
+                    ));
                 }
                 Some((_, old_raw)) => {
                     if old_raw.as_bytes() == raw.as_bytes() {
@@ -455,14 +604,28 @@ fn describe(before: &Catalog, m: &Mutation, notes: &mut Vec<Document>) -> Comman
                     }
                     let old = to_doc(old_raw, ns)?;
                     let o = update_description(&old, &new);
-                    notes.push(entry("u", ns.to_string(), Some(&coll.uuid), o, Some(doc! { "_id": id })));
+                    notes.push(entry(
+                        "u",
+                        ns.to_string(),
+                        Some(&coll.uuid),
+                        o,
+                        Some(doc! { "_id": id }),
+                    ));
                 }
             }
         }
         Mutation::Delete { ns, id } => {
-            let Some(coll) = before.collection(ns) else { return Ok(()) };
+            let Some(coll) = before.collection(ns) else {
+                return Ok(());
+            };
             if coll.find_id(id).is_some() {
-                notes.push(entry("d", ns.to_string(), Some(&coll.uuid), doc! { "_id": id.clone() }, None));
+                notes.push(entry(
+                    "d",
+                    ns.to_string(),
+                    Some(&coll.uuid),
+                    doc! { "_id": id.clone() },
+                    None,
+                ));
             }
         }
     }
@@ -471,7 +634,13 @@ fn describe(before: &Catalog, m: &Mutation, notes: &mut Vec<Document>) -> Comman
 
 fn drop_note(ns: &Namespace, coll: &Collection) -> Document {
     let o = doc! { "drop": ns.coll.clone() };
-    entry("c", cmd_ns(&ns.db), Some(&coll.uuid), o, Some(doc! { "numRecords": count_i64(coll.len()) }))
+    entry(
+        "c",
+        cmd_ns(&ns.db),
+        Some(&coll.uuid),
+        o,
+        Some(doc! { "numRecords": count_i64(coll.len()) }),
+    )
 }
 
 /// The `o` of an update entry: `{$v: 2, diff}` when the diff reproduces `new` exactly (bytes, field order
@@ -481,9 +650,13 @@ fn drop_note(ns: &Namespace, coll: &Collection) -> Document {
 pub fn update_description(old: &Document, new: &Document) -> Document {
     let diff = compute_diff(old, new);
     let mut check = old.clone();
-    let reproduces =
-        tidemark_query::apply_oplog_diff(&mut check, &diff).is_ok() && bson::to_vec(&check).ok() == bson::to_vec(new).ok();
-    if reproduces { doc! { "$v": 2, "diff": diff } } else { new.clone() }
+    let reproduces = tidemark_query::apply_oplog_diff(&mut check, &diff).is_ok()
+        && bson::to_vec(&check).ok() == bson::to_vec(new).ok();
+    if reproduces {
+        doc! { "$v": 2, "diff": diff }
+    } else {
+        new.clone()
+    }
 }
 
 /// MongoDB's `$v: 2` document diff from `old` to `new`: `d` (deleted fields), `u` (updated), `i` (inserted,
@@ -577,7 +750,9 @@ pub fn ts_lower_bound(filter: &Document) -> Option<(Timestamp, bool)> {
 }
 
 fn entry_ts(coll: &Collection, rec: u64) -> Option<(u32, u32)> {
-    coll.get(rec).and_then(|d| d.get_timestamp("ts").ok()).map(|t| (t.time, t.increment))
+    coll.get(rec)
+        .and_then(|d| d.get_timestamp("ts").ok())
+        .map(|t| (t.time, t.increment))
 }
 
 /// For a forward scan of the oplog collection that only wants entries with `ts >= bound` (or `>`), the record
@@ -633,7 +808,9 @@ pub(crate) fn spawn_noop_writer(state: super::WeakRepl, engine: Weak<Engine>) {
                 None => return,
             };
             std::thread::sleep(interval.min(Duration::from_millis(100)));
-            let (Some(s), Some(engine)) = (state.upgrade(), engine.upgrade()) else { return };
+            let (Some(s), Some(engine)) = (state.upgrade(), engine.upgrade()) else {
+                return;
+            };
             let oplog = s.oplog();
             let count = oplog.appended_count();
             if count != last_seen {
@@ -652,5 +829,100 @@ pub(crate) fn spawn_noop_writer(state: super::WeakRepl, engine: Weak<Engine>) {
     });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the periodic no-op writer");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicI64;
+
+    use bson::{Timestamp, doc};
+
+    use super::*;
+
+    /// The update example of FORMATS.md 4.1 (a time series bucket update): the diff of the pre- and post-image
+    /// has exactly the real entry's shape, and applying it reproduces the post-image.
+    #[test]
+    fn diff_matches_the_mongodb_example_and_round_trips() {
+        let old = doc! {
+            "_id": 1,
+            "control": { "min": { "ts": 1 }, "max": { "_id": 5, "ts": 2 } },
+            "data": { "ts": { "128": 1 }, "measurement": { "128": 291 }, "_id": { "128": 7 } },
+        };
+        let new = doc! {
+            "_id": 1,
+            "control": { "min": { "ts": 1 }, "max": { "_id": 6, "ts": 3 } },
+            "data": { "ts": { "128": 1, "129": 2 }, "measurement": { "128": 291, "129": 292 }, "_id": { "128": 7, "129": 8 } },
+        };
+        let diff = compute_diff(&old, &new);
+        assert_eq!(
+            diff,
+            doc! {
+                "scontrol": { "smax": { "u": { "_id": 6, "ts": 3 } } },
+                "sdata": { "sts": { "i": { "129": 2 } }, "smeasurement": { "i": { "129": 292 } }, "s_id": { "i": { "129": 8 } } },
+            }
+        );
+        assert_eq!(update_description(&old, &new), doc! { "$v": 2, "diff": diff });
+        // A reordering cannot be expressed as a diff: the entry carries the full document.
+        let reordered = doc! { "data": 1, "_id": 1 };
+        assert_eq!(update_description(&old, &reordered), reordered);
+    }
+
+    #[test]
+    fn ts_bounds_from_mongodump_filters() {
+        let a = Timestamp { time: 10, increment: 2 };
+        let b = Timestamp { time: 20, increment: 1 };
+        let f = doc! { "$and": [{ "ts": { "$gte": a } }, { "ts": { "$lte": b } }] };
+        assert_eq!(ts_lower_bound(&f), Some((a, true)));
+        assert_eq!(ts_lower_bound(&doc! { "ts": { "$gt": b } }), Some((b, false)));
+        assert_eq!(ts_lower_bound(&doc! { "ts": { "$lte": b } }), None);
+        assert_eq!(ts_lower_bound(&doc! {}), None);
+    }
+
+    #[test]
+    fn seek_finds_the_first_wanted_entry_after_truncation() {
+        let engine = Engine::new();
+        let oplog = Oplog::new(1 << 20, Arc::new(AtomicI64::new(1)));
+        oplog.enable(&engine).unwrap();
+        engine
+            .write(|txn| {
+                for i in 1..=100u32 {
+                    let e = doc! { "op": "n", "ns": "", "o": {}, "ts": Timestamp { time: 5, increment: i * 2 } };
+                    txn.apply(Mutation::Insert {
+                        ns: oplog_ns(),
+                        doc: RawDocumentBuf::from_document(&e).unwrap(),
+                    })?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        engine.read(|cat| {
+            let coll = cat.collection(&oplog_ns()).unwrap();
+            let first_ts = |after: Option<u64>| {
+                coll.scan_from(after, false)
+                    .next()
+                    .map(|(_, d)| d.get_timestamp("ts").unwrap().increment)
+            };
+            assert_eq!(
+                first_ts(seek_after(coll, Timestamp { time: 5, increment: 40 }, true)),
+                Some(40)
+            );
+            assert_eq!(
+                first_ts(seek_after(coll, Timestamp { time: 5, increment: 40 }, false)),
+                Some(42)
+            );
+            assert_eq!(
+                first_ts(seek_after(coll, Timestamp { time: 5, increment: 41 }, true)),
+                Some(42)
+            );
+            assert_eq!(
+                first_ts(seek_after(coll, Timestamp { time: 1, increment: 0 }, true)),
+                Some(2)
+            );
+            assert_eq!(
+                first_ts(seek_after(coll, Timestamp { time: 9, increment: 0 }, true)),
+                None
+            );
+        });
     }
 }

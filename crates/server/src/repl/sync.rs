@@ -191,6 +191,8 @@ enum FetchError {
     Client(#[from] ClientError),
     #[error("{0}")]
     Other(String),
+    #[error("{0}")]
+    Diverged(String),
 }
 
 /// The fetcher loop: while secondary with a known primary, pull and apply its oplog.
@@ -216,12 +218,23 @@ async fn fetcher(state: Arc<ServerState>) {
         set_sync_source(&repl, Some(source.clone()));
         if let Err(e) = fetch_from(&state, &source).await {
             tracing::debug!(source = %source, error = %e, "oplog fetching stopped; retrying");
+            if set_sync_message(&repl, e.to_string()) && matches!(e, FetchError::Diverged(_)) {
+                tracing::warn!(source = %source, error = %e, "cannot replicate from the sync source");
+            }
             tokio::select! {
                 () = repl.stopped() => return,
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
     }
+}
+
+/// Records why fetching stopped (empty once it progresses); returns whether the message changed.
+fn set_sync_message(repl: &ReplCoordinator, message: String) -> bool {
+    let mut st = repl.lock();
+    let changed = st.sync_message != message;
+    st.sync_message = message;
+    changed
 }
 
 fn set_sync_source(repl: &ReplCoordinator, source: Option<String>) {
@@ -264,8 +277,8 @@ async fn fetch_from(state: &Arc<ServerState>, source: &str) -> Result<(), FetchE
         // The source must still hold our last entry; it comes back first and is not applied again.
         let first_ts = batch.first().and_then(|d| d.get_timestamp("ts").ok());
         if first_ts != Some(mine.ts) {
-            return Err(FetchError::Other(format!(
-                "our last applied optime {:?} is not in the oplog of {source}; cannot sync from it",
+            return Err(FetchError::Diverged(format!(
+                "our last applied optime {:?} is not in the oplog of {source} (this member would need a rollback)",
                 mine.ts
             )));
         }
@@ -282,6 +295,7 @@ async fn fetch_from(state: &Arc<ServerState>, source: &str) -> Result<(), FetchE
             }
             apply_with_delay(state, source, std::mem::take(&mut batch)).await?;
             report_position(state, &mut conn).await?;
+            set_sync_message(&repl, String::new());
         }
         if cursor_id == 0 {
             // Not tailable (or the cursor died): poll again from the last entry seen.

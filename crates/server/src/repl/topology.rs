@@ -473,7 +473,9 @@ impl ReplSetConfig {
     }
 }
 
-/// Whether two `host:port` strings name the same member (`localhost` = `127.0.0.1`, case-insensitive).
+/// Whether two `host:port` strings name the same member: case-insensitive, `localhost` = `127.0.0.1`, and a
+/// server bound to every interface (`0.0.0.0:port`, its own address when started with `--bind_ip 0.0.0.0`)
+/// matches any local name (`localhost`, `127.x.x.x`, this machine's host name) with the same port.
 pub fn same_host(a: &str, b: &str) -> bool {
     fn norm(h: &str) -> String {
         let h = h.to_ascii_lowercase();
@@ -482,7 +484,20 @@ pub fn same_host(a: &str, b: &str) -> bool {
             None => h,
         }
     }
-    norm(a) == norm(b)
+    fn split(h: &str) -> (&str, &str) {
+        h.rsplit_once(':').unwrap_or((h, ""))
+    }
+    fn is_local(name: &str) -> bool {
+        name.starts_with("127.")
+            || name == "0.0.0.0"
+            || std::env::var("HOSTNAME").is_ok_and(|own| !own.is_empty() && own.eq_ignore_ascii_case(name))
+    }
+    let (a, b) = (norm(a), norm(b));
+    if a == b {
+        return true;
+    }
+    let ((ha, pa), (hb, pb)) = (split(&a), split(&b));
+    pa == pb && ((ha == "0.0.0.0" && is_local(hb)) || (hb == "0.0.0.0" && is_local(ha)))
 }
 
 /// What this member knows about another one.
@@ -542,6 +557,8 @@ pub struct TopologyState {
     pub peers: HashMap<i32, PeerInfo>,
     /// Host this member pulls the oplog from.
     pub sync_source: Option<String>,
+    /// Why oplog fetching last failed, if it did (`infoMessage` in replSetGetStatus); cleared on progress.
+    pub sync_message: String,
     /// Until when `replSetStepDown` forbids this member from becoming primary again.
     pub step_down_until: Option<Instant>,
     /// Set while a stepdown hands over: writes are refused.
@@ -618,6 +635,7 @@ impl ReplCoordinator {
                 topology_counter: 0,
                 peers: HashMap::new(),
                 sync_source: None,
+                sync_message: String::new(),
                 step_down_until: None,
                 stepping_down: false,
             }),
@@ -1172,6 +1190,9 @@ impl ReplCoordinator {
             ));
         }
         let kind = command_kind(name, body);
+        if kind == CommandKind::Write {
+            super::write_concern::validate(body)?;
+        }
         if kind == CommandKind::Other || db == "local" {
             return Ok(());
         }
@@ -1316,6 +1337,45 @@ mod tests {
     }
 
     #[test]
+    fn hosts_match_across_local_spellings() {
+        assert!(same_host("localhost:27017", "127.0.0.1:27017"));
+        assert!(same_host("0.0.0.0:27017", "localhost:27017"));
+        assert!(!same_host("0.0.0.0:27017", "127.0.0.1:27018"));
+        assert!(!same_host("db1.example.net:27017", "127.0.0.1:27017"));
+    }
+
+    #[test]
+    fn votes_go_only_to_a_member_at_least_as_recent_as_the_voter() {
+        let c = ReplCoordinator::new(Some("rs0".into()), "127.0.0.1:1".into());
+        let mut st = c.lock();
+        c.install_config(&mut st, ReplSetConfig::parse(&three()).unwrap());
+        let at = |time| OpTime {
+            ts: Timestamp { time, increment: 1 },
+            t: 1,
+        };
+        // Only member 1 votes besides this one (member 2 has votes: 0); it was never heard from.
+        assert_eq!(c.count_votes(&st, at(10)), (1, 2));
+        let peer = st.peers.get_mut(&1).unwrap();
+        peer.last_heard = Some(Instant::now());
+        peer.applied = at(11);
+        assert_eq!(
+            c.count_votes(&st, at(10)),
+            (1, 2),
+            "a voter ahead of the candidate refuses"
+        );
+        assert_eq!(c.count_votes(&st, at(11)), (2, 2));
+    }
+
+    #[test]
+    fn malformed_write_concern_is_rejected_before_the_write() {
+        let c = ReplCoordinator::new(Some("rs0".into()), "127.0.0.1:1".into());
+        let e = c
+            .check_command("insert", "app", &doc! { "writeConcern": { "w": true } })
+            .unwrap_err();
+        assert_eq!((e.code, e.code_name), (9, "FailedToParse"));
+    }
+
+    #[test]
     fn election_id_encodes_the_term_as_mongod_does() {
         // mongod's electionId for term 1 is ObjectId("7fffffff0000000000000001").
         assert_eq!(election_id(1).to_hex(), "7fffffff0000000000000001");
@@ -1341,6 +1401,41 @@ mod tests {
             .unwrap()
             .insert("_id", 0);
         assert_eq!(ReplSetConfig::parse(&dup).unwrap_err().code, 93);
+    }
+
+    #[test]
+    fn hello_lists_hosts_and_passives_as_the_manual_describes() {
+        // hosts: electable members; passives: priority 0 members that are not hidden; hidden: neither.
+        let cfg = doc! { "_id": "rs0", "members": [
+            { "_id": 0, "host": "127.0.0.1:1" },
+            { "_id": 1, "host": "127.0.0.1:2", "priority": 0 },
+            { "_id": 2, "host": "127.0.0.1:3", "priority": 0, "hidden": true },
+        ] };
+        let c = ReplCoordinator::new(Some("rs0".into()), "localhost:2".into());
+        let engine = Engine::new();
+        let mut uninitiated = Document::new();
+        c.hello_fields(&engine, "isWritablePrimary", &mut uninitiated);
+        assert_eq!(uninitiated.get_bool("isreplicaset").ok(), Some(true));
+        assert_eq!(uninitiated.get_bool("isWritablePrimary").ok(), Some(false));
+        let mut st = c.lock();
+        c.install_config(&mut st, ReplSetConfig::parse(&cfg).unwrap());
+        drop(st);
+        let mut hello = Document::new();
+        c.hello_fields(&engine, "isWritablePrimary", &mut hello);
+        assert_eq!(
+            hello.get_array("hosts").unwrap(),
+            &vec![Bson::String("127.0.0.1:1".into())]
+        );
+        assert_eq!(
+            hello.get_array("passives").unwrap(),
+            &vec![Bson::String("127.0.0.1:2".into())]
+        );
+        assert_eq!(hello.get_bool("passive").ok(), Some(true));
+        assert!(hello.get("hidden").is_none());
+        // `me` is the host as the configuration spells it.
+        assert_eq!(hello.get_str("me").ok(), Some("127.0.0.1:2"));
+        assert_eq!(hello.get_bool("secondary").ok(), Some(true));
+        assert!(hello.get("electionId").is_none() && hello.get("primary").is_none());
     }
 
     #[test]

@@ -31,6 +31,21 @@ enum W {
     Mode(String),
 }
 
+/// Rejects a malformed `writeConcern.w` before the command runs, as mongod does (FailedToParse, 9).
+pub fn validate(body: &Document) -> CommandResult<()> {
+    if let Some(Bson::Document(wc)) = body.get("writeConcern") {
+        match wc.get("w") {
+            None | Some(Bson::String(_)) => {}
+            Some(v) => match as_i64(v) {
+                Some(n) if n < 0 => return Err(CommandError::failed_to_parse("w cannot be a negative value")),
+                Some(_) => {}
+                None => return Err(CommandError::failed_to_parse("w has to be a number or a string")),
+            },
+        }
+    }
+    Ok(())
+}
+
 /// Waits for the command's write concern when this server is a replica set primary and the command wrote;
 /// adds `writeConcernError` to the reply when it cannot be satisfied.
 pub fn apply(server: &ServerState, request: &Request, reply: Reply) -> CommandResult<Reply> {

@@ -89,6 +89,22 @@ impl ReplSetOptions {
     }
 }
 
+/// Finds the `tidemark-server` binary for [`MemberMode::Process`] from another crate's tests: the
+/// `TIDEMARK_SERVER_BIN` environment variable, else `tidemark-server` next to the running test executable's
+/// directory (`target/<profile>/deps/..`), where `cargo build -p tidemark-server` puts it.
+pub fn server_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TIDEMARK_SERVER_BIN").map(PathBuf::from)
+        && p.is_file()
+    {
+        return Some(p);
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("tidemark-server"), dir.parent()?.join("tidemark-server")]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
 /// Errors of the harness.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
@@ -283,7 +299,8 @@ impl ReplSet {
                     .arg("--replSet")
                     .arg(&set_name);
                 if let Some(p) = &m.dbpath {
-                    cmd.arg("--dbpath").arg(p);
+                    // The log sits next to the data, for looking into a failed test before the drop cleans up.
+                    cmd.arg("--dbpath").arg(p).arg("--logpath").arg(p.with_extension("log"));
                 }
                 cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
                 let child = cmd.spawn().map_err(io(format!("start {}", bin.display())))?;
