@@ -246,6 +246,7 @@ impl ServerState {
             format!("{}:{}", config.bind_ip, config.port),
         ));
         topology.attach(Arc::clone(&repl));
+        crate::ttl::spawn_monitor(Arc::downgrade(&engine), Arc::downgrade(&repl), config.ttl_monitor_interval);
         Self {
             topology,
             repl,

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Startup options (see `tidemark-server --help`).
 #[derive(Debug, Clone)]
@@ -24,6 +25,10 @@ pub struct ServerConfig {
     pub oplog_size_mb: Option<u64>,
     /// Largest accepted wire message in bytes.
     pub max_message_size: usize,
+    /// How often the TTL monitor deletes expired documents (mongod's `ttlMonitorSleepSecs`, 60 s).
+    pub ttl_monitor_interval: Duration,
+    /// `--keyFile`: shared secret of replica-set members (internal authentication); implies `auth`.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +43,8 @@ impl Default for ServerConfig {
             repl_set: None,
             oplog_size_mb: None,
             max_message_size: crate::MAX_MESSAGE_SIZE_BYTES,
+            ttl_monitor_interval: crate::ttl::DEFAULT_TTL_MONITOR_INTERVAL,
+            key_file: None,
         }
     }
 }

@@ -291,6 +291,9 @@ pub const CURSOR_TIMEOUT: Duration = Duration::from_secs(600);
 /// Registry of open cursors.
 pub struct CursorManager {
     cursors: Mutex<HashMap<i64, (Cursor, Instant)>>,
+    /// Users authenticated on the connection that created each cursor (checked by getMore/killCursors
+    /// under `--auth`, as mongod does).
+    owners: Mutex<HashMap<i64, Vec<crate::auth::UserName>>>,
     next_id: AtomicI64,
 }
 
@@ -300,6 +303,7 @@ impl Default for CursorManager {
         let start = i64::from(rand::random::<u32>()) << 20;
         Self {
             cursors: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
             next_id: AtomicI64::new(start.max(1)),
         }
     }
@@ -313,7 +317,34 @@ impl CursorManager {
         let mut map = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, (_, used)| now.duration_since(*used) < CURSOR_TIMEOUT);
         map.insert(id, (cursor, now));
+        let mut owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        owners.retain(|k, _| map.contains_key(k));
         id
+    }
+
+    /// [`CursorManager::register`], recording the users authenticated on the creating connection.
+    pub fn register_owned(&self, cursor: Cursor, owner: Vec<crate::auth::UserName>) -> i64 {
+        let id = self.register(cursor);
+        self.owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, owner);
+        id
+    }
+
+    /// Checks that a connection authenticated as `users` may use cursor `id`: like mongod, it must share a
+    /// user with the connection that created the cursor (both unauthenticated also matches). Unknown cursors
+    /// pass (the caller reports CursorNotFound).
+    pub fn check_owner(&self, id: i64, users: &[crate::auth::UserName]) -> crate::error::CommandResult<()> {
+        let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        match owners.get(&id) {
+            Some(owner) if !(owner.is_empty() && users.is_empty()) && !owner.iter().any(|o| users.contains(o)) => {
+                Err(crate::error::CommandError::unauthorized(format!(
+                    "cursor id {id} was not created by the authenticated user"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Takes a cursor out for a getMore (put it back with [`CursorManager::put_back`]).
@@ -333,6 +364,7 @@ impl CursorManager {
 
     /// Kills a cursor; returns whether it existed.
     pub fn kill(&self, id: i64) -> bool {
+        self.owners.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
         self.cursors
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

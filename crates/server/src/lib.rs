@@ -20,12 +20,14 @@ pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod cursor;
+pub mod empty_ts;
 pub mod engine;
 pub mod error;
 pub mod net;
 pub mod repl;
 pub mod storage;
 pub mod testing;
+pub mod ttl;
 
 pub use commands::{Ctx, Reply, Request, ServerState};
 pub use config::ServerConfig;

@@ -596,3 +596,47 @@ async fn idle_primary_writes_periodic_noops() {
     assert_eq!(strip(&e), doc! { "op": "n", "ns": "", "o": { "msg": "periodic noop" } });
     assert!(e.get("ui").is_none() && e.get("o2").is_none());
 }
+
+/// A rename over an existing collection is one `renameCollection` entry whose `dropTarget` is the UUID of the
+/// collection it replaced (FORMATS.md 4.2), not a separate drop.
+#[tokio::test]
+async fn rename_with_drop_target_is_one_entry() {
+    let (_server, client) = start_rs(None).await;
+    let db = client.database("rn");
+    db.collection::<Document>("a")
+        .insert_one(doc! { "_id": 1 })
+        .await
+        .unwrap();
+    db.collection::<Document>("b")
+        .insert_one(doc! { "_id": 2 })
+        .await
+        .unwrap();
+    let start = newest(&client).await.get_timestamp("ts").unwrap();
+    let target = {
+        let list = db
+            .run_command(doc! { "listCollections": 1, "filter": { "name": "b" } })
+            .await
+            .unwrap();
+        let first = list.get_document("cursor").unwrap().get_array("firstBatch").unwrap()[0].clone();
+        first
+            .as_document()
+            .unwrap()
+            .get_document("info")
+            .unwrap()
+            .get("uuid")
+            .cloned()
+            .unwrap()
+    };
+    client
+        .database("admin")
+        .run_command(doc! { "renameCollection": "rn.a", "to": "rn.b", "dropTarget": true })
+        .await
+        .unwrap();
+    let got = entries_after(&client, start).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got[0].get_document("o").unwrap(),
+        &doc! { "renameCollection": "rn.a", "to": "rn.b", "stayTemp": false, "dropTarget": target }
+    );
+    assert_eq!(got[0].get_str("ns"), Ok("rn.$cmd"));
+}

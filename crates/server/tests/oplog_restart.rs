@@ -108,7 +108,7 @@ async fn oplog_and_data_agree_after_a_crash_and_continue_after_restart() {
     server.0.wait().unwrap();
     drop(client);
 
-    let _server = spawn(dir.path(), port);
+    let mut server = spawn(dir.path(), port);
     let client = connect(port).await;
     let coll = client.database("crash").collection::<Document>("c");
     let oplog = client.database("local").collection::<Document>("oplog.rs");
@@ -133,4 +133,24 @@ async fn oplog_and_data_agree_after_a_crash_and_continue_after_restart() {
     let after = all(&oplog, doc! { "ts": { "$gt": newest }, "op": "i" }).await;
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0].get_document("o").unwrap(), &doc! { "_id": 1000 });
+
+    // A clean shutdown (SIGTERM) checkpoints the oplog like any collection; it comes back whole.
+    let entries_before = all(&oplog, doc! {}).await;
+    drop(client);
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.0.wait().unwrap();
+    let _server = spawn(dir.path(), port);
+    let client = connect(port).await;
+    let oplog = client.database("local").collection::<Document>("oplog.rs");
+    // Every entry is back unchanged (a new primary may add its own no-op after them).
+    let entries_after = all(&oplog, doc! {}).await;
+    assert!(entries_after.len() >= entries_before.len());
+    assert_eq!(&entries_after[..entries_before.len()], &entries_before[..]);
+    let indexes = oplog.list_index_names().await.unwrap();
+    assert!(indexes.is_empty(), "the oplog has no _id index: {indexes:?}");
 }

@@ -73,7 +73,7 @@ pub fn first_batch(
 ) -> CommandResult<Reply> {
     let ns = cursor.ns.clone();
     if batch_size == Some(0) && !single {
-        let id = ctx.server.cursors.register(cursor);
+        let id = ctx.server.cursors.register_owned(cursor, ctx.conn.auth.users().to_vec());
         return Ok(Reply::Raw(super::raw::cursor_reply(
             "firstBatch",
             std::iter::empty(),
@@ -90,7 +90,7 @@ pub fn first_batch(
         ))
     })?;
     if !exhausted && !single {
-        let id = ctx.server.cursors.register(cursor);
+        let id = ctx.server.cursors.register_owned(cursor, ctx.conn.auth.users().to_vec());
         super::raw::set_cursor_id(&mut bytes, id_offset, id)?;
     }
     let raw = RawDocumentBuf::from_bytes(bytes).map_err(|e| CommandError::internal(format!("bad reply built: {e}")))?;
@@ -461,6 +461,9 @@ fn get_more(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         }
     };
     let batch_size = batch_size_arg(&req.body, "batchSize")?.filter(|b| *b > 0);
+    if ctx.server.config.auth {
+        ctx.server.cursors.check_owner(id, ctx.conn.auth.users())?;
+    }
     let mut cursor = ctx
         .server
         .cursors
@@ -508,6 +511,15 @@ fn get_more(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     }
 }
 
+/// Whether the caller holds `killAnyCursor` (e.g. through `hostManager`/`root`), which lets `killCursors` close
+/// cursors other users opened; `getMore` has no such exception.
+fn may_kill_any_cursor(ctx: &Ctx<'_>, req: &Request) -> bool {
+    use crate::auth::privileges::Target;
+    let coll = req.collection().unwrap_or_default();
+    crate::auth::is_allowed(&ctx.conn.auth, &Target::Cluster, "killAnyCursor")
+        || crate::auth::is_allowed(&ctx.conn.auth, &Target::Collection(req.db.clone(), coll), "killAnyCursor")
+}
+
 fn kill_cursors(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     request_ns(req)?;
     let ids = match req.body.get("cursors") {
@@ -526,6 +538,9 @@ fn kill_cursors(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 "BSON field 'killCursors.cursors' must contain longs",
             ));
         };
+        if ctx.server.config.auth && !may_kill_any_cursor(ctx, req) {
+            ctx.server.cursors.check_owner(id, ctx.conn.auth.users())?;
+        }
         if ctx.server.cursors.kill(id) {
             killed.push(Bson::Int64(id));
         } else {
@@ -965,6 +980,12 @@ impl Validator {
     }
 }
 
+/// The clock for empty-timestamp replacement, or `None` when the command sets `bypassEmptyTsReplacement`.
+fn empty_ts_clock<'a>(ctx: &Ctx<'a>, req: &Request) -> CommandResult<Option<&'a crate::repl::Oplog>> {
+    let bypass = get_bool(&req.body, crate::empty_ts::BYPASS_OPTION)?.unwrap_or(false);
+    Ok((!bypass).then(|| ctx.server.repl.oplog().as_ref()))
+}
+
 fn write_ops_count(n: usize) -> CommandResult<()> {
     if n == 0 || n > crate::MAX_WRITE_BATCH_SIZE {
         return Err(CommandError::new(
@@ -992,6 +1013,7 @@ fn insert(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     write_ops_count(docs.len())?;
     let ordered = get_bool(&req.body, "ordered")?.unwrap_or(true);
     let bypass = get_bool(&req.body, "bypassDocumentValidation")?.unwrap_or(false);
+    let empty_ts = empty_ts_clock(ctx, req)?;
     let j = write_concern_j(&req.body);
     let (n, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
@@ -1002,6 +1024,10 @@ fn insert(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         let mut errors = Vec::new();
         for (i, raw) in docs.into_iter().enumerate() {
             let r = prepare_insert(raw).and_then(|raw| {
+                let raw = match empty_ts {
+                    Some(oplog) => crate::empty_ts::fill_raw(raw, &mut || oplog.next_timestamp())?,
+                    None => raw,
+                };
                 if let Some(v) = &validator {
                     v.check(&ns, &decode(&raw, &ns)?, None)?;
                 }
@@ -1152,6 +1178,7 @@ fn apply_update(
     sort: Option<&SortSpec>,
     bypass: bool,
     want_docs: bool,
+    empty_ts: Option<&crate::repl::Oplog>,
 ) -> CommandResult<UpdateOutcome> {
     if multi && modifier.is_replacement() {
         return Err(CommandError::failed_to_parse(
@@ -1201,6 +1228,11 @@ fn apply_update(
         {
             doc.insert("_id", id.clone());
         }
+        if modifier.is_replacement()
+            && let Some(oplog) = empty_ts
+        {
+            crate::empty_ts::fill(&mut doc, &mut || oplog.next_timestamp());
+        }
         let doc = id_first(doc, None);
         ensure_collection(txn, ns)?;
         if let Some(v) = Validator::for_collection(txn.catalog().collection(ns), bypass)? {
@@ -1221,7 +1253,12 @@ fn apply_update(
     let validator = Validator::for_collection(txn.catalog().collection(ns), bypass)?;
     for old in targets {
         let mut new = old.clone();
-        let changed = modifier.apply(&mut new, false, matcher.filter.as_ref())?;
+        let mut changed = modifier.apply(&mut new, false, matcher.filter.as_ref())?;
+        if modifier.is_replacement()
+            && let Some(oplog) = empty_ts
+        {
+            changed |= crate::empty_ts::fill(&mut new, &mut || oplog.next_timestamp());
+        }
         if new.get("_id") != old.get("_id") {
             let shown = new
                 .get("_id")
@@ -1261,6 +1298,7 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     write_ops_count(statements.len())?;
     let ordered = get_bool(&req.body, "ordered")?.unwrap_or(true);
     let bypass = get_bool(&req.body, "bypassDocumentValidation")?.unwrap_or(false);
+    let empty_ts = empty_ts_clock(ctx, req)?;
     let j = write_concern_j(&req.body);
     let stmts: Vec<Document> = statements
         .iter()
@@ -1288,7 +1326,7 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 let modifier = Modifier::parse(u, &array_filters_arg(st)?)?;
                 let multi = get_bool(st, "multi")?.unwrap_or(false);
                 let upsert = get_bool(st, "upsert")?.unwrap_or(false);
-                apply_update(txn, &ns, &q, &modifier, multi, upsert, None, bypass, false)
+                apply_update(txn, &ns, &q, &modifier, multi, upsert, None, bypass, false, empty_ts)
             })();
             match r {
                 Ok(o) => {
@@ -1411,6 +1449,7 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let return_new = get_bool(body, "new")?.unwrap_or(false);
     let upsert = get_bool(body, "upsert")?.unwrap_or(false);
     let bypass = get_bool(body, "bypassDocumentValidation")?.unwrap_or(false);
+    let empty_ts = empty_ts_clock(ctx, req)?;
     let update = body.get("update").filter(|u| !matches!(u, Bson::Null));
     if remove && update.is_some() {
         return Err(CommandError::failed_to_parse(
@@ -1464,7 +1503,7 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         let Some(modifier) = &modifier else {
             return Err(CommandError::internal("update missing"));
         };
-        let o = apply_update(txn, &ns, &query, modifier, false, upsert, sort.as_ref(), bypass, true)?;
+        let o = apply_update(txn, &ns, &query, modifier, false, upsert, sort.as_ref(), bypass, true, empty_ts)?;
         let mut last =
             doc! { "n": i32::from(o.first.is_some()), "updatedExisting": o.upserted.is_none() && o.matched > 0 };
         if let Some(id) = &o.upserted {

@@ -17,7 +17,7 @@
 //!   `o2: {_id}`; `d` with `o: {_id}`; `c` on `<db>.$cmd` for create (with `idIndex`), drop
 //!   (`o2: {numRecords}`), createIndexes (flattened spec), dropIndexes (`o2` = the dropped spec), collMod
 //!   (`o2.collectionOptions_old`), renameCollection and dropDatabase (preceded by one `drop` per collection, as
-//!   mongod does). Array changes are written as whole-field updates (`u`), not array sub-diffs. Writes to
+//!   mongod does). Arrays changed in place get array sub-diffs (`{a: true, l?, u<i>, s<i>}`). Writes to
 //!   the `local` database and capped-collection truncations are not logged.
 //! - Retryable writes (commands carrying `lsid` and `txnNumber`, see [`retryable_session`]) get mongod's
 //!   extra fields on their CRUD entries: `lsid`, `txnNumber` first, `stmtId` (the statement's index in the
@@ -179,8 +179,9 @@ impl Oplog {
         *self.clock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next timestamp: `(now, 1)` in a new second, else the previous one with the increment bumped.
-    fn next_timestamp(&self) -> Timestamp {
+    /// The next timestamp: `(now, 1)` in a new second, else the previous one with the increment bumped. Also
+    /// the value that replaces empty timestamps in inserted documents, so those follow commit order too.
+    pub fn next_timestamp(&self) -> Timestamp {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -677,20 +678,14 @@ pub fn compute_diff(old: &Document, new: &Document) -> Document {
                 inserted.insert(k.clone(), nv.clone());
             }
             Some(ov) if tidemark_query::identical_values(ov, nv) => {}
-            Some(Bson::Document(od)) => match nv {
-                Bson::Document(nd) => {
-                    let sd = compute_diff(od, nd);
-                    if !sd.is_empty() {
-                        subs.insert(format!("s{k}"), sd);
-                    }
+            Some(ov) => match sub_diff(ov, nv) {
+                Some(sd) => {
+                    subs.insert(format!("s{k}"), sd);
                 }
-                _ => {
+                None => {
                     updated.insert(k.clone(), nv.clone());
                 }
             },
-            Some(_) => {
-                updated.insert(k.clone(), nv.clone());
-            }
         }
     }
     let mut diff = Document::new();
@@ -705,6 +700,44 @@ pub fn compute_diff(old: &Document, new: &Document) -> Document {
     }
     diff.extend(subs);
     diff
+}
+
+/// The sub-diff turning `old` into `new` when both are documents or both arrays (`None`: replace the value).
+fn sub_diff(old: &Bson, new: &Bson) -> Option<Document> {
+    match (old, new) {
+        (Bson::Document(od), Bson::Document(nd)) => Some(compute_diff(od, nd)),
+        (Bson::Array(oa), Bson::Array(na)) => Some(array_diff(oa, na)),
+        _ => None,
+    }
+}
+
+/// MongoDB's array diff: `a: true`, `l: <new length>` (int32) when the length changes, then per changed index
+/// `u<i>` (new value, also for appended elements) or `s<i>` (sub-diff of an embedded document or array).
+fn array_diff(old: &[Bson], new: &[Bson]) -> Document {
+    let mut d = doc! { "a": true };
+    if new.len() != old.len() {
+        match i32::try_from(new.len()) {
+            Ok(n) => d.insert("l", n),
+            Err(_) => d.insert("l", i64::try_from(new.len()).unwrap_or(i64::MAX)),
+        };
+    }
+    for (i, nv) in new.iter().enumerate() {
+        match old.get(i) {
+            Some(ov) if tidemark_query::identical_values(ov, nv) => {}
+            Some(ov) => match sub_diff(ov, nv) {
+                Some(sd) => {
+                    d.insert(format!("s{i}"), sd);
+                }
+                None => {
+                    d.insert(format!("u{i}"), nv.clone());
+                }
+            },
+            None => {
+                d.insert(format!("u{i}"), nv.clone());
+            }
+        }
+    }
+    d
 }
 
 /// The lower `ts` bound a filter on the oplog implies: `{ts: {$gte|$gt: X}}`, `{ts: X}`, or such a clause
@@ -866,6 +899,23 @@ mod tests {
         // A reordering cannot be expressed as a diff: the entry carries the full document.
         let reordered = doc! { "data": 1, "_id": 1 };
         assert_eq!(update_description(&old, &reordered), reordered);
+    }
+
+    /// Array changes as MongoDB's diff writes them (`{a: true, l: 2, u1: 2}` turns `[1]` into `[1, 2]`).
+    #[test]
+    fn array_diffs() {
+        let old = doc! { "_id": 0, "theSet": [1], "xs": [1, 2, 3], "ds": [{ "x": 1 }, { "x": 2 }] };
+        let new = doc! { "_id": 0, "theSet": [1, 2], "xs": [1, 5], "ds": [{ "x": 1 }, { "x": 3 }] };
+        let diff = compute_diff(&old, &new);
+        assert_eq!(
+            diff,
+            doc! {
+                "stheSet": { "a": true, "l": 2, "u1": 2 },
+                "sxs": { "a": true, "l": 2, "u1": 5 },
+                "sds": { "a": true, "s1": { "u": { "x": 3 } } },
+            }
+        );
+        assert_eq!(update_description(&old, &new), doc! { "$v": 2, "diff": diff });
     }
 
     #[test]
