@@ -29,6 +29,20 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum What {
+    /// `tidemark dump`/`tidemark restore` against a generated dataset in tidemark-server, in directory,
+    /// archive and gzip modes: wall time, MB/s and peak memory; compared in the same run with the real
+    /// mongodump/mongorestore when `MONGODUMP`/`MONGORESTORE` name them.
+    Dump {
+        /// Dataset size in GiB: four collections of 1 KiB documents plus one large collection.
+        #[arg(long, default_value_t = 2.0)]
+        size_gib: f64,
+        /// The `tidemark-server` binary (by default the one next to this executable).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+        /// Scratch directory for the dumps (a temporary one by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// tidemark-server throughput from one client: batched 1 KiB inserts and full-scan finds,
     /// in memory and with `--dbpath` (journal on).
     Server {
@@ -61,6 +75,11 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             collections,
         } => bench_format(*size_mib, dir.as_deref(), (*collections).max(1)),
         What::Server { documents, server_bin } => bench_server(*documents, server_bin.clone()),
+        What::Dump {
+            size_gib,
+            server_bin,
+            dir,
+        } => bench_dump(*size_gib, server_bin.clone(), dir.as_deref()),
     }
 }
 
@@ -317,18 +336,23 @@ fn read_directory(root: &Path) -> anyhow::Result<u64> {
     Ok(bytes)
 }
 
-fn bench_server(documents: u64, server_bin: Option<PathBuf>) -> Result<(), CliError> {
+/// The `tidemark-server` binary to benchmark against.
+fn server_binary(server_bin: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let bin = match server_bin {
         Some(b) => b,
         None => std::env::current_exe()?.with_file_name("tidemark-server"),
     };
     if !bin.is_file() {
-        return Err(anyhow::anyhow!(
+        bail!(
             "{} not found: build it first (cargo build --release -p tidemark-server) or pass --server-bin",
             bin.display()
-        )
-        .into());
+        );
     }
+    Ok(bin)
+}
+
+fn bench_server(documents: u64, server_bin: Option<PathBuf>) -> Result<(), CliError> {
+    let bin = server_binary(server_bin)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let batch: Vec<RawDocumentBuf> = (0..1000).map(document).collect();
     let doc_bytes: u64 = batch.iter().map(|d| d.as_bytes().len() as u64).sum::<u64>() / 1000;
@@ -436,4 +460,188 @@ async fn server_workload(uri: &str, documents: u64, batch: &[RawDocumentBuf]) ->
         bytes += cursor.current().as_bytes().len() as u64;
     }
     Ok((insert_secs, started.elapsed().as_secs_f64(), bytes))
+}
+
+/// One timed run of a dump or restore tool.
+struct ToolRun {
+    seconds: f64,
+    peak_rss_kib: u64,
+}
+
+/// Runs a command to completion, sampling its peak resident memory (`VmHWM`) from /proc.
+fn run_measured(cmd: &mut Command) -> anyhow::Result<ToolRun> {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start the tool")?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        bail!(
+            "{cmd:?} failed ({status}): {}",
+            err.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+        );
+    }
+    Ok(ToolRun {
+        seconds,
+        peak_rss_kib: peak,
+    })
+}
+
+/// Loads the benchmark dataset: four collections of ~1 KiB documents and one large collection
+/// holding half of the bytes. Returns the document bytes loaded.
+async fn load_dump_dataset(uri: &str, total_bytes: u64) -> anyhow::Result<u64> {
+    let client = mongodb::Client::with_uri_str(uri).await?;
+    let db = client.database("bench");
+    let sample = document(0).as_bytes().len() as u64;
+    let big_docs = total_bytes / 2 / sample;
+    let small_docs = total_bytes / 2 / sample / 4;
+    let mut loaded = 0u64;
+    let mut seq = 0u64;
+    for (name, count) in [
+        ("large", big_docs),
+        ("c1", small_docs),
+        ("c2", small_docs),
+        ("c3", small_docs),
+        ("c4", small_docs),
+    ] {
+        let coll = db.collection::<RawDocumentBuf>(name);
+        let mut done = 0u64;
+        while done < count {
+            let take = (count - done).min(1000);
+            let docs: Vec<RawDocumentBuf> = (seq..seq + take).map(document).collect();
+            loaded += docs.iter().map(|d| d.as_bytes().len() as u64).sum::<u64>();
+            coll.insert_many(docs).await?;
+            seq += take;
+            done += take;
+        }
+    }
+    db.run_command(
+        bson::doc! {"createIndexes": "c1", "indexes": [{"key": {"seq": 1}, "name": "seq_1", "unique": true}]},
+    )
+    .await?;
+    Ok(loaded)
+}
+
+fn bench_dump(size_gib: f64, server_bin: Option<PathBuf>, dir: Option<&Path>) -> Result<(), CliError> {
+    let bin = server_binary(server_bin)?;
+    let me = std::env::current_exe()?;
+    let scratch = match dir {
+        Some(d) => tempfile::Builder::new().prefix("tidemark-bench").tempdir_in(d)?,
+        None => tempfile::Builder::new().prefix("tidemark-bench").tempdir()?,
+    };
+    let total_bytes = (size_gib * 1024.0 * 1024.0 * 1024.0) as u64;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let source = ServerProcess::start(&bin, None)?;
+    eprintln!("loading {size_gib} GiB into {} ...", source.uri);
+    let started = Instant::now();
+    let bytes = runtime.block_on(load_dump_dataset(&source.uri, total_bytes))?;
+    eprintln!(
+        "loaded {:.2} GB in {:.1} s",
+        bytes as f64 / 1e9,
+        started.elapsed().as_secs_f64()
+    );
+    let real_dump = std::env::var_os("MONGODUMP").map(PathBuf::from);
+    let real_restore = std::env::var_os("MONGORESTORE").map(PathBuf::from);
+
+    println!("{:<40} {:>9} {:>10} {:>12}", "run", "seconds", "MB/s", "peak RSS MiB");
+    let print = |what: &str, run: &ToolRun| {
+        println!(
+            "{what:<40} {:>9.2} {:>10.1} {:>12.1}",
+            run.seconds,
+            bytes as f64 / 1e6 / run.seconds.max(1e-9),
+            run.peak_rss_kib as f64 / 1024.0
+        );
+    };
+    for (mode, extra) in [
+        ("directory", vec![]),
+        ("archive", vec!["archive"]),
+        ("gzip archive", vec!["archive", "gzip"]),
+    ] {
+        let archive = extra.contains(&"archive");
+        let gzip = extra.contains(&"gzip");
+        let mut results: Vec<(&str, ToolRun, ToolRun)> = Vec::new();
+        let tools: Vec<(&str, PathBuf, PathBuf, bool)> = {
+            let mut t = vec![("tidemark", me.clone(), me.clone(), true)];
+            if let (Some(d), Some(r)) = (&real_dump, &real_restore) {
+                t.push(("mongodump/mongorestore", d.clone(), r.clone(), false));
+            }
+            t
+        };
+        for (who, dump_bin, restore_bin, ours) in tools {
+            let out = scratch
+                .path()
+                .join(format!("{who}-{}", mode.replace(' ', "-")).replace('/', "-"));
+            let mut dump = Command::new(&dump_bin);
+            if ours {
+                dump.arg("dump").arg("--quiet");
+            }
+            dump.arg(format!("--uri={}", source.uri)).arg("--db=bench");
+            if archive {
+                dump.arg(format!("--archive={}", out.display()));
+            } else {
+                dump.arg(format!("--out={}", out.display()));
+            }
+            if gzip {
+                dump.arg("--gzip");
+            }
+            let dump_run = run_measured(&mut dump)?;
+            let target = ServerProcess::start(&bin, None)?;
+            let mut restore = Command::new(&restore_bin);
+            if ours {
+                restore.arg("restore").arg("--quiet");
+            }
+            restore.arg(format!("--uri={}", target.uri));
+            if archive {
+                restore.arg(format!("--archive={}", out.display()));
+            } else {
+                restore.arg(format!("--dir={}", out.display()));
+            }
+            if gzip {
+                restore.arg("--gzip");
+            }
+            let restore_run = run_measured(&mut restore)?;
+            drop(target);
+            if archive {
+                std::fs::remove_file(&out)?;
+            } else {
+                std::fs::remove_dir_all(&out)?;
+            }
+            print(&format!("{who} dump, {mode}"), &dump_run);
+            print(&format!("{who} restore, {mode}"), &restore_run);
+            results.push((who, dump_run, restore_run));
+        }
+        if let [(_, ours_d, ours_r), (_, theirs_d, theirs_r)] = results.as_slice() {
+            println!(
+                "  ratios ours/theirs ({mode}): dump throughput x{:.2}, restore throughput x{:.2}, dump memory x{:.2}, restore memory x{:.2}",
+                theirs_d.seconds / ours_d.seconds.max(1e-9),
+                theirs_r.seconds / ours_r.seconds.max(1e-9),
+                ours_d.peak_rss_kib as f64 / theirs_d.peak_rss_kib.max(1) as f64,
+                ours_r.peak_rss_kib as f64 / theirs_r.peak_rss_kib.max(1) as f64,
+            );
+        }
+    }
+    if real_dump.is_none() || real_restore.is_none() {
+        println!("(set MONGODUMP and MONGORESTORE to the real tools to compare in the same run)");
+    }
+    Ok(())
 }

@@ -284,10 +284,13 @@ pub(crate) struct Bars {
     total: ProgressBar,
     bars: Mutex<HashMap<String, ProgressBar>>,
     quiet: bool,
+    verb: &'static str,
 }
 
 impl Bars {
-    pub(crate) fn new(quiet: bool, total: Option<u64>) -> Self {
+    /// Bars on stderr (hidden with `quiet`); `verb` ("dumped", "restored") words the per-namespace
+    /// completion lines.
+    pub(crate) fn new(quiet: bool, total: Option<u64>, verb: &'static str) -> Self {
         let target = if quiet {
             ProgressDrawTarget::hidden()
         } else {
@@ -305,6 +308,7 @@ impl Bars {
             total: bar,
             bars: Mutex::new(HashMap::new()),
             quiet,
+            verb,
         }
     }
 
@@ -361,10 +365,9 @@ impl Progress for Bars {
             bar.finish_and_clear();
             self.multi.remove(&bar);
             if !self.quiet {
-                let _ = self.multi.println(format!(
-                    "done dumping or restoring {namespace} ({} documents)",
-                    bar.position()
-                ));
+                let _ = self
+                    .multi
+                    .println(format!("{} {namespace} ({} documents)", self.verb, bar.position()));
             }
         }
     }
@@ -422,7 +425,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     runtime()?.block_on(async {
         let client = tidemark_core::connection::connect(&conn, "tidemark-dump").await?;
         let quiet = args.output.quiet;
-        let bars = Arc::new(Bars::new(quiet, None));
+        let bars = Arc::new(Bars::new(quiet, None, "dumped"));
         let plan = plan_dump(&client, &options, bars.as_ref()).await?;
         if args.output.dry_run {
             bars.done();

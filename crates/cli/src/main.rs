@@ -16,6 +16,13 @@ mod demo;
 mod dump;
 mod inspect;
 mod restore;
+// Backup repository commands.
+mod backup;
+mod check;
+mod copy;
+mod forget;
+mod repo;
+mod snapshots;
 
 use std::process::ExitCode;
 
@@ -45,6 +52,18 @@ enum Command {
     Convert(convert::Args),
     /// Measure throughput (format read/write) on generated data; run from a release build.
     Bench(bench::Args),
+    /// Backup repository: `init` a new one, `export` a snapshot as a dump, `unlock` stale locks.
+    Repo(repo::Args),
+    /// Back up a server (or import a dump directory) into a repository as a deduplicated, encrypted snapshot.
+    Backup(backup::Args),
+    /// List the snapshots of a repository.
+    Snapshots(snapshots::Args),
+    /// Verify a repository: structure, and with --read-data every blob and namespace content hash.
+    Check(check::Args),
+    /// Remove snapshots by retention policy (--keep-last/hourly/daily/weekly/monthly/yearly), optionally prune.
+    Forget(forget::Args),
+    /// Copy snapshots between repositories, re-encrypting and deduplicating in the target.
+    Copy(copy::Args),
 }
 
 /// Failure classes with their documented exit codes.
@@ -101,6 +120,12 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Convert(args) => convert::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Repo(args) => repo::run(&args),
+        Command::Backup(args) => backup::run(&args),
+        Command::Snapshots(args) => snapshots::run(&args),
+        Command::Check(args) => check::run(&args),
+        Command::Forget(args) => forget::run(&args),
+        Command::Copy(args) => copy::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

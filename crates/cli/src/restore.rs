@@ -337,7 +337,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     let quiet = args.output.quiet;
     runtime()?.block_on(async {
         let client = tidemark_core::connection::connect(&conn, "tidemark-restore").await?;
-        let bars = Arc::new(Bars::new(quiet, None));
+        let bars = Arc::new(Bars::new(quiet, None, "restored"));
         let result = run_restore(&client, plan, &options, bars.clone()).await;
         bars.done();
         let (summary, error) = match result {

@@ -400,3 +400,58 @@ fn dump_dry_run_and_missing_collection() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!out_dir.exists());
 }
+
+#[test]
+fn users_and_roles_round_trip() {
+    let source = Server::start();
+    pymongo(
+        &source.uri,
+        "client.shop.command('createRole', 'reader', privileges=[{'resource': {'db': 'shop', 'collection': ''}, 'actions': ['find']}], roles=[])\nclient.shop.command('createUser', 'alice', pwd='pw', roles=['reader'])\nclient.shop.items.insert_one({'a': 1})\nprint('ok')",
+    );
+    let users = "print(sorted((u['user'], u['db'], sorted(r['role'] for r in u['roles'])) for u in client.shop.command('usersInfo')['users']))";
+    let expected = pymongo(&source.uri, users);
+    assert_eq!(expected.trim(), "[('alice', 'shop', ['reader'])]");
+    let dir = tempfile::tempdir().unwrap();
+    // A full dump (admin.system.users) and a per-database dump (--dumpDbUsersAndRoles).
+    let full = dir.path().join("full");
+    let out = tidemark(&["dump", &source.uri, "-o", full.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let per_db = dir.path().join("db");
+    let out = tidemark(&[
+        "dump",
+        &source.uri,
+        "-d",
+        "shop",
+        "--dumpDbUsersAndRoles",
+        "-o",
+        per_db.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        per_db.join("shop/$admin.system.users.bson").is_file()
+            && per_db.join("shop/$admin.system.roles.bson").is_file()
+    );
+
+    let target = Server::start();
+    let out = tidemark(&["restore", &target.uri, full.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(pymongo(&target.uri, users), expected);
+    // No temporary collections are left behind.
+    let admin = pymongo(
+        &target.uri,
+        "print(sorted(n for n in client.admin.list_collection_names() if n.startswith('temp')))",
+    );
+    assert_eq!(admin.trim(), "[]");
+
+    let target = Server::start();
+    let out = tidemark(&[
+        "restore",
+        &target.uri,
+        "-d",
+        "shop",
+        "--restoreDbUsersAndRoles",
+        per_db.join("shop").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(pymongo(&target.uri, users), expected);
+}

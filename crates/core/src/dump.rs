@@ -406,6 +406,19 @@ pub async fn plan_dump(client: &Client, options: &DumpOptions, progress: &dyn Pr
                 }
                 CollectionKind::Timeseries if !viewless_timeseries => {
                     let buckets = format!("system.buckets.{name}");
+                    // Before 8.3 the data lives only in the buckets collection; a server without
+                    // it would silently yield an empty dump, so refuse instead.
+                    let listed = cursor_documents(
+                        client,
+                        db,
+                        doc! {"listCollections": 1, "filter": {"name": &buckets}, "cursor": {}},
+                    )
+                    .await?;
+                    if listed.is_empty() {
+                        return Err(Error::Data(format!(
+                            "cannot dump timeseries collection {ns}: its buckets collection {db}.{buckets} does not exist"
+                        )));
+                    }
                     let count = estimated_count(client, db, &buckets).await;
                     (
                         list_indexes(client, db, &name).await?,

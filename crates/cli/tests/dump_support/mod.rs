@@ -37,6 +37,30 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Starts an in-memory single-node replica set `rs0` and initiates it.
+    pub fn start_replica_set() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = ServerConfig {
+            repl_set: Some("rs0".to_owned()),
+            ..ServerConfig::default()
+        };
+        let server = runtime.block_on(tidemark_server::testing::start_test_server(config));
+        let uri = format!("{}/", server.uri());
+        let this = Self {
+            runtime,
+            server: Some(server),
+            uri,
+        };
+        pymongo(&this.uri, "client.admin.command('replSetInitiate')\nprint('ok')");
+        this
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {

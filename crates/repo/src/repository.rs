@@ -1,0 +1,442 @@
+//! Opening and creating repositories, the in-memory blob index, and snapshot objects.
+//!
+//! Object layout (all keys relative to the storage root):
+//!
+//! | key | contents |
+//! |---|---|
+//! | `config` | JSON in the clear: format version, repository id, chunker, compression, encryption mode |
+//! | `keys/<id>` | JSON in the clear: argon2id salt/params and the sealed master keys |
+//! | `data/<xx>/<id>` | packs (see [`crate::pack`]) |
+//! | `index/<id>` | sealed JSON: packs and the blobs in them |
+//! | `snapshots/<id>` | sealed JSON: snapshot manifests (see [`crate::snapshot`]) |
+//! | `locks/<id>` | JSON in the clear: lock holder, mode, refresh time |
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Id, KdfParams, KeyFile, MasterKeys};
+use crate::error::{RepoError, Result};
+use crate::pack::{IndexFile, IndexPack, PackEntry, decode_blob, pack_key};
+use crate::snapshot::Snapshot;
+use crate::util::{hostname, now_unix, rfc3339};
+use crate::{Storage, StorageError};
+
+/// Repository format version written by this crate.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Content-defined chunking parameters (FastCDC 2020).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    /// Minimum chunk size.
+    pub min_size: u32,
+    /// Average chunk size.
+    pub avg_size: u32,
+    /// Maximum chunk size.
+    pub max_size: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// The `config` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Format version.
+    pub version: u32,
+    /// Random repository id.
+    pub id: Id,
+    /// Chunker parameters (fixed for the repository's life so chunks dedup across snapshots).
+    pub chunker: ChunkerParams,
+    /// `zstd`.
+    pub compression: String,
+    /// zstd level.
+    pub compression_level: i32,
+    /// `xchacha20poly1305` or `none`.
+    pub encryption: String,
+    /// Target pack size in bytes.
+    pub pack_size: u64,
+}
+
+/// Options of [`Repository::init`].
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Chunking parameters.
+    pub chunker: ChunkerParams,
+    /// zstd level (1..=22).
+    pub compression_level: i32,
+    /// Target pack size.
+    pub pack_size: u64,
+    /// argon2id costs for the key.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            compression_level: 3,
+            pack_size: 16 * 1024 * 1024,
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+/// Where a blob lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// Pack id.
+    pub pack: Id,
+    /// Entry in the pack.
+    pub entry: PackEntry,
+}
+
+/// An open repository. Cheap to clone; clones share the blob index.
+#[derive(Clone)]
+pub struct Repository {
+    pub(crate) storage: Storage,
+    pub(crate) config: Config,
+    pub(crate) keys: Arc<MasterKeys>,
+    pub(crate) index: Arc<RwLock<HashMap<Id, BlobLocation>>>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("url", &self.storage.url())
+            .field("id", &self.config.id)
+            .finish()
+    }
+}
+
+fn check_chunker(c: ChunkerParams) -> Result<()> {
+    let ranges = (64..=1_048_576).contains(&c.min_size)
+        && (256..=4_194_304).contains(&c.avg_size)
+        && (1024..=16_777_216).contains(&c.max_size);
+    if !(ranges && c.min_size <= c.avg_size && c.avg_size <= c.max_size) {
+        return Err(RepoError::InvalidOption {
+            option: "chunker",
+            message: format!("need min <= avg <= max, min in 64..=1Mi, avg in 256..=4Mi, max in 1Ki..=16Mi; got {c:?}"),
+        });
+    }
+    Ok(())
+}
+
+fn check_params(options: &InitOptions) -> Result<()> {
+    check_chunker(options.chunker)?;
+    if !(1..=22).contains(&options.compression_level) {
+        return Err(RepoError::InvalidOption {
+            option: "compression_level",
+            message: format!("{} is outside 1..=22", options.compression_level),
+        });
+    }
+    if options.pack_size < 1024 {
+        return Err(RepoError::InvalidOption {
+            option: "pack_size",
+            message: "must be at least 1024 bytes".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Repository {
+    /// Creates a repository. `password: None` selects the explicit no-encryption mode.
+    pub async fn init(storage: Storage, password: Option<&str>, options: &InitOptions) -> Result<Repository> {
+        check_params(options)?;
+        if storage.head("config").await?.is_some() {
+            return Err(RepoError::AlreadyExists {
+                url: storage.url().to_owned(),
+            });
+        }
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: Id::random(),
+            chunker: options.chunker,
+            compression: "zstd".into(),
+            compression_level: options.compression_level,
+            encryption: if password.is_some() {
+                "xchacha20poly1305"
+            } else {
+                "none"
+            }
+            .into(),
+            pack_size: options.pack_size,
+        };
+        let keys = MasterKeys::generate(config.id, password.is_some());
+        let key_file = KeyFile::wrap(
+            &keys,
+            password.map(str::as_bytes),
+            options.kdf,
+            rfc3339(now_unix()),
+            hostname(),
+        )?;
+        let key_json = serde_json::to_vec_pretty(&key_file).map_err(|e| RepoError::Usage(e.to_string()))?;
+        storage
+            .put(&format!("keys/{}", Id::random()), Bytes::from(key_json))
+            .await?;
+        let config_json = serde_json::to_vec_pretty(&config).map_err(|e| RepoError::Usage(e.to_string()))?;
+        // `config` last: a repository exists only once its key does.
+        storage.put("config", Bytes::from(config_json)).await?;
+        Ok(Repository {
+            storage,
+            config,
+            keys: Arc::new(keys),
+            index: Arc::default(),
+        })
+    }
+
+    /// Opens a repository with a password (`None` for an unencrypted repository) and loads its index.
+    pub async fn open(storage: Storage, password: Option<&str>) -> Result<Repository> {
+        let config_bytes = match storage.get("config").await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NotARepository {
+                    url: storage.url().to_owned(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let config: Config =
+            serde_json::from_slice(&config_bytes).map_err(|e| RepoError::corrupt("config", e.to_string()))?;
+        if config.version != FORMAT_VERSION {
+            return Err(RepoError::corrupt(
+                "config",
+                format!("unsupported format version {}", config.version),
+            ));
+        }
+        check_chunker(config.chunker).map_err(|e| RepoError::corrupt("config", e.to_string()))?;
+        if !(1..=22).contains(&config.compression_level) || config.pack_size < 1024 {
+            return Err(RepoError::corrupt(
+                "config",
+                "compression level or pack size out of range",
+            ));
+        }
+        let key_objects = storage.list("keys/").await?;
+        let mut found = None;
+        let encrypted = config.encryption != "none";
+        for meta in &key_objects {
+            let raw = storage.get(&meta.key).await?;
+            let file: KeyFile =
+                serde_json::from_slice(&raw).map_err(|e| RepoError::corrupt(meta.key.clone(), e.to_string()))?;
+            // Only keys of the repository's own mode are candidates: a stray clear key cannot make
+            // an encrypted repository open without its password (nor block opening with it).
+            if (file.kdf == "none") == encrypted {
+                continue;
+            }
+            if let Some(keys) = file.unwrap_keys(password.map(str::as_bytes), &meta.key)? {
+                found = Some(keys);
+                break;
+            }
+        }
+        let Some(keys) = found else {
+            return Err(RepoError::WrongPassword {
+                url: storage.url().to_owned(),
+                keys: key_objects.len(),
+            });
+        };
+        if keys.repository_id != config.id {
+            return Err(RepoError::corrupt("config", "key belongs to another repository"));
+        }
+        if keys.encryption.is_some() != encrypted {
+            return Err(RepoError::corrupt(
+                "config",
+                "encryption mode does not match the repository's key",
+            ));
+        }
+        let repo = Repository {
+            storage,
+            config,
+            keys: Arc::new(keys),
+            index: Arc::default(),
+        };
+        repo.reload_index().await?;
+        Ok(repo)
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether objects are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.keys.encryption.is_some()
+    }
+
+    /// Reads all `index/` objects into memory.
+    pub async fn reload_index(&self) -> Result<()> {
+        let mut map = HashMap::new();
+        for (_, file) in self.index_files().await? {
+            for pack in file.packs {
+                for entry in pack.blobs {
+                    map.insert(entry.id, BlobLocation { pack: pack.id, entry });
+                }
+            }
+        }
+        *self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+        Ok(())
+    }
+
+    /// Every index object with its key.
+    pub async fn index_files(&self) -> Result<Vec<(String, IndexFile)>> {
+        let mut out = Vec::new();
+        for meta in self.storage.list("index/").await? {
+            let sealed = self.storage.get(&meta.key).await?;
+            let plain = self.keys.open(&sealed, &meta.key)?;
+            let file: IndexFile =
+                serde_json::from_slice(&plain).map_err(|e| RepoError::corrupt(meta.key.clone(), e.to_string()))?;
+            out.push((meta.key, file));
+        }
+        Ok(out)
+    }
+
+    /// Writes an index object and adds it to the in-memory index.
+    pub(crate) async fn write_index(&self, packs: Vec<IndexPack>) -> Result<String> {
+        let file = IndexFile { packs };
+        let json = serde_json::to_vec(&file).map_err(|e| RepoError::Usage(e.to_string()))?;
+        let key = format!("index/{}", Id::random());
+        self.storage.put(&key, Bytes::from(self.keys.seal(&json))).await?;
+        let mut map = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for pack in file.packs {
+            for entry in pack.blobs {
+                map.insert(entry.id, BlobLocation { pack: pack.id, entry });
+            }
+        }
+        Ok(key)
+    }
+
+    /// Location of a blob, if indexed.
+    pub fn locate(&self, id: &Id) -> Option<BlobLocation> {
+        self.index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .copied()
+    }
+
+    /// Whether a blob is indexed.
+    pub fn has_blob(&self, id: &Id) -> bool {
+        self.locate(id).is_some()
+    }
+
+    /// Reads, decrypts, decompresses and verifies one blob.
+    pub async fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(id).ok_or_else(|| RepoError::MissingBlob {
+            blob: id.to_hex(),
+            referrer: "read".into(),
+        })?;
+        let key = pack_key(&loc.pack);
+        let end = loc
+            .entry
+            .offset
+            .checked_add(loc.entry.length)
+            .ok_or_else(|| RepoError::corrupt(&key, "bad offset"))?;
+        let stored = self.storage.get_range(&key, loc.entry.offset..end).await?;
+        decode_blob(&self.keys, &stored, &loc.entry, &loc.pack)
+    }
+
+    /// Ids of all snapshots, sorted.
+    pub async fn snapshot_ids(&self) -> Result<Vec<Id>> {
+        let mut ids = Vec::new();
+        for meta in self.storage.list("snapshots/").await? {
+            let name = meta.key.trim_start_matches("snapshots/");
+            let id = Id::from_hex(name)
+                .ok_or_else(|| RepoError::corrupt(meta.key.clone(), "object name is not a snapshot id"))?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Loads one snapshot manifest, checking that its content matches its id.
+    pub async fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let key = format!("snapshots/{id}");
+        let sealed = match self.storage.get(&key).await {
+            Ok(s) => s,
+            Err(StorageError::NotFound { .. }) => return Err(RepoError::SnapshotNotFound(id.to_hex())),
+            Err(e) => return Err(e.into()),
+        };
+        let plain = self.keys.open(&sealed, &key)?;
+        if Id::hash(&plain) != *id {
+            return Err(RepoError::corrupt(key, "manifest does not match its id"));
+        }
+        serde_json::from_slice(&plain).map_err(|e| RepoError::corrupt(key, e.to_string()))
+    }
+
+    /// All snapshots, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let mut out = Vec::new();
+        for id in self.snapshot_ids().await? {
+            let snap = self.load_snapshot(&id).await?;
+            out.push((id, snap));
+        }
+        out.sort_by(|a, b| (a.1.time, a.1.time_nanos, a.0).cmp(&(b.1.time, b.1.time_nanos, b.0)));
+        Ok(out)
+    }
+
+    /// Resolves a full id, a unique hex prefix, or `latest`.
+    pub async fn find_snapshot(&self, text: &str) -> Result<Id> {
+        if text == "latest" {
+            let all = self.snapshots().await?;
+            return all
+                .last()
+                .map(|(id, _)| *id)
+                .ok_or_else(|| RepoError::SnapshotNotFound("latest".into()));
+        }
+        let lower = text.to_ascii_lowercase();
+        let matches: Vec<Id> = self
+            .snapshot_ids()
+            .await?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&lower))
+            .collect();
+        match matches.as_slice() {
+            [] => Err(RepoError::SnapshotNotFound(text.to_owned())),
+            [one] => Ok(*one),
+            _ => Err(RepoError::AmbiguousSnapshot(text.to_owned())),
+        }
+    }
+
+    /// Stores a manifest (the commit point) and returns its id.
+    pub(crate) async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        let json = serde_json::to_vec(snapshot).map_err(|e| RepoError::Usage(e.to_string()))?;
+        let id = Id::hash(&json);
+        self.storage
+            .put(&format!("snapshots/{id}"), Bytes::from(self.keys.seal(&json)))
+            .await?;
+        Ok(id)
+    }
+
+    /// Adds another password.
+    pub async fn add_key(&self, password: &str, kdf: KdfParams) -> Result<String> {
+        if !self.is_encrypted() {
+            return Err(RepoError::PasswordMode(
+                "an unencrypted repository has no passwords".into(),
+            ));
+        }
+        let file = KeyFile::wrap(
+            &self.keys,
+            Some(password.as_bytes()),
+            kdf,
+            rfc3339(now_unix()),
+            hostname(),
+        )?;
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| RepoError::Usage(e.to_string()))?;
+        let key = format!("keys/{}", Id::random());
+        self.storage.put(&key, Bytes::from(json)).await?;
+        Ok(key)
+    }
+}

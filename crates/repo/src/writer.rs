@@ -1,0 +1,608 @@
+//! Writing snapshots: chunking, deduplication, packing, and the final commit.
+//!
+//! A backup streams each namespace's raw documents into a [`NamespaceWriter`]. The bytes are cut
+//! into content-defined chunks (FastCDC 2020 with the repository's parameters): a cut depends only
+//! on the bytes since the previous cut, so inserting or changing a document changes only the
+//! chunks around it and the rest deduplicate against earlier snapshots. Each chunk's id is the
+//! keyed BLAKE3 of its plaintext; chunks already in the index (or written earlier in this
+//! snapshot) are only referenced. New chunks are compressed, sealed and appended to a pack, which
+//! is uploaded when it reaches the configured size.
+//!
+//! [`SnapshotWriter::commit`] uploads the last pack, then one index object for all packs of the
+//! snapshot, and finally the manifest. Dropping the writer without committing leaves uploaded
+//! packs that no index or manifest refers to; they are harmless and `prune` deletes them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bson::RawDocument;
+use bytes::Bytes;
+
+use crate::Repository;
+use crate::crypto::Id;
+use crate::error::{RepoError, Result};
+use crate::lock::Lock;
+use crate::pack::{BlobKind, IndexPack, PackBuilder, encode_blob, pack_key};
+use crate::repository::ChunkerParams;
+use crate::snapshot::{
+    DataStream, FileKind, FileNode, MANIFEST_VERSION, Member, NamespaceEntry, OplogEntry, OplogWindow, Snapshot,
+    SnapshotStats, Timestamp,
+};
+use crate::util::{hostname, now_subsec_nanos, now_unix};
+
+/// Receives progress events; the default methods do nothing.
+pub trait Progress: Send + Sync {
+    /// A namespace started.
+    fn namespace_started(&self, _name: &str) {}
+    /// Plaintext bytes were consumed.
+    fn bytes(&self, _plaintext: u64) {}
+    /// A pack was uploaded.
+    fn pack_uploaded(&self, _bytes: u64) {}
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Collects new blobs into packs and uploads them; shared by backups, copies and prune.
+pub(crate) struct BlobSink {
+    repo: Repository,
+    pack: PackBuilder,
+    pending: HashSet<Id>,
+    packs: Vec<IndexPack>,
+    pub(crate) stats: SnapshotStats,
+    progress: Arc<dyn Progress>,
+}
+
+impl BlobSink {
+    pub(crate) fn new(repo: Repository, progress: Arc<dyn Progress>) -> Self {
+        BlobSink {
+            repo,
+            pack: PackBuilder::default(),
+            pending: HashSet::new(),
+            packs: Vec::new(),
+            stats: SnapshotStats::default(),
+            progress,
+        }
+    }
+
+    /// Stores a blob unless the repository already has it; returns its id.
+    pub(crate) async fn add(&mut self, plaintext: &[u8]) -> Result<Id> {
+        let id = self.repo.keys.blob_id(plaintext);
+        let len = plaintext.len() as u64;
+        self.stats.total_bytes += len;
+        if self.pending.contains(&id) || self.repo.has_blob(&id) {
+            self.stats.deduplicated_bytes += len;
+            return Ok(id);
+        }
+        self.add_new(id, plaintext).await?;
+        Ok(id)
+    }
+
+    /// Stores a blob known to be absent, under a given id.
+    pub(crate) async fn add_new(&mut self, id: Id, plaintext: &[u8]) -> Result<()> {
+        let encoded = encode_blob(&self.repo.keys, plaintext, self.repo.config.compression_level)?;
+        self.pack.add(id, BlobKind::Data, &encoded, plaintext.len() as u64);
+        self.pending.insert(id);
+        self.stats.new_bytes += plaintext.len() as u64;
+        self.stats.new_blobs += 1;
+        if self.pack.len() as u64 >= self.repo.config.pack_size {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether this sink or the repository has the blob.
+    pub(crate) fn has(&self, id: &Id) -> bool {
+        self.pending.contains(id) || self.repo.has_blob(id)
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.pack.is_empty() {
+            return Ok(());
+        }
+        let (bytes, index) = std::mem::take(&mut self.pack).finish(&self.repo.keys)?;
+        self.stats.added_bytes += bytes.len() as u64;
+        self.progress.pack_uploaded(bytes.len() as u64);
+        self.repo.storage.put(&pack_key(&index.id), Bytes::from(bytes)).await?;
+        self.packs.push(index);
+        Ok(())
+    }
+
+    /// Uploads the last pack and writes one index object for all packs; returns them.
+    pub(crate) async fn finish(mut self) -> Result<(Vec<IndexPack>, SnapshotStats)> {
+        self.flush().await?;
+        if !self.packs.is_empty() {
+            self.repo.write_index(self.packs.clone()).await?;
+        }
+        Ok((self.packs, self.stats))
+    }
+}
+
+/// Cuts a byte stream into content-defined chunks.
+pub(crate) struct Chunker {
+    params: ChunkerParams,
+    seed: u64,
+    buf: Vec<u8>,
+    hasher: blake3::Hasher,
+    stream: DataStream,
+}
+
+impl Chunker {
+    /// `seed` personalises FastCDC's gear table per repository (derived from the id key), so chunk
+    /// sizes do not reveal content to someone comparing with a known document stream.
+    pub(crate) fn new(params: ChunkerParams, seed: u64) -> Self {
+        Chunker {
+            params,
+            seed,
+            buf: Vec::new(),
+            hasher: blake3::Hasher::new(),
+            stream: DataStream::default(),
+        }
+    }
+
+    pub(crate) async fn push(&mut self, data: &[u8], sink: &mut BlobSink) -> Result<()> {
+        self.buf.extend_from_slice(data);
+        self.hasher.update(data);
+        self.stream.bytes += data.len() as u64;
+        // Cut once two maximum-size chunks are buffered: every chunk but the last is then final,
+        // because FastCDC's cut points depend only on the bytes since the previous cut.
+        let threshold = usize::try_from(self.params.max_size)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2);
+        if self.buf.len() >= threshold {
+            self.cut(false, sink).await?;
+        }
+        Ok(())
+    }
+
+    async fn cut(&mut self, last: bool, sink: &mut BlobSink) -> Result<()> {
+        let p = self.params;
+        let mut cuts: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::with_level_and_seed(
+            &self.buf,
+            p.min_size,
+            p.avg_size,
+            p.max_size,
+            fastcdc::v2020::Normalization::Level1,
+            self.seed,
+        )
+        .map(|c| (c.offset, c.length))
+        .collect();
+        if !last {
+            cuts.pop();
+        }
+        let mut consumed = 0;
+        for (offset, length) in cuts {
+            let end = offset + length;
+            let id = sink.add(&self.buf[offset..end]).await?;
+            self.stream.chunks.push(id);
+            consumed = end;
+        }
+        self.buf.drain(..consumed);
+        Ok(())
+    }
+
+    pub(crate) async fn finish(mut self, sink: &mut BlobSink) -> Result<DataStream> {
+        if !self.buf.is_empty() {
+            self.cut(true, sink).await?;
+        }
+        self.stream.content_hash = Id(*self.hasher.finalize().as_bytes());
+        Ok(self.stream)
+    }
+
+    pub(crate) fn count_document(&mut self) {
+        self.stream.documents += 1;
+    }
+}
+
+/// Metadata of a namespace being backed up.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceMetadata {
+    /// The `metadata.json` text exactly as mongodump writes it (kept verbatim for export).
+    pub metadata_json: Option<String>,
+}
+
+impl NamespaceMetadata {
+    /// From the text of a `metadata.json`.
+    pub fn from_json(text: impl Into<String>) -> Self {
+        NamespaceMetadata {
+            metadata_json: Some(text.into()),
+        }
+    }
+
+    /// From a parsed [`tidemark_format::metadata::Metadata`].
+    pub fn from_metadata(metadata: &tidemark_format::metadata::Metadata) -> Result<Self> {
+        let text = metadata
+            .to_json()
+            .map_err(|e| RepoError::Usage(format!("serialize metadata: {e}")))?;
+        Ok(Self::from_json(text))
+    }
+}
+
+/// Streams a snapshot into the repository.
+pub struct SnapshotWriter {
+    repo: Repository,
+    sink: BlobSink,
+    lock: Option<Lock>,
+    members: Vec<Member>,
+    current: usize,
+    time: i64,
+    time_nanos: u32,
+    progress: Arc<dyn Progress>,
+}
+
+impl std::fmt::Debug for SnapshotWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotWriter")
+            .field("repo", &self.repo)
+            .field("members", &self.members.len())
+            .finish()
+    }
+}
+
+fn split_namespace(ns: &str) -> Result<(&str, &str)> {
+    match ns.split_once('.') {
+        Some((db, coll)) if !db.is_empty() && !coll.is_empty() => Ok((db, coll)),
+        _ => Err(RepoError::Usage(format!(
+            "namespace {ns:?} is not of the form db.collection"
+        ))),
+    }
+}
+
+/// Options of [`SnapshotWriter::commit`].
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// Oplog window of the current member (otherwise taken from the oplog entries written).
+    pub oplog_window: Option<OplogWindow>,
+    /// Cluster-wide consistency timestamp.
+    pub consistency_ts: Option<Timestamp>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Host or cluster label (defaults to the host name).
+    pub label: Option<String>,
+}
+
+impl SnapshotWriter {
+    /// Starts a snapshot, taking a shared lock.
+    pub async fn new(repo: &Repository, progress: Arc<dyn Progress>) -> Result<Self> {
+        let lock = Lock::acquire(&repo.storage, false).await?;
+        Ok(SnapshotWriter {
+            repo: repo.clone(),
+            sink: BlobSink::new(repo.clone(), progress.clone()),
+            lock: Some(lock),
+            members: vec![Member {
+                name: String::new(),
+                role: "replset".into(),
+                ..Member::default()
+            }],
+            current: 0,
+            time: now_unix(),
+            time_nanos: now_subsec_nanos(),
+            progress,
+        })
+    }
+
+    /// Switches to (creating if needed) the member (replica set) that following namespaces belong to.
+    /// A fresh writer starts in an unnamed `replset` member.
+    pub fn set_member(&mut self, name: &str, role: &str) {
+        if let Some(i) = self.members.iter().position(|m| m.name == name) {
+            self.members[i].role = role.to_owned();
+            self.current = i;
+        } else if self.members.len() == 1
+            && self.members[0].name.is_empty()
+            && self.members[0].namespaces.is_empty()
+            && self.members[0].oplog.is_none()
+            && self.members[0].files.is_empty()
+        {
+            self.members[0].name = name.to_owned();
+            self.members[0].role = role.to_owned();
+            self.current = 0;
+        } else {
+            self.members.push(Member {
+                name: name.to_owned(),
+                role: role.to_owned(),
+                ..Member::default()
+            });
+            self.current = self.members.len() - 1;
+        }
+    }
+
+    /// Records the server version of the current member (used when exporting archives).
+    pub fn set_server_version(&mut self, version: &str) {
+        self.members[self.current].server_version = version.to_owned();
+    }
+
+    /// Oplog window of the current member so far (from the oplog entries written), if any.
+    pub fn oplog_window(&self) -> Option<OplogWindow> {
+        self.members[self.current].oplog.as_ref().and_then(|o| o.window)
+    }
+
+    async fn refresh_lock(&mut self) -> Result<()> {
+        if let Some(lock) = &mut self.lock {
+            lock.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a namespace `db.collection` of the current member.
+    pub async fn begin_namespace(&mut self, ns: &str, metadata: NamespaceMetadata) -> Result<NamespaceWriter<'_>> {
+        let (db, collection) = split_namespace(ns)?;
+        let mut entry = NamespaceEntry {
+            db: db.to_owned(),
+            collection: collection.to_owned(),
+            kind: "collection".into(),
+            metadata_json: None,
+            options: None,
+            indexes: Vec::new(),
+            uuid: None,
+            data: DataStream::default(),
+        };
+        if let Some(text) = metadata.metadata_json {
+            let parsed = tidemark_format::metadata::Metadata::parse(text.as_bytes(), &format!("metadata of {ns}"))
+                .map_err(|e| RepoError::Usage(format!("metadata of {ns}: {e}")))?;
+            if let Some(md) = parsed {
+                if let Some(t) = &md.collection_type {
+                    entry.kind.clone_from(t);
+                }
+                entry.options = md.options.map(|o| bson::Bson::Document(o).into_canonical_extjson());
+                entry.indexes = md
+                    .indexes
+                    .into_iter()
+                    .map(|i| bson::Bson::Document(i).into_canonical_extjson())
+                    .collect();
+                entry.uuid = md.uuid;
+            }
+            entry.metadata_json = Some(text);
+        }
+        self.refresh_lock().await?;
+        self.progress.namespace_started(ns);
+        let chunker = Chunker::new(self.repo.config.chunker, self.repo.keys.chunker_seed());
+        Ok(NamespaceWriter {
+            writer: self,
+            target: Target::Namespace(Box::new(entry)),
+            chunker,
+            first_ts: None,
+            last_ts: None,
+        })
+    }
+
+    /// Starts the oplog of the current member.
+    pub fn begin_oplog(&mut self) -> NamespaceWriter<'_> {
+        self.progress.namespace_started("oplog");
+        let chunker = Chunker::new(self.repo.config.chunker, self.repo.keys.chunker_seed());
+        NamespaceWriter {
+            writer: self,
+            target: Target::Oplog,
+            chunker,
+            first_ts: None,
+            last_ts: None,
+        }
+    }
+
+    /// Uploads the remaining data, the index, then the manifest (the commit point).
+    pub async fn commit(mut self, options: CommitOptions) -> Result<(Id, SnapshotStats)> {
+        if let Some(window) = options.oplog_window {
+            let member = &mut self.members[self.current];
+            member
+                .oplog
+                .get_or_insert_with(|| OplogEntry {
+                    window: None,
+                    data: DataStream::default(),
+                })
+                .window = Some(window);
+        }
+        let (_, mut stats) = std::mem::replace(&mut self.sink, BlobSink::new(self.repo.clone(), self.progress.clone()))
+            .finish()
+            .await?;
+        stats.documents = self
+            .members
+            .iter()
+            .flat_map(|m| &m.namespaces)
+            .map(|n| n.data.documents)
+            .sum();
+        let snapshot = Snapshot {
+            version: MANIFEST_VERSION,
+            time: self.time,
+            time_nanos: self.time_nanos,
+            host: hostname(),
+            label: options.label.unwrap_or_else(hostname),
+            tags: options.tags,
+            consistency_ts: options.consistency_ts,
+            members: std::mem::take(&mut self.members),
+            stats,
+        };
+        let id = self.repo.save_snapshot(&snapshot).await?;
+        if let Some(lock) = self.lock.take() {
+            lock.release().await?;
+        }
+        Ok((id, stats))
+    }
+
+    /// Abandons the snapshot, releasing the lock (uploaded packs stay until `prune`).
+    pub async fn abort(mut self) -> Result<()> {
+        if let Some(lock) = self.lock.take() {
+            lock.release().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Streams one regular file of a file tree (block-level backup of a data directory).
+pub struct FileWriter<'a> {
+    writer: &'a mut SnapshotWriter,
+    node: FileNode,
+    chunker: Chunker,
+}
+
+impl std::fmt::Debug for FileWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWriter")
+            .field("path", &self.node.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileWriter<'_> {
+    /// Appends file contents.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.chunker.push(data, &mut self.writer.sink).await?;
+        self.writer.progress.bytes(data.len() as u64);
+        Ok(())
+    }
+
+    /// Ends the file and records it in the current member's tree.
+    pub async fn finish(self) -> Result<DataStream> {
+        let FileWriter {
+            writer,
+            mut node,
+            chunker,
+        } = self;
+        let data = chunker.finish(&mut writer.sink).await?;
+        node.data = Some(data.clone());
+        writer.members[writer.current].files.push(node);
+        writer.refresh_lock().await?;
+        Ok(data)
+    }
+}
+
+fn check_tree_path(path: &str) -> Result<()> {
+    if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+        return Err(RepoError::Usage(format!(
+            "file tree path {path:?} must be relative, without empty, . or .. parts"
+        )));
+    }
+    Ok(())
+}
+
+impl SnapshotWriter {
+    /// Starts a regular file of the current member's file tree (`path` relative, '/'-separated).
+    pub fn begin_file(&mut self, path: &str, mode: u32, mtime: i64) -> Result<FileWriter<'_>> {
+        check_tree_path(path)?;
+        self.progress.namespace_started(path);
+        let chunker = Chunker::new(self.repo.config.chunker, self.repo.keys.chunker_seed());
+        let node = FileNode {
+            path: path.to_owned(),
+            kind: FileKind::File,
+            mode,
+            mtime,
+            target: None,
+            data: None,
+        };
+        Ok(FileWriter {
+            writer: self,
+            node,
+            chunker,
+        })
+    }
+
+    /// Records a directory or symbolic link (`target` for links) in the current member's file tree.
+    pub fn add_tree_entry(
+        &mut self,
+        path: &str,
+        kind: FileKind,
+        mode: u32,
+        mtime: i64,
+        target: Option<&str>,
+    ) -> Result<()> {
+        check_tree_path(path)?;
+        if kind == FileKind::File {
+            return Err(RepoError::Usage(format!("{path}: regular files go through begin_file")));
+        }
+        let node = FileNode {
+            path: path.to_owned(),
+            kind,
+            mode,
+            mtime,
+            target: target.map(str::to_owned),
+            data: None,
+        };
+        self.members[self.current].files.push(node);
+        Ok(())
+    }
+}
+
+impl Drop for SnapshotWriter {
+    /// An abandoned writer (an error propagated with `?`) releases its lock in the background when a
+    /// tokio runtime is available; after a real crash the lock goes stale instead.
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                // Best effort: a lock left behind becomes stale on its own.
+                let _ = lock.release().await;
+            });
+        }
+    }
+}
+
+enum Target {
+    Namespace(Box<NamespaceEntry>),
+    Oplog,
+}
+
+/// Streams one namespace's documents.
+pub struct NamespaceWriter<'a> {
+    writer: &'a mut SnapshotWriter,
+    target: Target,
+    chunker: Chunker,
+    first_ts: Option<Timestamp>,
+    last_ts: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for NamespaceWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamespaceWriter").finish_non_exhaustive()
+    }
+}
+
+impl NamespaceWriter<'_> {
+    /// Appends one document (its bytes are stored exactly).
+    pub async fn write_document(&mut self, doc: &RawDocument) -> Result<()> {
+        if matches!(self.target, Target::Oplog)
+            && let Ok(ts) = doc.get_timestamp("ts")
+        {
+            let ts = Timestamp::from(ts);
+            self.first_ts.get_or_insert(ts);
+            self.last_ts = Some(ts);
+        }
+        let bytes = doc.as_bytes();
+        self.chunker.count_document();
+        // Keep the shared lock fresh during long collections so prune never mistakes this backup
+        // (and its not yet indexed packs) for a crashed one.
+        if self.chunker.stream.documents.is_multiple_of(4096) {
+            self.writer.refresh_lock().await?;
+        }
+        self.chunker.push(bytes, &mut self.writer.sink).await?;
+        self.writer.progress.bytes(bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Ends the namespace and records it in the snapshot.
+    pub async fn finish(self) -> Result<DataStream> {
+        let NamespaceWriter {
+            writer,
+            target,
+            chunker,
+            first_ts,
+            last_ts,
+        } = self;
+        let data = chunker.finish(&mut writer.sink).await?;
+        let member = &mut writer.members[writer.current];
+        match target {
+            Target::Namespace(mut entry) => {
+                entry.data = data.clone();
+                member.namespaces.push(*entry);
+            }
+            Target::Oplog => {
+                let window = first_ts.zip(last_ts).map(|(first, last)| OplogWindow { first, last });
+                member.oplog = Some(OplogEntry {
+                    window,
+                    data: data.clone(),
+                });
+            }
+        }
+        Ok(data)
+    }
+}

@@ -1,0 +1,92 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bson::{RawDocumentBuf, rawdoc};
+use tidemark_repo::{ChunkerParams, InitOptions, KdfParams, NoProgress, Repository, Storage, StorageConfig};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Small chunks and packs and cheap argon2id so tests run in seconds.
+pub fn test_options() -> InitOptions {
+    InitOptions {
+        chunker: ChunkerParams {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+        },
+        compression_level: 3,
+        pack_size: 256 * 1024,
+        kdf: KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        },
+    }
+}
+
+pub async fn memory() -> Storage {
+    Storage::open("memory://", &StorageConfig::default()).await.unwrap()
+}
+
+pub async fn init_memory() -> (Storage, Repository) {
+    let storage = memory().await;
+    let repo = Repository::init(storage.clone(), Some(PASSWORD), &test_options())
+        .await
+        .unwrap();
+    (storage, repo)
+}
+
+pub fn progress() -> Arc<NoProgress> {
+    Arc::new(NoProgress)
+}
+
+/// Deterministic pseudo-random text (xorshift), so zstd cannot collapse it.
+pub fn noise(seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + u8::try_from(x % 26).unwrap())
+        })
+        .collect()
+}
+
+/// `n` documents of about 1 KiB each; `version` changes the payload of the documents whose index is in `changed`.
+pub fn documents(n: i32, changed: &[i32], version: u64) -> Vec<RawDocumentBuf> {
+    (0..n)
+        .map(|i| {
+            let seed = if changed.contains(&i) {
+                u64::try_from(i).unwrap() + 1_000_000 * version
+            } else {
+                u64::try_from(i).unwrap()
+            };
+            rawdoc! { "_id": i, "name": format!("doc-{i}"), "payload": noise(seed, 1000) }
+        })
+        .collect()
+}
+
+pub fn concat(docs: &[RawDocumentBuf]) -> Vec<u8> {
+    docs.iter().flat_map(|d| d.as_bytes().to_vec()).collect()
+}
+
+/// Splits a `.bson` file into documents.
+pub fn read_bson_file(path: &Path) -> Vec<RawDocumentBuf> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let len = usize::try_from(i32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap())).unwrap();
+        out.push(RawDocumentBuf::from_bytes(bytes[pos..pos + len].to_vec()).unwrap());
+        pos += len;
+    }
+    out
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new("/work/shared/fixtures/mongo-tools").join(rel)
+}

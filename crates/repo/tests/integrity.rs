@@ -1,0 +1,462 @@
+//! Encryption, deduplication, damage detection, crashes, retention, prune and copy.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use tidemark_repo::check::{CheckOptions, check};
+use tidemark_repo::copy::{CopyOutcome, copy_snapshots};
+use tidemark_repo::forget::{KeepPolicy, forget, prune};
+use tidemark_repo::lock::{LockInfo, list_locks};
+use tidemark_repo::pack::pack_key;
+use tidemark_repo::{
+    CommitOptions, Id, NamespaceMetadata, RepoError, Repository, SnapshotReader, SnapshotStats, SnapshotWriter, Storage,
+};
+
+async fn backup(repo: &Repository, namespaces: &[(&str, &[bson::RawDocumentBuf])]) -> (Id, SnapshotStats) {
+    let mut writer = SnapshotWriter::new(repo, progress()).await.unwrap();
+    for (name, docs) in namespaces {
+        let mut ns = writer
+            .begin_namespace(name, NamespaceMetadata::default())
+            .await
+            .unwrap();
+        for d in *docs {
+            ns.write_document(d).await.unwrap();
+        }
+        ns.finish().await.unwrap();
+    }
+    writer.commit(CommitOptions::default()).await.unwrap()
+}
+
+async fn all_objects(storage: &Storage) -> Vec<(String, Bytes)> {
+    let mut out = Vec::new();
+    for meta in storage.list("").await.unwrap() {
+        out.push((meta.key.clone(), storage.get(&meta.key).await.unwrap()));
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn read_all(repo: &Repository, id: &Id, ns: &str) -> Result<Vec<u8>, RepoError> {
+    let reader = SnapshotReader::open(repo, id).await?;
+    let (member, entry) = reader.find_namespace(ns).unwrap();
+    let mut stream = reader.documents(member, entry);
+    let mut out = Vec::new();
+    while let Some(d) = stream.next_document().await? {
+        out.extend_from_slice(d.as_bytes());
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn wrong_password_and_mode_errors_are_clear() {
+    let (storage, _) = init_memory().await;
+    let err = Repository::open(storage.clone(), Some("nope")).await.unwrap_err();
+    assert!(matches!(err, RepoError::WrongPassword { keys: 1, .. }), "{err}");
+    assert!(err.to_string().contains("wrong password"), "{err}");
+    let err = Repository::open(storage.clone(), None).await.unwrap_err();
+    assert!(err.to_string().contains("password is required"), "{err}");
+    let err = Repository::init(storage.clone(), Some("x"), &test_options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RepoError::AlreadyExists { .. }));
+    let empty = memory().await;
+    assert!(matches!(
+        Repository::open(empty, Some("x")).await,
+        Err(RepoError::NotARepository { .. })
+    ));
+    // A clear key planted in an encrypted repository neither opens it without the password nor
+    // stops the password from working.
+    let id = Repository::open(storage.clone(), Some(PASSWORD))
+        .await
+        .unwrap()
+        .config()
+        .id;
+    let planted = tidemark_repo::crypto::MasterKeys::generate(id, false);
+    let file =
+        tidemark_repo::crypto::KeyFile::wrap(&planted, None, test_options().kdf, String::new(), String::new()).unwrap();
+    storage
+        .put("keys/planted", Bytes::from(serde_json::to_vec(&file).unwrap()))
+        .await
+        .unwrap();
+    assert!(Repository::open(storage.clone(), None).await.is_err());
+    Repository::open(storage.clone(), Some(PASSWORD)).await.unwrap();
+    storage.delete("keys/planted").await.unwrap();
+    // A second password opens the same repository.
+    let repo = Repository::open(storage.clone(), Some(PASSWORD)).await.unwrap();
+    repo.add_key("second", test_options().kdf).await.unwrap();
+    assert_eq!(
+        Repository::open(storage, Some("second")).await.unwrap().config().id,
+        repo.config().id
+    );
+}
+
+#[tokio::test]
+async fn stored_objects_do_not_contain_plaintext() {
+    let marker = b"TOP-SECRET-CUSTOMER-RECORD-4242";
+    let docs: Vec<_> = (0..50)
+        .map(
+            |i| bson::rawdoc! { "_id": i, "secret": std::str::from_utf8(marker).unwrap(), "pad": noise(i as u64, 200) },
+        )
+        .collect();
+    let (storage, repo) = init_memory().await;
+    backup(&repo, &[("crm.people", &docs)]).await;
+    for (key, bytes) in all_objects(&storage).await {
+        assert!(!contains(&bytes, marker), "{key} leaks plaintext");
+        assert!(
+            !contains(&bytes, b"crm.people") && !contains(&bytes, b"people"),
+            "{key} leaks a namespace name"
+        );
+    }
+    // Control: without encryption the manifest is readable JSON naming the namespace, so the
+    // search above can fail.
+    let plain_storage = memory().await;
+    let plain = Repository::init(plain_storage.clone(), None, &test_options())
+        .await
+        .unwrap();
+    assert!(!plain.is_encrypted());
+    backup(&plain, &[("crm.people", &docs)]).await;
+    let leaked = all_objects(&plain_storage)
+        .await
+        .into_iter()
+        .any(|(_, b)| contains(&b, b"\"collection\":\"people\""));
+    assert!(leaked);
+    let err = Repository::open(plain_storage.clone(), Some("pw")).await.unwrap_err();
+    assert!(matches!(err, RepoError::PasswordMode(_)), "{err}");
+    Repository::open(plain_storage, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn dedup_of_unchanged_and_slightly_changed_data() {
+    let (_, repo) = init_memory().await;
+    let docs = documents(4000, &[], 0);
+    let (_, first) = backup(&repo, &[("db.c", &docs)]).await;
+    assert_eq!(first.deduplicated_bytes, 0);
+    assert_eq!(first.new_bytes, first.total_bytes);
+
+    let (_, second) = backup(&repo, &[("db.c", &docs)]).await;
+    assert_eq!(second.new_bytes, 0, "{second:?}");
+    assert_eq!(second.added_bytes, 0);
+    assert_eq!(second.deduplicated_bytes, second.total_bytes);
+
+    // Change 1% of the documents (40 of 4000, spread out).
+    let changed: Vec<i32> = (0..40).map(|i| i * 100 + 7).collect();
+    let modified = documents(4000, &changed, 1);
+    let (id, third) = backup(&repo, &[("db.c", &modified)]).await;
+    let fraction = third.new_bytes as f64 / third.total_bytes as f64;
+    // Each change touches the ~4 KiB chunk around it (plus a neighbour when a cut moves):
+    // about 40 * 2 * 4 KiB of 4 MiB ≈ 8%; allow up to 20%.
+    eprintln!("1% of documents changed: {:.1}% new bytes", fraction * 100.0);
+    assert!(
+        fraction > 0.0 && fraction < 0.20,
+        "1% change added {:.1}% new bytes",
+        fraction * 100.0
+    );
+    assert_eq!(read_all(&repo, &id, "db.c").await.unwrap(), concat(&modified));
+}
+
+#[tokio::test]
+async fn bit_flips_are_detected_and_name_the_namespace() {
+    let (storage, repo) = init_memory().await;
+    let a = documents(300, &[], 0);
+    let b = documents(300, &[], 9);
+    let (id, _) = backup(&repo, &[("shop.a", &a), ("shop.b", &b)]).await;
+    assert!(
+        check(
+            &repo,
+            CheckOptions {
+                read_data: true,
+                ..CheckOptions::default()
+            }
+        )
+        .await
+        .unwrap()
+        .is_ok()
+    );
+
+    // Flip one bit inside the third chunk of shop.a.
+    let snap = repo.load_snapshot(&id).await.unwrap();
+    let chunk = snap.members[0].namespaces[0].data.chunks[2];
+    let loc = repo.locate(&chunk).unwrap();
+    let key = pack_key(&loc.pack);
+    let mut bytes = storage.get(&key).await.unwrap().to_vec();
+    let at = usize::try_from(loc.entry.offset).unwrap() + 30;
+    bytes[at] ^= 0x10;
+    storage.put(&key, Bytes::from(bytes)).await.unwrap();
+
+    // The structural check does not read data; read-data finds the damage.
+    assert!(check(&repo, CheckOptions::default()).await.unwrap().is_ok());
+    let report = check(
+        &repo,
+        CheckOptions {
+            read_data: true,
+            ..CheckOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!report.is_ok());
+    assert!(report.errors.iter().any(|e| e.contains(&key)), "{:?}", report.errors);
+    assert!(
+        report.errors.iter().any(|e| e.contains("shop.a")),
+        "{:?}",
+        report.errors
+    );
+    // Subsets 1/2 and 2/2 together find it too.
+    let mut found = 0;
+    for n in 1..=2 {
+        let r = check(
+            &repo,
+            CheckOptions {
+                read_data_subset: Some((n, 2)),
+                ..CheckOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        found += r.errors.len();
+    }
+    assert!(found > 0);
+
+    let err = read_all(&repo, &id, "shop.a").await.unwrap_err();
+    assert!(
+        matches!(&err, RepoError::NamespaceDamaged { namespace, .. } if namespace == "shop.a"),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&chunk.to_hex()), "{err}");
+}
+
+#[tokio::test]
+async fn damaged_manifest_and_index_are_detected() {
+    let (storage, repo) = init_memory().await;
+    let (id, _) = backup(&repo, &[("db.c", &documents(50, &[], 0))]).await;
+    let key = format!("snapshots/{id}");
+    let mut bytes = storage.get(&key).await.unwrap().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    storage.put(&key, Bytes::from(bytes)).await.unwrap();
+    let err = repo.load_snapshot(&id).await.unwrap_err();
+    assert!(err.to_string().contains(&key), "{err}");
+    let report = check(&repo, CheckOptions::default()).await.unwrap();
+    assert!(report.errors.iter().any(|e| e.contains(&key)), "{:?}", report.errors);
+    let index_key = storage.list("index/").await.unwrap()[0].key.clone();
+    storage.put(&index_key, Bytes::from_static(b"garbage")).await.unwrap();
+    let err = Repository::open(storage, Some(PASSWORD)).await.unwrap_err();
+    assert!(err.to_string().contains(&index_key), "{err}");
+}
+
+#[tokio::test]
+async fn crash_before_commit_leaves_a_usable_repository() {
+    let (storage, repo) = init_memory().await;
+    let docs = documents(2000, &[], 3);
+    {
+        let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
+        let mut ns = writer
+            .begin_namespace("db.c", NamespaceMetadata::default())
+            .await
+            .unwrap();
+        for d in &docs {
+            ns.write_document(d).await.unwrap();
+        }
+        // A crash: no finish, no commit, no destructor.
+        std::mem::forget(ns);
+        std::mem::forget(writer);
+    }
+    assert!(
+        !storage.list("data/").await.unwrap().is_empty(),
+        "packs were uploaded before the crash"
+    );
+    assert!(storage.list("snapshots/").await.unwrap().is_empty());
+    assert!(storage.list("index/").await.unwrap().is_empty());
+    let report = check(
+        &repo,
+        CheckOptions {
+            read_data: true,
+            ..CheckOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+    assert!(!report.notes.is_empty(), "unreferenced packs are reported as notes");
+
+    // The dead process's lock: simulate its process being gone, so it is stale.
+    let (lock_key, mut info): (String, LockInfo) = list_locks(&storage).await.unwrap().remove(0);
+    info.pid = u32::MAX;
+    storage
+        .put(&lock_key, Bytes::from(serde_json::to_vec(&info).unwrap()))
+        .await
+        .unwrap();
+
+    let repo = Repository::open(storage.clone(), Some(PASSWORD)).await.unwrap();
+    let (id, _) = backup(&repo, &[("db.c", &docs)]).await;
+    assert_eq!(read_all(&repo, &id, "db.c").await.unwrap(), concat(&docs));
+    let plan = prune(&repo, false).await.unwrap();
+    assert!(!plan.unindexed_packs.is_empty());
+    let report = check(
+        &repo,
+        CheckOptions {
+            read_data: true,
+            ..CheckOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok() && report.notes.is_empty(), "{report:?}");
+}
+
+#[tokio::test]
+async fn locks_exclude_prune_during_backup() {
+    let (storage, repo) = init_memory().await;
+    let writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
+    let err = prune(&repo, false).await.unwrap_err();
+    assert!(matches!(err, RepoError::Locked { .. }), "{err}");
+    // Shared locks coexist.
+    let second = SnapshotWriter::new(&repo, progress()).await.unwrap();
+    second.abort().await.unwrap();
+    writer.abort().await.unwrap();
+    assert!(list_locks(&storage).await.unwrap().is_empty());
+    prune(&repo, false).await.unwrap();
+
+    // A writer abandoned by an error releases its lock in the background.
+    drop(SnapshotWriter::new(&repo, progress()).await.unwrap());
+    for _ in 0..100 {
+        if list_locks(&storage).await.unwrap().is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(list_locks(&storage).await.unwrap().is_empty());
+
+    // A lock not refreshed for longer than the stale limit is ignored, whoever holds it.
+    let old = LockInfo {
+        host: "elsewhere".into(),
+        pid: 1,
+        exclusive: true,
+        time: 1_000_000,
+    };
+    storage
+        .put("locks/old", Bytes::from(serde_json::to_vec(&old).unwrap()))
+        .await
+        .unwrap();
+    prune(&repo, false).await.unwrap();
+    let fresh = LockInfo {
+        time: i64::MAX / 2,
+        ..old
+    };
+    storage
+        .put("locks/fresh", Bytes::from(serde_json::to_vec(&fresh).unwrap()))
+        .await
+        .unwrap();
+    let err = SnapshotWriter::new(&repo, progress()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("locks/fresh") && err.to_string().contains("elsewhere"),
+        "{err}"
+    );
+    let removed = tidemark_repo::lock::remove_stale_locks(&storage, false).await.unwrap();
+    assert_eq!(removed, ["locks/old"]);
+}
+
+#[tokio::test]
+async fn forget_and_prune_keep_what_the_policy_says() {
+    let (storage, repo) = init_memory().await;
+    let mut ids = Vec::new();
+    for v in 0..3 {
+        // 500 documents shared by all snapshots, 300 unique to each.
+        let mut docs = documents(500, &[], 0);
+        docs.extend(
+            (500..800).map(|i: i32| bson::rawdoc! { "_id": i, "v": noise(v * 7919 + u64::try_from(i).unwrap(), 900) }),
+        );
+        let (id, _) = backup(&repo, &[("db.c", &docs)]).await;
+        ids.push((id, docs));
+    }
+    let size_before: u64 = storage.list("data/").await.unwrap().iter().map(|m| m.size).sum();
+    let policy = KeepPolicy {
+        last: 1,
+        ..KeepPolicy::default()
+    };
+    let dry = forget(&repo, &policy, true).await.unwrap();
+    assert_eq!(dry.remove.len(), 2);
+    assert_eq!(repo.snapshot_ids().await.unwrap().len(), 3, "dry run removes nothing");
+    let plan = forget(&repo, &policy, false).await.unwrap();
+    // All three share a time bucket order by id; the kept one is the newest by time.
+    assert_eq!(plan.keep.len(), 1);
+    let kept = plan.keep[0].id;
+    assert_eq!(repo.snapshot_ids().await.unwrap(), vec![kept]);
+
+    let dry = prune(&repo, true).await.unwrap();
+    assert!(!dry.delete_packs.is_empty() || !dry.repack_packs.is_empty());
+    assert_eq!(
+        storage.list("data/").await.unwrap().iter().map(|m| m.size).sum::<u64>(),
+        size_before
+    );
+    let done = prune(&repo, false).await.unwrap();
+    assert_eq!(done.delete_packs, dry.delete_packs);
+    let size_after: u64 = storage.list("data/").await.unwrap().iter().map(|m| m.size).sum();
+    assert!(size_after < size_before * 2 / 3, "{size_after} vs {size_before}");
+    let report = check(
+        &repo,
+        CheckOptions {
+            read_data: true,
+            ..CheckOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok() && report.notes.is_empty(), "{report:?}");
+    let docs = &ids.iter().find(|(id, _)| *id == kept).unwrap().1;
+    let repo = Repository::open(storage, Some(PASSWORD)).await.unwrap();
+    assert_eq!(read_all(&repo, &kept, "db.c").await.unwrap(), concat(docs));
+    assert!(matches!(
+        forget(&repo, &KeepPolicy::default(), false).await,
+        Err(RepoError::InvalidOption { .. })
+    ));
+}
+
+#[tokio::test]
+async fn copy_produces_an_identical_snapshot() {
+    let (_, source) = init_memory().await;
+    let docs = documents(1000, &[], 5);
+    let (id, _) = backup(&source, &[("db.c", &docs), ("db.d", &documents(10, &[], 6))]).await;
+    let target_storage = memory().await;
+    let target = Repository::init(target_storage.clone(), Some("other password"), &test_options())
+        .await
+        .unwrap();
+    let result = copy_snapshots(&source, &target, &[id]).await.unwrap();
+    let CopyOutcome::Copied(new_id) = result[0].1 else {
+        panic!("{result:?}")
+    };
+    let target = Repository::open(target_storage, Some("other password")).await.unwrap();
+    let a = source.load_snapshot(&id).await.unwrap();
+    let b = target.load_snapshot(&new_id).await.unwrap();
+    assert_eq!(
+        (a.time, &a.label, &a.tags, a.members.len()),
+        (b.time, &b.label, &b.tags, b.members.len())
+    );
+    for (x, y) in a.members[0].namespaces.iter().zip(&b.members[0].namespaces) {
+        assert_eq!(
+            (x.name(), x.data.content_hash, x.data.documents),
+            (y.name(), y.data.content_hash, y.data.documents)
+        );
+        assert_ne!(x.data.chunks, y.data.chunks, "ids are keyed per repository");
+    }
+    assert_eq!(read_all(&target, &new_id, "db.c").await.unwrap(), concat(&docs));
+    assert!(
+        check(
+            &target,
+            CheckOptions {
+                read_data: true,
+                ..CheckOptions::default()
+            }
+        )
+        .await
+        .unwrap()
+        .is_ok()
+    );
+    // Copying again is a no-op.
+    let again = copy_snapshots(&source, &target, &[id]).await.unwrap();
+    assert_eq!(again[0].1, CopyOutcome::AlreadyPresent(new_id));
+}

@@ -1,0 +1,308 @@
+//! Backup → repository → read/export round trips, with real mongodump fixtures.
+
+mod common;
+
+use common::*;
+use tidemark_repo::export::{export_archive, export_directory};
+use tidemark_repo::{
+    CommitOptions, NamespaceMetadata, OplogWindow, RepoError, Repository, SnapshotReader, SnapshotWriter, Storage,
+    StorageConfig, Timestamp,
+};
+
+/// Backs up the real `oplogdump` fixture (admin.system.version, db1.c1 and oplog.bson).
+async fn backup_oplogdump(repo: &Repository) -> tidemark_repo::Id {
+    let root = fixture("mongorestore/testdata/oplogdump");
+    let mut writer = SnapshotWriter::new(repo, progress()).await.unwrap();
+    writer.set_member("rs0", "replset");
+    writer.set_server_version("3.6.0");
+    for (db, coll) in [("admin", "system.version"), ("db1", "c1")] {
+        let meta = std::fs::read_to_string(root.join(db).join(format!("{coll}.metadata.json"))).unwrap();
+        let mut ns = writer
+            .begin_namespace(&format!("{db}.{coll}"), NamespaceMetadata::from_json(meta))
+            .await
+            .unwrap();
+        for doc in read_bson_file(&root.join(db).join(format!("{coll}.bson"))) {
+            ns.write_document(&doc).await.unwrap();
+        }
+        ns.finish().await.unwrap();
+    }
+    let mut oplog = writer.begin_oplog();
+    for doc in read_bson_file(&root.join("oplog.bson")) {
+        oplog.write_document(&doc).await.unwrap();
+    }
+    oplog.finish().await.unwrap();
+    let options = CommitOptions {
+        consistency_ts: Some(Timestamp { t: 1_500_000_000, i: 7 }),
+        tags: vec!["nightly".into()],
+        label: Some("cluster-a".into()),
+        ..CommitOptions::default()
+    };
+    writer.commit(options).await.unwrap().0
+}
+
+/// Oplog `ts` values as pymongo reads them (an independent BSON decoder).
+fn pymongo_oplog_ts(path: &std::path::Path) -> Vec<(u32, u32)> {
+    let script =
+        "import bson,sys\nfor d in bson.decode_all(open(sys.argv[1],'rb').read()): print(d['ts'].time, d['ts'].inc)";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (t, i) = l.split_once(' ').unwrap();
+            (t.parse().unwrap(), i.parse().unwrap())
+        })
+        .collect()
+}
+
+async fn fixture_round_trip(storage: Storage) {
+    let repo = Repository::init(storage.clone(), Some(PASSWORD), &test_options())
+        .await
+        .unwrap();
+    let id = backup_oplogdump(&repo).await;
+    // Reopen from storage alone.
+    let repo = Repository::open(storage, Some(PASSWORD)).await.unwrap();
+    let reader = SnapshotReader::open(&repo, &id).await.unwrap();
+    let snap = reader.snapshot();
+    assert_eq!(snap.label, "cluster-a");
+    assert_eq!(snap.tags, ["nightly"]);
+    assert_eq!(snap.consistency_ts, Some(Timestamp { t: 1_500_000_000, i: 7 }));
+    assert_eq!(snap.members.len(), 1);
+    let member = &snap.members[0];
+    assert_eq!(member.name, "rs0");
+
+    let root = fixture("mongorestore/testdata/oplogdump");
+    // FORMATS.md: db1.c1 holds 5 documents and has uuid 699f503d…
+    let (_, c1) = reader.find_namespace("db1.c1").unwrap();
+    assert_eq!(c1.data.documents, 5);
+    assert_eq!(c1.uuid.as_deref(), Some("699f503df64b4aa8a484a8052046fa3a"));
+    assert_eq!(
+        c1.metadata_json.as_deref(),
+        Some(
+            std::fs::read_to_string(root.join("db1/c1.metadata.json"))
+                .unwrap()
+                .as_str()
+        )
+    );
+    for ns in &member.namespaces {
+        let original = read_bson_file(&root.join(&ns.db).join(format!("{}.bson", ns.collection)));
+        let mut stream = reader.documents(member, ns);
+        let mut got = Vec::new();
+        while let Some(doc) = stream.next_document().await.unwrap() {
+            got.push(doc);
+        }
+        assert_eq!(got, original, "{}", ns.name());
+    }
+    // Oplog window: first/last `ts` as pymongo decodes them from the fixture.
+    let ts = pymongo_oplog_ts(&root.join("oplog.bson"));
+    assert_eq!(ts.len(), 3);
+    let window = member.oplog.as_ref().unwrap().window.unwrap();
+    assert_eq!(
+        window,
+        OplogWindow {
+            first: Timestamp { t: ts[0].0, i: ts[0].1 },
+            last: Timestamp { t: ts[2].0, i: ts[2].1 },
+        }
+    );
+
+    // Export as a dump directory: every file byte-identical to what mongodump wrote.
+    let out = tempfile::tempdir().unwrap();
+    let stats = export_directory(&reader, None, out.path(), false).await.unwrap();
+    assert_eq!(stats.namespaces, 2);
+    for rel in [
+        "db1/c1.bson",
+        "db1/c1.metadata.json",
+        "admin/system.version.bson",
+        "oplog.bson",
+    ] {
+        assert_eq!(
+            std::fs::read(out.path().join(rel)).unwrap(),
+            std::fs::read(root.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    assert_eq!(pymongo_oplog_ts(&out.path().join("oplog.bson")), ts);
+
+    // Export as an archive: readable by the archive reader, with the same documents.
+    let (bytes, stats) = export_archive(&reader, None, Vec::new()).await.unwrap();
+    assert_eq!(stats.documents, 5 + 1 + 3);
+    tidemark_format::archive::ArchiveReader::new(&bytes[..])
+        .unwrap()
+        .drain()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn fixture_round_trip_memory() {
+    fixture_round_trip(memory().await).await;
+}
+
+#[tokio::test]
+async fn fixture_round_trip_local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path().to_str().unwrap(), &StorageConfig::default())
+        .await
+        .unwrap();
+    fixture_round_trip(storage).await;
+    // The layout on disk is the documented one.
+    for sub in ["config", "keys", "data", "index", "snapshots"] {
+        assert!(dir.path().join(sub).exists(), "{sub}");
+    }
+}
+
+#[tokio::test]
+async fn large_namespace_round_trip_is_byte_exact() {
+    let (_, repo) = init_memory().await;
+    let docs = documents(3000, &[], 0);
+    let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
+    let mut ns = writer
+        .begin_namespace("shop.orders", NamespaceMetadata::default())
+        .await
+        .unwrap();
+    for d in &docs {
+        ns.write_document(d).await.unwrap();
+    }
+    let data = ns.finish().await.unwrap();
+    assert!(
+        data.chunks.len() > 100,
+        "content-defined chunking produced {} chunks",
+        data.chunks.len()
+    );
+    let (id, stats) = writer.commit(CommitOptions::default()).await.unwrap();
+    assert_eq!(stats.total_bytes, concat(&docs).len() as u64);
+    assert_eq!(stats.documents, 3000);
+
+    let reader = SnapshotReader::open(&repo, &id).await.unwrap();
+    let (member, entry) = reader.find_namespace("shop.orders").unwrap();
+    let mut stream = reader.documents(member, entry);
+    let mut got = Vec::new();
+    while let Some(doc) = stream.next_document().await.unwrap() {
+        got.extend_from_slice(doc.as_bytes());
+    }
+    assert_eq!(got, concat(&docs));
+
+    // Export and read back with pymongo: same documents, same bytes once re-encoded.
+    let out = tempfile::tempdir().unwrap();
+    export_directory(&reader, None, out.path(), false).await.unwrap();
+    let exported = out.path().join("shop/orders.bson");
+    assert_eq!(std::fs::read(&exported).unwrap(), concat(&docs));
+    let script = "import bson,sys,hashlib\nds=bson.decode_all(open(sys.argv[1],'rb').read())\nprint(len(ds), hashlib.sha256(b''.join(bson.encode(d) for d in ds)).hexdigest())";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&exported)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use sha2::Digest;
+    let expected = format!("3000 {}\n", hex::encode(sha2::Sha256::digest(concat(&docs))));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+}
+
+#[tokio::test]
+async fn several_members_under_one_consistency_timestamp() {
+    let (_, repo) = init_memory().await;
+    let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
+    for (member, role) in [("shard01", "shard"), ("shard02", "shard"), ("configRS", "config")] {
+        writer.set_member(member, role);
+        let mut ns = writer
+            .begin_namespace("app.users", NamespaceMetadata::default())
+            .await
+            .unwrap();
+        for d in documents(10, &[], u64::try_from(member.len()).unwrap()) {
+            ns.write_document(&d).await.unwrap();
+        }
+        ns.finish().await.unwrap();
+    }
+    let ts = Timestamp { t: 1_700_000_000, i: 1 };
+    let (id, _) = writer
+        .commit(CommitOptions {
+            consistency_ts: Some(ts),
+            ..CommitOptions::default()
+        })
+        .await
+        .unwrap();
+    let reader = SnapshotReader::open(&repo, &id).await.unwrap();
+    let names: Vec<_> = reader
+        .members()
+        .iter()
+        .map(|m| (m.name.as_str(), m.role.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("shard01", "shard"), ("shard02", "shard"), ("configRS", "config")]
+    );
+    assert!(reader.find_namespace("shard02/app.users").is_some());
+    assert_eq!(reader.snapshot().consistency_ts, Some(ts));
+    // Exporting needs a member choice when there are several.
+    let out = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        export_directory(&reader, None, out.path(), false).await,
+        Err(RepoError::Usage(_))
+    ));
+    export_directory(&reader, Some("shard01"), out.path(), false)
+        .await
+        .unwrap();
+    assert_eq!(read_bson_file(&out.path().join("app/users.bson")).len(), 10);
+}
+
+#[tokio::test]
+async fn file_trees_round_trip_and_deduplicate() {
+    use tidemark_repo::snapshot::FileKind;
+    let (storage, repo) = init_memory().await;
+    let big: Vec<u8> = noise(77, 400_000).into_bytes();
+    let store = |contents: Vec<u8>| {
+        let repo = repo.clone();
+        async move {
+            let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
+            writer.add_tree_entry("journal", FileKind::Dir, 0o755, 1, None).unwrap();
+            writer
+                .add_tree_entry("current", FileKind::Symlink, 0o777, 1, Some("journal"))
+                .unwrap();
+            let mut f = writer.begin_file("collection-0.wt", 0o600, 2).unwrap();
+            for piece in contents.chunks(10_000) {
+                f.write(piece).await.unwrap();
+            }
+            f.finish().await.unwrap();
+            writer.commit(CommitOptions::default()).await.unwrap()
+        }
+    };
+    let (_, first) = store(big.clone()).await;
+    assert_eq!(first.total_bytes, 400_000);
+    // Change one 4 KiB block in the middle: only the chunks around it are new.
+    let mut changed = big.clone();
+    changed[200_000..204_096].fill(b'#');
+    let (id, second) = store(changed.clone()).await;
+    assert!(second.new_bytes < 400_000 / 5, "{second:?}");
+
+    let reader = SnapshotReader::open(&repo, &id).await.unwrap();
+    let member = &reader.members()[0];
+    assert_eq!(member.files.len(), 3);
+    assert_eq!(member.files[1].target.as_deref(), Some("journal"));
+    let mut back = Vec::new();
+    reader
+        .read_file(member, &member.files[2], |piece| back.extend_from_slice(piece))
+        .await
+        .unwrap();
+    assert_eq!(back, changed);
+    let checked = tidemark_repo::check::check(
+        &repo,
+        tidemark_repo::check::CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(checked.is_ok(), "{:?}", checked.errors);
+    assert!(storage.list("snapshots/").await.unwrap().len() == 2);
+    let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
+    assert!(writer.begin_file("../escape", 0, 0).is_err());
+    writer.abort().await.unwrap();
+}
