@@ -44,9 +44,12 @@ async fn discovery_writes_and_secondary_reads() {
         st.stats.op_query.load(std::sync::atomic::Ordering::Relaxed)
     };
     let primary = set.wait_for_primary(Duration::from_secs(5)).await.unwrap();
-    let before: Vec<i64> = (0..3).map(queries).collect();
     let pref = client(&format!("{}&readPreference=secondaryPreferred", set.uri())).await;
     let pcoll = pref.database("app").collection::<Document>("items");
+    // A fresh client falls back to the primary until its monitors have seen a secondary (the
+    // server-selection spec); a read that requires a secondary waits for that first.
+    pcoll.find_one(doc! { "_id": 1 }).selection_criteria(sec.clone()).await.unwrap();
+    let before: Vec<i64> = (0..3).map(queries).collect();
     for _ in 0..5 {
         assert!(pcoll.find_one(doc! { "_id": 1 }).await.unwrap().is_some());
     }
