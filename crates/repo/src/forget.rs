@@ -94,7 +94,7 @@ pub fn plan_forget(snapshots: &[(Id, Snapshot)], policy: &KeepPolicy) -> ForgetP
     }
     let mut plan = ForgetPlan::default();
     for (_, mut group) in groups {
-        group.sort_by(|a, b| (b.1.time, b.1.time_nanos, b.0).cmp(&(a.1.time, a.1.time_nanos, a.0)));
+        group.sort_by_key(|s| std::cmp::Reverse((s.1.time, s.1.time_nanos, s.0)));
         let mut rules: Vec<(&'static str, u32, Option<i64>)> = [
             ("last", policy.last),
             ("hourly", policy.hourly),

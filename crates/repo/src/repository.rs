@@ -383,7 +383,7 @@ impl Repository {
             let snap = self.load_snapshot(&id).await?;
             out.push((id, snap));
         }
-        out.sort_by(|a, b| (a.1.time, a.1.time_nanos, a.0).cmp(&(b.1.time, b.1.time_nanos, b.0)));
+        out.sort_by_key(|s| (s.1.time, s.1.time_nanos, s.0));
         Ok(out)
     }
 
