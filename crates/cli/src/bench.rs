@@ -33,9 +33,9 @@ enum What {
     /// archive and gzip modes: wall time, MB/s and peak memory; compared in the same run with the real
     /// mongodump/mongorestore when `MONGODUMP`/`MONGORESTORE` name them.
     Dump {
-        /// Dataset size in GiB: four collections of 1 KiB documents plus one large collection.
-        #[arg(long, default_value_t = 2.0)]
-        size_gib: f64,
+        /// Dataset size in MiB: four collections of 1 KiB documents plus one large collection.
+        #[arg(long, default_value_t = 2048)]
+        size_mib: u64,
         /// The `tidemark-server` binary (by default the one next to this executable).
         #[arg(long)]
         server_bin: Option<PathBuf>,
@@ -76,10 +76,10 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         } => bench_format(*size_mib, dir.as_deref(), (*collections).max(1)),
         What::Server { documents, server_bin } => bench_server(*documents, server_bin.clone()),
         What::Dump {
-            size_gib,
+            size_mib,
             server_bin,
             dir,
-        } => bench_dump(*size_gib, server_bin.clone(), dir.as_deref()),
+        } => bench_dump(*size_mib, server_bin.clone(), dir.as_deref()),
     }
 }
 
@@ -542,17 +542,17 @@ async fn load_dump_dataset(uri: &str, total_bytes: u64) -> anyhow::Result<u64> {
     Ok(loaded)
 }
 
-fn bench_dump(size_gib: f64, server_bin: Option<PathBuf>, dir: Option<&Path>) -> Result<(), CliError> {
+fn bench_dump(size_mib: u64, server_bin: Option<PathBuf>, dir: Option<&Path>) -> Result<(), CliError> {
     let bin = server_binary(server_bin)?;
     let me = std::env::current_exe()?;
     let scratch = match dir {
         Some(d) => tempfile::Builder::new().prefix("tidemark-bench").tempdir_in(d)?,
         None => tempfile::Builder::new().prefix("tidemark-bench").tempdir()?,
     };
-    let total_bytes = (size_gib * 1024.0 * 1024.0 * 1024.0) as u64;
+    let total_bytes = size_mib * 1024 * 1024;
     let runtime = tokio::runtime::Runtime::new()?;
     let source = ServerProcess::start(&bin, None)?;
-    eprintln!("loading {size_gib} GiB into {} ...", source.uri);
+    eprintln!("loading {size_mib} MiB into {} ...", source.uri);
     let started = Instant::now();
     let bytes = runtime.block_on(load_dump_dataset(&source.uri, total_bytes))?;
     eprintln!(
