@@ -32,7 +32,6 @@
 use std::fmt;
 use std::io;
 
-
 pub mod gzip;
 pub mod prelude;
 pub mod reader;

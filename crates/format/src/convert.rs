@@ -151,7 +151,9 @@ fn directory_to_archive(src: &Path, dst: &Path, options: &ConvertOptions) -> Res
     entries.sort_by_key(|e| rank(e));
 
     let version_text = discovery.prelude.as_ref().map(|p| p.server_version_text.clone());
-    let assumed = version_text.as_deref().is_none_or(|v| ServerVersion::parse(v).is_none());
+    let assumed = version_text
+        .as_deref()
+        .is_none_or(|v| ServerVersion::parse(v).is_none());
     let server_version = if assumed {
         ASSUMED_SERVER_VERSION.to_owned()
     } else {

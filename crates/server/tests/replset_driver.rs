@@ -48,7 +48,11 @@ async fn discovery_writes_and_secondary_reads() {
     let pcoll = pref.database("app").collection::<Document>("items");
     // A fresh client falls back to the primary until its monitors have seen a secondary (the
     // server-selection spec); a read that requires a secondary waits for that first.
-    pcoll.find_one(doc! { "_id": 1 }).selection_criteria(sec.clone()).await.unwrap();
+    pcoll
+        .find_one(doc! { "_id": 1 })
+        .selection_criteria(sec.clone())
+        .await
+        .unwrap();
     let before: Vec<i64> = (0..3).map(queries).collect();
     for _ in 0..5 {
         assert!(pcoll.find_one(doc! { "_id": 1 }).await.unwrap().is_some());

@@ -7,7 +7,6 @@
 //! unknown fields are ignored, missing fields take their zero value, numbers may be int32, int64
 //! or an integral double, and `null` counts as missing.
 
-
 pub use crate::version::ServerVersion;
 
 use bson::{RawBsonRef, RawDocument, RawDocumentBuf};
@@ -198,7 +197,6 @@ pub fn data_collection(collection: &str, type_: &str, server_version: Option<Ser
         collection.to_owned()
     }
 }
-
 
 fn string_field(key: &str, value: RawBsonRef<'_>) -> Result<String, String> {
     match value {

@@ -10,7 +10,10 @@ use crate::commands::{ConnectionState, Ctx, Request, ServerState, dispatch};
 use crate::config::ServerConfig;
 use crate::engine::{Engine, Mutation, Namespace};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/mongo-tools/mongorestore/testdata/usersdump/admin");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/fixtures/mongo-tools/mongorestore/testdata/usersdump/admin"
+);
 
 fn server() -> ServerState {
     let config = ServerConfig {
