@@ -50,7 +50,7 @@ enum Command {
     Inspect(inspect::Args),
     /// Convert a dump directory to an archive or back, gzip on or off, losslessly.
     Convert(convert::Args),
-    /// Measure throughput (format read/write) on generated data; run from a release build.
+    /// Benchmarks on generated data (formats, server, dump/restore); run from a release build.
     Bench(bench::Args),
     /// Backup repository: `init` a new one, `export` a snapshot as a dump, `unlock` stale locks.
     Repo(repo::Args),
