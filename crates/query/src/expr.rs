@@ -376,31 +376,34 @@ fn evaluate_op(op: Op, args: &[Expression], doc: &Document) -> Result<Option<Bso
 
 /// `$type`'s names for BSON types ("missing" for an absent value).
 pub(crate) fn type_name(value: Option<&Bson>) -> &'static str {
+    value.map_or("missing", bson_type_name)
+}
+
+/// mongod's name for a value's BSON type, as `$type` accepts and error messages print it.
+#[must_use]
+pub fn bson_type_name(value: &Bson) -> &'static str {
     match value {
-        None => "missing",
-        Some(v) => match v {
-            Bson::Double(_) => "double",
-            Bson::String(_) => "string",
-            Bson::Document(_) => "object",
-            Bson::Array(_) => "array",
-            Bson::Binary(_) => "binData",
-            Bson::Undefined => "undefined",
-            Bson::ObjectId(_) => "objectId",
-            Bson::Boolean(_) => "bool",
-            Bson::DateTime(_) => "date",
-            Bson::Null => "null",
-            Bson::RegularExpression(_) => "regex",
-            Bson::DbPointer(_) => "dbPointer",
-            Bson::JavaScriptCode(_) => "javascript",
-            Bson::Symbol(_) => "symbol",
-            Bson::JavaScriptCodeWithScope(_) => "javascriptWithScope",
-            Bson::Int32(_) => "int",
-            Bson::Timestamp(_) => "timestamp",
-            Bson::Int64(_) => "long",
-            Bson::Decimal128(_) => "decimal",
-            Bson::MinKey => "minKey",
-            Bson::MaxKey => "maxKey",
-        },
+        Bson::Double(_) => "double",
+        Bson::String(_) => "string",
+        Bson::Document(_) => "object",
+        Bson::Array(_) => "array",
+        Bson::Binary(_) => "binData",
+        Bson::Undefined => "undefined",
+        Bson::ObjectId(_) => "objectId",
+        Bson::Boolean(_) => "bool",
+        Bson::DateTime(_) => "date",
+        Bson::Null => "null",
+        Bson::RegularExpression(_) => "regex",
+        Bson::DbPointer(_) => "dbPointer",
+        Bson::JavaScriptCode(_) => "javascript",
+        Bson::Symbol(_) => "symbol",
+        Bson::JavaScriptCodeWithScope(_) => "javascriptWithScope",
+        Bson::Int32(_) => "int",
+        Bson::Timestamp(_) => "timestamp",
+        Bson::Int64(_) => "long",
+        Bson::Decimal128(_) => "decimal",
+        Bson::MinKey => "minKey",
+        Bson::MaxKey => "maxKey",
     }
 }
 

@@ -58,6 +58,7 @@ mod update;
 
 pub use compare::{canonical_type, compare_documents, compare_values, identical_documents, identical_values};
 pub use error::QueryError;
+pub use expr::bson_type_name;
 pub use filter::Filter;
 pub use path::{array_index, lookup_path, path_candidates, path_values, split_path};
 pub use pipeline::Pipeline;
