@@ -204,16 +204,9 @@ pub struct DumpSummary {
     pub oplog_entries: Option<u64>,
 }
 
-/// `config` collections kept in a full dump (FORMATS.md 1.12).
-const KEPT_CONFIG: [&str; 7] = [
-    "chunks",
-    "collections",
-    "databases",
-    "settings",
-    "shards",
-    "tags",
-    "version",
-];
+/// `config` collections kept in a full dump (FORMATS.md 1.12): the same seven whose oplog entries
+/// restore replays.
+use tidemark_oplog::replay::KEPT_CONFIG_COLLECTIONS as KEPT_CONFIG;
 
 /// mongodump's `shouldSkipSystemNamespace` plus the `$` rule: why a collection is not dumped.
 #[must_use]
