@@ -47,12 +47,25 @@ pub struct AuthState {
     last_conversation_id: i32,
     /// Whether the peer connected over a loopback interface (learnt at the handshake, see [`hello_hook`]).
     peer_is_local: bool,
+    /// Whether the connection authenticated as the internal `__system` user with the key file.
+    internal: bool,
 }
 
 impl AuthState {
     /// The authenticated users of this connection.
     pub fn users(&self) -> &[UserName] {
         &self.users
+    }
+
+    /// Whether the connection is another member authenticated as `__system` with the key file (every
+    /// privilege).
+    pub fn is_internal(&self) -> bool {
+        self.internal && self.users.iter().any(crate::keyfile::InternalKey::is_system_user)
+    }
+
+    /// Marks the connection as authenticated with the key file (see [`crate::keyfile`]).
+    pub fn set_internal(&mut self, internal: bool) {
+        self.internal = internal;
     }
 
     /// Whether at least one user is authenticated.
@@ -182,7 +195,7 @@ fn render_command(body: &Document) -> String {
 /// logged in, `not authorized on <db> to execute command { ... }` when the user lacks a privilege.
 pub fn authorize(state: &AuthState, command: &str, db: &str, body: &Document) -> CommandResult<()> {
     let requirement = required_privileges(command, db, body);
-    if requirement == Requirement::Nothing {
+    if requirement == Requirement::Nothing || state.is_internal() {
         return Ok(());
     }
     if !state.is_authenticated() {
@@ -230,7 +243,7 @@ pub fn check(ctx: &Ctx<'_>, command: &str, db: &str, body: &Document) -> Command
 /// Whether the authenticated users of `state` may perform `action` on `target` (for handlers that filter
 /// their output, e.g. `listDatabases` with `authorizedDatabases`).
 pub fn is_allowed(state: &AuthState, target: &Target, action: &str) -> bool {
-    allowed(&state.resolved().privileges, target, action)
+    state.is_internal() || allowed(&state.resolved().privileges, target, action)
 }
 
 /// Which databases `listDatabases` shows a connection (mongod 4.0.6+ semantics of `authorizedDatabases`).

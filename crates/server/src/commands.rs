@@ -217,6 +217,8 @@ pub struct ServerState {
     pub topology: Arc<crate::repl::topology::ReplCoordinator>,
     /// Oplog writer, term and primary flag shared with replication (see [`crate::repl::ReplState`]).
     pub repl: Arc<crate::repl::ReplState>,
+    /// The replica set's shared key (`--keyFile`), for internal authentication as `__system`.
+    pub internal_key: Option<Arc<crate::keyfile::InternalKey>>,
     next_connection_id: AtomicI64,
 }
 
@@ -230,7 +232,17 @@ impl std::fmt::Debug for ServerState {
 
 impl ServerState {
     /// Creates the shared state over an engine, registering every built-in command.
-    pub fn new(config: ServerConfig, engine: Arc<Engine>) -> Self {
+    pub fn new(mut config: ServerConfig, engine: Arc<Engine>) -> Self {
+        // A key file implies --auth, as in mongod. An unusable key file is reported by `main` before this point;
+        // here it only disables internal authentication.
+        let internal_key = config.key_file.as_deref().and_then(|p| match crate::keyfile::InternalKey::load(p) {
+            Ok(k) => Some(Arc::new(k)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the key file");
+                None
+            }
+        });
+        config.auth |= config.key_file.is_some();
         let mut registry = Registry::default();
         handshake::register(&mut registry);
         admin::register(&mut registry);
@@ -257,6 +269,7 @@ impl ServerState {
             started: Instant::now(),
             stats: Stats::default(),
             storage: None,
+            internal_key,
             next_connection_id: AtomicI64::new(1),
         }
     }

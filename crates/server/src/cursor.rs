@@ -338,7 +338,7 @@ impl CursorManager {
     pub fn check_owner(&self, id: i64, users: &[crate::auth::UserName]) -> crate::error::CommandResult<()> {
         let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
         match owners.get(&id) {
-            Some(owner) if !(owner.is_empty() && users.is_empty()) && !owner.iter().any(|o| users.contains(o)) => {
+            Some(owner) if !(owner.iter().any(|o| users.contains(o)) || owner.is_empty() && users.is_empty()) => {
                 Err(crate::error::CommandError::unauthorized(format!(
                     "cursor id {id} was not created by the authenticated user"
                 )))

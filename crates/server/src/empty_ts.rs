@@ -3,7 +3,7 @@
 //!
 //! MongoDB documents the rule for inserts ("If you insert a document containing an empty BSON timestamp in a
 //! top-level field, the MongoDB server replaces that empty timestamp with the current timestamp value", with
-//! `_id` as the exception, https://www.mongodb.com/docs/manual/reference/bson-types/#timestamps). mongod
+//! `_id` as the exception, <https://www.mongodb.com/docs/manual/reference/bson-types/#timestamps>). mongod
 //! applies it to the documents of `insert` and to replacement-style updates (`update` and `findAndModify`,
 //! both for matched documents and upserts), but not to update operators such as `$set`/`$setOnInsert` nor
 //! to pipeline updates. The command option `bypassEmptyTsReplacement: true` (mongod 7.0.13+/8.0, sent by

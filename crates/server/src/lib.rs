@@ -14,6 +14,9 @@
 //! - [`storage`]: journal, checkpoints and recovery for `--dbpath` (plugged into the engine's durability
 //!   hook); [`repl`]: replica-set topology and replication for `--replSet`.
 //!
+//! Beside them: [`ttl`] (the TTL monitor deleting expired documents), [`empty_ts`] (mongod's replacement of
+//! empty top-level timestamps on insert) and [`keyfile`] (`--keyFile` internal authentication of members).
+//!
 //! [`testing::start_test_server`] starts a server on a free port for other crates' tests.
 
 pub mod auth;
@@ -23,6 +26,7 @@ pub mod cursor;
 pub mod empty_ts;
 pub mod engine;
 pub mod error;
+pub mod keyfile;
 pub mod net;
 pub mod repl;
 pub mod storage;

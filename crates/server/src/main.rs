@@ -38,6 +38,9 @@ struct Args {
     /// Oplog size in megabytes.
     #[arg(long = "oplogSizeMB")]
     oplog_size_mb: Option<u64>,
+    /// Shared key of the replica set's members (internal authentication as `__system`); implies --auth.
+    #[arg(long = "keyFile")]
+    key_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -57,12 +60,21 @@ fn main() -> ExitCode {
         eprintln!("error: cannot open log file: {e}");
         return ExitCode::from(2);
     }
+    if let Some(path) = &args.key_file
+        && let Err(e) = tidemark_server::keyfile::InternalKey::load(path)
+    {
+        // mongod refuses to start with an unusable key file.
+        tracing::error!(error = %e, "Unable to acquire security key[s]");
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let config = ServerConfig {
         bind_ip,
         port: args.port,
         dbpath: args.dbpath,
         nojournal: args.nojournal,
-        auth: args.auth,
+        auth: args.auth || args.key_file.is_some(),
+        key_file: args.key_file,
         logpath: args.logpath,
         repl_set: args.repl_set,
         oplog_size_mb: args.oplog_size_mb,

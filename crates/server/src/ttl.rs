@@ -1,6 +1,6 @@
 //! The TTL monitor: deletes documents whose TTL-indexed date is older than the index's `expireAfterSeconds`.
 //!
-//! Documented behaviour (https://www.mongodb.com/docs/manual/core/index-ttl/), reproduced here:
+//! Documented behaviour (<https://www.mongodb.com/docs/manual/core/index-ttl/>), reproduced here:
 //! - a TTL index is a single-field index with `expireAfterSeconds`; compound indexes never expire documents;
 //! - a document expires once `indexed date + expireAfterSeconds` is in the past; when the field is an array
 //!   the earliest date in it counts; a missing field or one holding no date never expires;

@@ -102,6 +102,25 @@ fn start(ctx: &mut Ctx<'_>, db: &str, body: &Document) -> CommandResult<Document
     })?;
     let user = UserName::new(client_first.user.clone(), db);
     ctx.conn.auth.conversation = None;
+    if crate::keyfile::InternalKey::is_system_user(&user)
+        && let Some(key) = &ctx.server.internal_key
+    {
+        // The internal user's credentials come from the key file, never from system.users.
+        let Some(credential) = key.credential(mechanism) else {
+            return Err(auth_failed());
+        };
+        let (server, server_first) = ScramServer::start(client_first, credential);
+        let id = ctx.conn.auth.last_conversation_id.checked_add(1).unwrap_or(1);
+        ctx.conn.auth.last_conversation_id = id;
+        ctx.conn.auth.conversation = Some(Conversation {
+            id,
+            user,
+            server,
+            skip_empty_exchange,
+            stage: Stage::ClientFinal,
+        });
+        return Ok(doc! { "conversationId": id, "done": false, "payload": binary(server_first) });
+    }
     let user_doc = ctx.server.engine.read(|catalog| users::find_user(catalog, &user));
     let Some(user_doc) = user_doc else {
         tracing::info!(user = %user, mechanism = %mechanism, "authentication failed: user not found");
@@ -199,6 +218,8 @@ pub fn sasl_continue(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
 fn finish(ctx: &mut Ctx<'_>, user: &UserName) {
     tracing::info!(user = %user, "successfully authenticated");
     ctx.conn.auth.set_authenticated(user.clone(), ctx.server.engine.clone());
+    let internal = ctx.server.internal_key.is_some() && crate::keyfile::InternalKey::is_system_user(user);
+    ctx.conn.auth.set_internal(internal);
 }
 
 /// Adds the authentication fields of a `hello`/`isMaster` reply: `saslSupportedMechs` for the user named in

@@ -5,11 +5,16 @@
 //! write command is one batch at the durability choke point (an ordered insert that stops at a duplicate
 //! key commits the documents before it, as mongod does, and reports the failure in `writeErrors`).
 //!
-//! `find` picks the cheapest plan that gives mongod's results: an `_id` equality uses the `_id` index; a
-//! query without sort becomes a scan cursor streaming stored bytes (filtered and projected on the way when
-//! asked); a sort materialises, sorts, then skips and limits; a view is rewritten into an aggregation over
+//! `find` picks the cheapest plan that gives mongod's results: an `_id` equality uses the `_id` index; an
+//! equality or range predicate on a top-level field with a single-field index scans that index's postings
+//! (as do `count`, `update`, `delete` and `findAndModify`), visiting candidates in natural order and applying
+//! the whole filter to each, so results equal a full scan's; another query without sort becomes a scan
+//! cursor streaming stored bytes (filtered and projected on the way when asked); a sort materialises, sorts,
+//! then skips and limits; a view is rewritten into an aggregation over
 //! its source. Inserted documents without `_id` get an ObjectId placed first; an `_id` elsewhere is moved
-//! first (mongod's `fixDocumentForInsert`); all other bytes are kept as sent.
+//! first (mongod's `fixDocumentForInsert`); all other bytes are kept as sent, except empty top-level
+//! timestamps, replaced as mongod does unless `bypassEmptyTsReplacement` is set (see [`crate::empty_ts`]).
+//! Under `--auth`, `getMore` and `killCursors` only accept cursors opened by the same user.
 
 use std::collections::BTreeSet;
 
@@ -73,7 +78,10 @@ pub fn first_batch(
 ) -> CommandResult<Reply> {
     let ns = cursor.ns.clone();
     if batch_size == Some(0) && !single {
-        let id = ctx.server.cursors.register_owned(cursor, ctx.conn.auth.users().to_vec());
+        let id = ctx
+            .server
+            .cursors
+            .register_owned(cursor, ctx.conn.auth.users().to_vec());
         return Ok(Reply::Raw(super::raw::cursor_reply(
             "firstBatch",
             std::iter::empty(),
@@ -90,7 +98,10 @@ pub fn first_batch(
         ))
     })?;
     if !exhausted && !single {
-        let id = ctx.server.cursors.register_owned(cursor, ctx.conn.auth.users().to_vec());
+        let id = ctx
+            .server
+            .cursors
+            .register_owned(cursor, ctx.conn.auth.users().to_vec());
         super::raw::set_cursor_id(&mut bytes, id_offset, id)?;
     }
     let raw = RawDocumentBuf::from_bytes(bytes).map_err(|e| CommandError::internal(format!("bad reply built: {e}")))?;
@@ -114,10 +125,68 @@ fn decode(raw: &RawDocument, ns: &Namespace) -> CommandResult<Document> {
     Document::try_from(raw).map_err(|e| CommandError::internal(format!("stored document in {ns} is invalid: {e}")))
 }
 
-/// A parsed query filter with an `_id` equality shortcut.
+/// A parsed query filter with an `_id` equality shortcut and, when a top-level field has an equality or
+/// range predicate, that field's key range for a secondary index scan.
 struct Matcher {
     filter: Option<Filter>,
     id_eq: Option<Bson>,
+    index_range: Option<IndexRange>,
+}
+
+/// A field and the key range its values must fall in for a document to match (see [`index_range`]).
+type IndexRange = (String, std::ops::Bound<Key>, std::ops::Bound<Key>);
+
+/// The key range of the first top-level field of `filter` with an equality or range predicate on a number,
+/// date, ObjectId or boolean (strings are left to full scans since a collation may change their order).
+/// Ranges stay within the operand's type bracket, as MongoDB's comparison operators do; since every filter
+/// conjunct must hold, any one of them bounds the candidates, whatever the other predicates are.
+fn index_range(filter: &Document) -> Option<IndexRange> {
+    use std::ops::Bound::{Excluded, Included};
+    fn plannable(v: &Bson) -> bool {
+        match v {
+            Bson::Double(d) => !d.is_nan(),
+            Bson::Int32(_) | Bson::Int64(_) | Bson::DateTime(_) | Bson::ObjectId(_) | Bson::Boolean(_) => true,
+            _ => false,
+        }
+    }
+    // The keys just outside the operand's type bracket (MongoDB's canonical type order).
+    fn bracket(v: &Bson) -> Option<(Key, Key)> {
+        match v {
+            Bson::Double(_) | Bson::Int32(_) | Bson::Int64(_) => Some((Key(Bson::Null), Key(Bson::String(String::new())))),
+            Bson::DateTime(_) => Some((
+                Key(Bson::Boolean(true)),
+                Key(Bson::Timestamp(bson::Timestamp { time: 0, increment: 0 })),
+            )),
+            _ => None,
+        }
+    }
+    for (field, cond) in filter {
+        if field.starts_with('$') || field.contains('.') {
+            continue;
+        }
+        match cond {
+            v if plannable(v) => return Some((field.clone(), Included(Key(v.clone())), Included(Key(v.clone())))),
+            Bson::Document(ops) if ops.keys().all(|k| k.starts_with('$')) => {
+                for (op, v) in ops {
+                    if !plannable(v) {
+                        continue;
+                    }
+                    let k = Key(v.clone());
+                    let range = match (op.as_str(), bracket(v)) {
+                        ("$eq", _) => (Included(k.clone()), Included(k)),
+                        ("$gt", Some((_, hi))) => (Excluded(k), Excluded(hi)),
+                        ("$gte", Some((_, hi))) => (Included(k), Excluded(hi)),
+                        ("$lt", Some((lo, _))) => (Excluded(lo), Excluded(k)),
+                        ("$lte", Some((lo, _))) => (Excluded(lo), Included(k)),
+                        _ => continue,
+                    };
+                    return Some((field.clone(), range.0, range.1));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 impl Matcher {
@@ -126,6 +195,7 @@ impl Matcher {
             return Ok(Self {
                 filter: None,
                 id_eq: None,
+                index_range: None,
             });
         };
         let parsed = Filter::parse(f).map_err(CommandError::from)?;
@@ -148,7 +218,14 @@ impl Matcher {
         Ok(Self {
             filter: Some(parsed),
             id_eq,
+            index_range: index_range(f),
         })
+    }
+
+    /// The candidate records of an index scan for this filter, ascending, if an index applies.
+    fn index_candidates(&self, coll: &Collection) -> Option<Vec<u64>> {
+        let (field, lo, hi) = self.index_range.as_ref()?;
+        coll.index_candidates(field, lo.as_ref(), hi.as_ref())
     }
 
     fn matches(&self, d: &Document) -> bool {
@@ -166,6 +243,23 @@ impl Matcher {
         let mut out = Vec::new();
         if let Some(id) = &self.id_eq {
             if let Some((rec, raw)) = coll.find_id(id) {
+                let d = decode(raw, ns)?;
+                if self.matches(&d) {
+                    out.push((rec, raw, d));
+                }
+            }
+            return Ok(out);
+        }
+        if let Some(mut recs) = self.index_candidates(coll) {
+            // Candidates in natural order, so results are the same as a full scan's.
+            if reverse {
+                recs.reverse();
+            }
+            for rec in recs {
+                if limit.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
+                let Some(raw) = coll.get(rec) else { continue };
                 let d = decode(raw, ns)?;
                 if self.matches(&d) {
                     out.push((rec, raw, d));
@@ -373,7 +467,11 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 "error processing query: ns={ns} tailable cursor requested on non capped collection"
             )));
         }
-        if sort_spec.is_none() && (matcher.id_eq.is_none() || tail.is_some()) {
+        let indexed = matcher
+            .index_range
+            .as_ref()
+            .is_some_and(|(field, ..)| coll.has_index_scan(field));
+        if sort_spec.is_none() && ((matcher.id_eq.is_none() && !indexed) || tail.is_some()) {
             // Oplog queries with a lower `ts` bound start at that entry instead of scanning from the start.
             let start = crate::repl::oplog::scan_start(&ns, coll, filter.as_ref(), reverse);
             return Ok(Plan::Scan(coll.uuid, reverse, start));
@@ -517,7 +615,11 @@ fn may_kill_any_cursor(ctx: &Ctx<'_>, req: &Request) -> bool {
     use crate::auth::privileges::Target;
     let coll = req.collection().unwrap_or_default();
     crate::auth::is_allowed(&ctx.conn.auth, &Target::Cluster, "killAnyCursor")
-        || crate::auth::is_allowed(&ctx.conn.auth, &Target::Collection(req.db.clone(), coll), "killAnyCursor")
+        || crate::auth::is_allowed(
+            &ctx.conn.auth,
+            &Target::Collection(req.db.clone(), coll),
+            "killAnyCursor",
+        )
 }
 
 fn kill_cursors(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
@@ -1503,7 +1605,18 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         let Some(modifier) = &modifier else {
             return Err(CommandError::internal("update missing"));
         };
-        let o = apply_update(txn, &ns, &query, modifier, false, upsert, sort.as_ref(), bypass, true, empty_ts)?;
+        let o = apply_update(
+            txn,
+            &ns,
+            &query,
+            modifier,
+            false,
+            upsert,
+            sort.as_ref(),
+            bypass,
+            true,
+            empty_ts,
+        )?;
         let mut last =
             doc! { "n": i32::from(o.first.is_some()), "updatedExisting": o.upserted.is_none() && o.matched > 0 };
         if let Some(id) = &o.upserted {

@@ -372,8 +372,9 @@ fn repl_set_step_down(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> 
     if let Some(host) = chosen {
         // Hand over: the caught-up member becomes primary in the next term, as an election would decide.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let key = ctx.server.internal_key.clone();
             let result = handle.block_on(async {
-                let mut c = crate::repl::client::PeerConnection::connect(&host, Duration::from_secs(2)).await?;
+                let mut c = crate::keyfile::connect(&host, Duration::from_secs(2), key.as_deref()).await?;
                 c.run("admin", doc! { "replSetStepUp": 1 }, Duration::from_secs(5))
                     .await
             });

@@ -4,11 +4,15 @@
 //! so iterating the map is natural order and a replaced document keeps its position (as in mongod). The
 //! `_id` index maps [`Key`]s to record ids. Secondary indexes keep their spec exactly as created; unique
 //! ones also keep a key map used to reject duplicates (multikey, sparse and partial rules applied), while
-//! other kinds are metadata only. Capped collections remove their oldest documents after an insert that
-//! exceeds `size` bytes or `max` documents.
+//! other kinds are metadata only. Plain single-field ascending/descending indexes (not sparse, partial,
+//! `_id`, or with a collation) also keep postings, key -> record ids with every element of an array indexed,
+//! which [`Collection::index_candidates`] scans to narrow equality and range predicates; callers still apply
+//! the full filter to each candidate, so the postings only need to be a superset of the matches. Capped
+//! collections remove their oldest documents after an insert that exceeds `size` bytes or `max` documents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::ops::Bound;
 
 use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc};
 use tidemark_query::Filter;
@@ -52,6 +56,8 @@ pub struct Index {
     sparse: bool,
     partial: Option<Filter>,
     entries: BTreeMap<Vec<Key>, u64>,
+    /// Key -> record ids, for indexes the query planner may scan (see the module documentation).
+    postings: Option<BTreeMap<Key, BTreeSet<u64>>>,
 }
 
 impl fmt::Debug for Index {
@@ -84,6 +90,14 @@ impl Index {
             Some(_) => return Err(CommandError::type_mismatch("partialFilterExpression must be an object")),
             None => None,
         };
+        let plannable = fields.len() == 1
+            && fields[0] != "_id"
+            && !sparse
+            && partial.is_none()
+            && !spec.contains_key("collation")
+            && key.values().all(|v| {
+                matches!(v, Bson::Int32(1 | -1) | Bson::Int64(1 | -1)) || matches!(v, Bson::Double(d) if d.abs() == 1.0)
+            });
         Ok(Self {
             spec,
             name,
@@ -92,7 +106,34 @@ impl Index {
             sparse,
             partial,
             entries: BTreeMap::new(),
+            postings: plannable.then(BTreeMap::new),
         })
+    }
+
+    /// Adds `doc` (at `rec`) to the postings.
+    fn post(&mut self, doc: &RawDocument, rec: u64) {
+        let Some(postings) = self.postings.as_mut() else { return };
+        let Some(field) = self.fields.first() else { return };
+        let values = path_values(doc, field).unwrap_or_else(|| vec![Bson::Null]);
+        for v in values {
+            postings.entry(Key(v)).or_default().insert(rec);
+        }
+    }
+
+    /// Removes `doc` (at `rec`) from the postings.
+    fn unpost(&mut self, doc: &RawDocument, rec: u64) {
+        let Some(postings) = self.postings.as_mut() else { return };
+        let Some(field) = self.fields.first() else { return };
+        let values = path_values(doc, field).unwrap_or_else(|| vec![Bson::Null]);
+        for v in values {
+            let key = Key(v);
+            if let Some(set) = postings.get_mut(&key) {
+                set.remove(&rec);
+                if set.is_empty() {
+                    postings.remove(&key);
+                }
+            }
+        }
     }
 
     /// The key pattern document.
@@ -399,6 +440,7 @@ impl Collection {
             for k in ks {
                 idx.entries.insert(k, rec);
             }
+            idx.post(&doc, rec);
         }
         self.data_size = self.data_size.saturating_add(len_u64(&doc));
         self.records.insert(rec, doc);
@@ -425,6 +467,7 @@ impl Collection {
             for k in ks {
                 idx.entries.insert(k, rec);
             }
+            idx.post(&doc, rec);
         }
         self.data_size = self.data_size.saturating_add(len_u64(&doc));
         self.records.insert(rec, doc);
@@ -438,6 +481,7 @@ impl Collection {
             self.id_index.remove(&Key(id));
         }
         for idx in &mut self.indexes {
+            idx.unpost(&doc, rec);
             if idx.unique
                 && let Ok(keys) = idx.keys_for(&doc)
             {
@@ -485,8 +529,40 @@ impl Collection {
                 }
             }
         }
+        for (rec, doc) in &self.records {
+            idx.post(doc, *rec);
+        }
         self.indexes.push(idx);
         Ok(())
+    }
+
+    /// Whether a single-field index on `field` can answer [`Collection::index_candidates`].
+    pub fn has_index_scan(&self, field: &str) -> bool {
+        self.indexes
+            .iter()
+            .any(|i| i.postings.is_some() && i.fields.first().is_some_and(|f| f == field))
+    }
+
+    /// Record ids (ascending, so natural order) of the documents with a value of `field` in the given key
+    /// range, from a plannable single-field index on `field`; `None` when there is no such index. Every
+    /// document matching a predicate on `field` whose values fall only in that range is among them.
+    pub fn index_candidates(&self, field: &str, lo: Bound<&Key>, hi: Bound<&Key>) -> Option<Vec<u64>> {
+        let postings = self
+            .indexes
+            .iter()
+            .filter(|i| i.fields.first().is_some_and(|f| f == field))
+            .find_map(|i| i.postings.as_ref())?;
+        if let (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) = (lo, hi)
+            && (l > h || (l == h && !(matches!(lo, Bound::Included(_)) && matches!(hi, Bound::Included(_)))))
+        {
+            // An empty range (BTreeMap::range refuses inverted or empty exclusive ranges).
+            return Some(Vec::new());
+        }
+        let mut recs: BTreeSet<u64> = BTreeSet::new();
+        for (_, set) in postings.range::<Key, _>((lo, hi)) {
+            recs.extend(set.iter().copied());
+        }
+        Some(recs.into_iter().collect())
     }
 
     /// Removes an index by name, returning it and its position.

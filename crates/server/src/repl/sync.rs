@@ -151,7 +151,9 @@ async fn heartbeat_peer(state: Arc<ServerState>, host: String) {
             return;
         }
         if conn.is_none() {
-            conn = PeerConnection::connect(&host, HEARTBEAT_TIMEOUT).await.ok();
+            conn = crate::keyfile::connect(&host, HEARTBEAT_TIMEOUT, state.internal_key.as_deref())
+                .await
+                .ok();
         }
         if let Some(c) = conn.as_mut() {
             let mut cmd = doc! { "replSetHeartbeat": repl.set_name().unwrap_or_default() };
@@ -256,7 +258,7 @@ fn still_syncing_from(repl: &ReplCoordinator, source: &str) -> bool {
 /// One fetch round against `source`; returns when the source changes or on any error.
 async fn fetch_from(state: &Arc<ServerState>, source: &str) -> Result<(), FetchError> {
     let repl = Arc::clone(&state.topology);
-    let mut conn = PeerConnection::connect(source, HEARTBEAT_TIMEOUT).await?;
+    let mut conn = crate::keyfile::connect(source, HEARTBEAT_TIMEOUT, state.internal_key.as_deref()).await?;
     let (mine, _) = last_applied(&state.engine);
     let filter = if mine == OpTime::NULL {
         doc! {}

@@ -24,7 +24,6 @@ use tokio::task::JoinHandle;
 use crate::commands::ServerState;
 use crate::config::ServerConfig;
 use crate::engine::Engine;
-use crate::repl::client::PeerConnection;
 use crate::storage::{Storage, StorageOptions};
 
 /// How members run.
@@ -53,6 +52,9 @@ pub struct ReplSetOptions {
     pub mode: MemberMode,
     /// How long to wait for the set to come up.
     pub startup_timeout: Duration,
+    /// `--keyFile` for every member (internal authentication, implies `--auth`); the harness's own commands
+    /// then authenticate as `__system` with the same key.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for ReplSetOptions {
@@ -65,6 +67,7 @@ impl Default for ReplSetOptions {
             persistent: false,
             mode: MemberMode::InProcess,
             startup_timeout: Duration::from_secs(20),
+            key_file: None,
         }
     }
 }
@@ -181,6 +184,7 @@ pub struct ReplSet {
     /// Members, in configuration order (`_id` = index).
     pub members: Vec<Member>,
     options: ReplSetOptions,
+    key: Option<Arc<crate::keyfile::InternalKey>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -218,10 +222,17 @@ impl ReplSet {
                 child: None,
             });
         }
+        let key = match &options.key_file {
+            Some(p) => Some(Arc::new(
+                crate::keyfile::InternalKey::load(p).map_err(|e| HarnessError::Command(e.to_string()))?,
+            )),
+            None => None,
+        };
         let mut set = ReplSet {
             set_name: options.set_name.clone(),
             members,
             options,
+            key,
             _dir: dir,
         };
         for i in 0..n {
@@ -298,6 +309,9 @@ impl ReplSet {
                     .arg("127.0.0.1")
                     .arg("--replSet")
                     .arg(&set_name);
+                if let Some(k) = &self.options.key_file {
+                    cmd.arg("--keyFile").arg(k);
+                }
                 if let Some(p) = &m.dbpath {
                     // The log sits next to the data, for looking into a failed test before the drop cleans up.
                     cmd.arg("--dbpath").arg(p).arg("--logpath").arg(p.with_extension("log"));
@@ -314,6 +328,7 @@ impl ReplSet {
                     bind_ip: addr.ip(),
                     repl_set: Some(set_name),
                     dbpath: m.dbpath.clone(),
+                    key_file: self.options.key_file.clone(),
                     ..ServerConfig::ephemeral()
                 };
                 let engine = Arc::new(Engine::new());
@@ -348,8 +363,9 @@ impl ReplSet {
         let host = self.members[i].host.clone();
         wait_for(&format!("{host} to accept connections"), timeout, || {
             let host = host.clone();
+            let key = self.key.clone();
             async move {
-                match PeerConnection::connect(&host, Duration::from_millis(200)).await {
+                match crate::keyfile::connect(&host, Duration::from_millis(200), key.as_deref()).await {
                     Ok(mut c) => c.run("admin", doc! { "ping": 1 }, Duration::from_secs(1)).await.is_ok(),
                     Err(_) => false,
                 }
@@ -361,7 +377,7 @@ impl ReplSet {
     /// Runs a command on member `i` over a fresh direct connection.
     pub async fn command(&self, i: usize, db: &str, cmd: Document) -> Result<Document, HarnessError> {
         let host = &self.members[i].host;
-        let mut c = PeerConnection::connect(host, Duration::from_secs(2))
+        let mut c = crate::keyfile::connect(host, Duration::from_secs(2), self.key.as_deref())
             .await
             .map_err(|e| HarnessError::Command(e.to_string()))?;
         c.run(db, cmd, Duration::from_secs(30))
