@@ -20,6 +20,8 @@ use tidemark_format::metadata::Metadata;
 
 use crate::CliError;
 
+mod replay;
+
 /// Arguments of `tidemark bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -29,6 +31,23 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum What {
+    /// `tidemark restore --oplogReplay` of a generated oplog (mixed inserts, updates, deletes over
+    /// 10 collections) with 1 and N replay workers, checking that every run gives the same
+    /// `dbHash`; compared with the real mongorestore when `MONGORESTORE` names it.
+    Replay {
+        /// Oplog entries to generate.
+        #[arg(long, default_value_t = 500_000)]
+        entries: u64,
+        /// Replay workers of the parallel run (default: available cores, at most 8).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// The `tidemark-server` binary (by default the one next to this executable).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+        /// Scratch directory for the dump (a temporary one by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// `tidemark dump`/`tidemark restore` against a generated dataset in tidemark-server, in directory,
     /// archive and gzip modes: wall time, MB/s and peak memory; compared in the same run with the real
     /// mongodump/mongorestore when `MONGODUMP`/`MONGORESTORE` name them.
@@ -69,6 +88,17 @@ enum What {
 
 pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     match &args.what {
+        What::Replay {
+            entries,
+            workers,
+            server_bin,
+            dir,
+        } => replay::bench_replay(
+            *entries,
+            workers.unwrap_or_else(tidemark_core::replay::default_replay_workers),
+            server_bin.clone(),
+            dir.as_deref(),
+        ),
         What::Format {
             size_mib,
             dir,

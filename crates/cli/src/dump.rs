@@ -108,6 +108,28 @@ impl ConnArgs {
     }
 }
 
+/// `--dbpath` works without a server, so the options that reach one contradict it.
+pub(crate) fn check_dbpath_conflicts(conn: &ConnArgs, positional_uri: Option<&str>) -> Result<(), CliError> {
+    let given = [
+        (positional_uri.is_some(), "a connection string"),
+        (conn.uri.is_some(), "--uri"),
+        (conn.host.is_some(), "--host"),
+        (conn.port.is_some(), "--port"),
+        (conn.username.is_some(), "--username"),
+        (conn.password.is_some(), "--password"),
+        (conn.authentication_database.is_some(), "--authenticationDatabase"),
+        (conn.authentication_mechanism.is_some(), "--authenticationMechanism"),
+        (conn.ssl, "--ssl"),
+    ];
+    match given.iter().find(|(set, _)| *set) {
+        Some((_, option)) => Err(CliError::usage(format!(
+            "bad option: --dbpath cannot be used with {option}: it works on the data files directly, \
+             without a server"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Output options shared by `dump` and `restore`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct OutputArgs {
@@ -139,6 +161,9 @@ pub(crate) struct Args {
     conn: ConnArgs,
     #[command(flatten)]
     output: OutputArgs,
+    /// Dump a `tidemark-server` data directory directly, with no server running on it.
+    #[arg(long, value_name = "DIR")]
+    dbpath: Option<PathBuf>,
     /// Database to dump (all databases when omitted).
     #[arg(short = 'd', long = "db")]
     db: Option<String>,
@@ -418,15 +443,47 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     options.views_as_collections = args.views_as_collections;
     options.parallel = usize::try_from(args.num_parallel_collections).unwrap_or(1);
     options.split_threshold = args.split_threshold;
-    let conn = args.conn.to_options(args.positional_uri.as_deref())?;
+    if args.dbpath.is_some() {
+        check_dbpath_conflicts(&args.conn, args.positional_uri.as_deref())?;
+        if args.oplog {
+            return Err(CliError::usage(
+                "bad option: --oplog cannot be used with --dbpath: nothing writes to a data directory while it \
+                 is dumped offline, so the dump is already a consistent point in time",
+            ));
+        }
+    }
+    let conn = match args.dbpath {
+        Some(_) => ConnectionOptions::default(),
+        None => args.conn.to_options(args.positional_uri.as_deref())?,
+    };
 
     // Progress goes to stderr; stdout may carry the archive or the BSON stream.
     let to_stdout = matches!(options.target, DumpTarget::Stdout | DumpTarget::Archive(None));
     runtime()?.block_on(async {
+        let offline = match &args.dbpath {
+            Some(dbpath) => Some(tidemark_core::offline::OfflineServer::open_for_dump(dbpath).await?),
+            None => None,
+        };
+        let conn = offline.as_ref().map_or(conn, |s| s.connection_options());
+        let result = dump_with(args, conn, &options, to_stdout).await;
+        if let Some(server) = offline {
+            server.close().await?;
+        }
+        result
+    })
+}
+
+async fn dump_with(
+    args: &Args,
+    conn: ConnectionOptions,
+    options: &DumpOptions,
+    to_stdout: bool,
+) -> Result<(), CliError> {
+    {
         let client = tidemark_core::connection::connect(&conn, "tidemark-dump").await?;
         let quiet = args.output.quiet;
         let bars = Arc::new(Bars::new(quiet, None, "dumped"));
-        let plan = plan_dump(&client, &options, bars.as_ref()).await?;
+        let plan = plan_dump(&client, options, bars.as_ref()).await?;
         if args.output.dry_run {
             bars.done();
             eprint!("{plan}");
@@ -440,7 +497,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             }
         }
         bars.set_total(plan.collections.iter().filter_map(|c| c.estimated_count).sum());
-        let summary = run_dump(&client, &plan, &options, bars.clone()).await;
+        let summary = run_dump(&client, &plan, options, bars.clone()).await;
         bars.done();
         let summary = summary?;
         if args.output.json && !to_stdout {
@@ -462,7 +519,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             );
         }
         Ok::<(), CliError>(())
-    })
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod demo;
 mod dump;
 mod inspect;
 mod restore;
+mod restore_repo;
 // Backup repository commands.
 mod backup;
 mod check;
@@ -43,9 +44,9 @@ enum Command {
     /// Print BSON files as Extended JSON, one document per line (like `bsondump`).
     Bsondump(bsondump::Args),
     /// Dump databases into a directory or archive, like `mongodump` (same options and formats).
-    Dump(dump::Args),
+    Dump(Box<dump::Args>),
     /// Restore a dump directory or archive, like `mongorestore` (same options and formats).
-    Restore(restore::Args),
+    Restore(Box<restore::Args>),
     /// Show what a dump directory or archive holds: namespaces, counts, sizes, indexes, oplog window.
     Inspect(inspect::Args),
     /// Convert a dump directory to an archive or back, gzip on or off, losslessly.
@@ -55,7 +56,7 @@ enum Command {
     /// Backup repository: `init` a new one, `export` a snapshot as a dump, `unlock` stale locks.
     Repo(repo::Args),
     /// Back up a server (or import a dump directory) into a repository as a deduplicated, encrypted snapshot.
-    Backup(backup::Args),
+    Backup(Box<backup::Args>),
     /// List the snapshots of a repository.
     Snapshots(snapshots::Args),
     /// Verify a repository: structure, and with --read-data every blob and namespace content hash.

@@ -92,6 +92,9 @@ enum RepoCommand {
     Init {
         #[command(flatten)]
         repo: RepoOptions,
+        /// Target pack size in MiB (smaller packs: finer-grained prune, more objects).
+        #[arg(long, value_name = "MiB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        pack_size: u64,
     },
     /// Write a snapshot as a mongodump directory (or archive with --archive) that mongorestore reads.
     Export {
@@ -125,7 +128,7 @@ enum RepoCommand {
 pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     runtime()?.block_on(async {
         match &args.command {
-            RepoCommand::Init { repo } => {
+            RepoCommand::Init { repo, pack_size } => {
                 let pw = password(
                     repo.password_file.as_ref(),
                     "TIDEMARK_PASSWORD",
@@ -141,7 +144,9 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
                 let storage = Storage::open(&repo.repo, &StorageConfig::default())
                     .await
                     .with_context(|| format!("open storage {}", repo.repo))?;
-                let created = Repository::init(storage, pw.as_deref(), &InitOptions::default())
+                let mut options = InitOptions::default();
+                options.pack_size = pack_size * 1024 * 1024;
+                let created = Repository::init(storage, pw.as_deref(), &options)
                     .await
                     .with_context(|| format!("create repository {}", repo.repo))?;
                 let mode = if created.is_encrypted() {

@@ -12,7 +12,7 @@ use tidemark_core::restore::{RestoreOptions, RestoreSource, parse_write_concern,
 
 use crate::{
     CliError,
-    dump::{Bars, ConnArgs, OutputArgs, runtime},
+    dump::{Bars, ConnArgs, OutputArgs, check_dbpath_conflicts, runtime},
 };
 
 /// Arguments of `tidemark restore`.
@@ -30,6 +30,10 @@ pub(crate) struct Args {
     conn: ConnArgs,
     #[command(flatten)]
     output: OutputArgs,
+    /// Restore into a `tidemark-server` data directory directly (created if missing), with no server
+    /// running on it; every batch is journaled.
+    #[arg(long, value_name = "DIR")]
+    dbpath: Option<PathBuf>,
     /// Dump directory (same as the positional target).
     #[arg(long = "dir")]
     dir: Option<String>,
@@ -79,6 +83,15 @@ pub(crate) struct Args {
     /// Oplog file to replay.
     #[arg(long = "oplogFile", alias = "oplog-file", value_name = "FILE")]
     oplog_file: Option<PathBuf>,
+    /// Oplog replay workers: entries of different documents are applied in parallel, in batches,
+    /// and commands alone (default: the available cores, at most 8).
+    #[arg(
+        long = "oplogReplayWorkers",
+        alias = "oplog-replay-workers",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    oplog_replay_workers: Option<i64>,
     /// Validate every document before inserting it.
     #[arg(long)]
     objcheck: bool,
@@ -138,6 +151,8 @@ pub(crate) struct Args {
     /// Documents per insert batch.
     #[arg(long = "batchSize", alias = "batch-size", default_value_t = 1000, hide = true)]
     batch_size: usize,
+    #[command(flatten)]
+    repository: crate::restore_repo::RepoSource,
 }
 
 fn is_uri(s: &str) -> bool {
@@ -232,6 +247,9 @@ fn validate(args: &Args) -> Result<(Option<String>, Option<String>), CliError> {
     if args.num_parallel_collections <= 0 {
         return usage("numParallelCollections must be positive");
     }
+    if args.oplog_replay_workers.is_some_and(|n| n <= 0) {
+        return usage("oplogReplayWorkers must be positive");
+    }
     Ok((uri, target))
 }
 
@@ -277,6 +295,10 @@ fn options(args: &Args, target: Option<String>) -> Result<RestoreOptions, CliErr
         .transpose()
         .map_err(|e| CliError::usage(e.to_string()))?;
     o.oplog_file.clone_from(&args.oplog_file);
+    if let Some(n) = args.oplog_replay_workers {
+        o.oplog_replay_workers =
+            usize::try_from(n).map_err(|_| CliError::usage("oplogReplayWorkers must be positive"))?;
+    }
     o.objcheck = args.objcheck;
     o.filter = args.filter.as_deref().map(parse_filter).transpose()?;
     o.no_index_restore = args.no_index_restore;
@@ -321,7 +343,20 @@ fn error_chain(error: &tidemark_core::Error) -> String {
 
 pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     let (uri, target) = validate(args)?;
-    let options = options(args, target)?;
+    if args.dbpath.is_some() {
+        check_dbpath_conflicts(&args.conn, uri.as_deref())?;
+    }
+    let mut options = options(args, target.clone())?;
+    let from_repo = crate::restore_repo::start(
+        &args.repository,
+        args.archive.as_deref(),
+        args.gzip,
+        target.as_deref(),
+        &mut options,
+    )?;
+    if matches!(from_repo, crate::restore_repo::RepoRestore::Exported) {
+        return Ok(());
+    }
     let plan = plan_restore(&options)?;
     if args.output.dry_run {
         eprint!("{plan}");
@@ -333,12 +368,40 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             eprintln!("{what}: {why}");
         }
     }
-    let conn = args.conn.to_options(uri.as_deref())?;
+    let conn = match args.dbpath {
+        Some(_) => tidemark_core::connection::ConnectionOptions::default(),
+        None => args.conn.to_options(uri.as_deref())?,
+    };
+    let result = runtime()?.block_on(async {
+        let offline = match &args.dbpath {
+            Some(dbpath) => Some(tidemark_core::offline::OfflineServer::open_for_restore(dbpath, true).await?),
+            None => None,
+        };
+        let conn = offline.as_ref().map_or(conn, |s| s.connection_options());
+        let result = restore_with(args, &conn, plan, &options).await;
+        if let Some(server) = offline {
+            server.close().await?;
+        }
+        result
+    });
+    // A snapshot that could not be read explains a failed restore better than the engine's error.
+    match from_repo.finish() {
+        Some(e) => Err(e),
+        None => result,
+    }
+}
+
+async fn restore_with(
+    args: &Args,
+    conn: &tidemark_core::connection::ConnectionOptions,
+    plan: tidemark_core::restore::RestorePlan,
+    options: &RestoreOptions,
+) -> Result<(), CliError> {
     let quiet = args.output.quiet;
-    runtime()?.block_on(async {
-        let client = tidemark_core::connection::connect(&conn, "tidemark-restore").await?;
+    {
+        let client = tidemark_core::connection::connect(conn, "tidemark-restore").await?;
         let bars = Arc::new(Bars::new(quiet, None, "restored"));
-        let result = run_restore(&client, plan, &options, bars.clone()).await;
+        let result = run_restore(&client, plan, options, bars.clone()).await;
         bars.done();
         let (summary, error) = match result {
             Ok(s) => (s, None),
@@ -365,7 +428,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             Some(e) => Err(CliError::from(e)),
             None => Ok(()),
         }
-    })
+    }
 }
 
 #[cfg(test)]

@@ -10,14 +10,18 @@
 //! - [`connection`]: the tools' connection options folded into driver options.
 //! - [`dump`]: [`dump::plan_dump`] and [`dump::run_dump`].
 //! - [`restore`]: [`restore::plan_restore`] and [`restore::run_restore`].
+//! - [`replay`]: parallel oplog replay (lanes by namespace and `_id`, barriers for commands).
 //! - [`nsmatch`]: `--nsInclude`/`--nsExclude`/`--nsFrom`/`--nsTo` patterns.
+//! - [`offline`]: `--dbpath`, dump and restore of a `tidemark-server` data directory with no server running.
 
 pub mod authschema;
 pub mod connection;
 pub mod dump;
 pub mod error;
 pub mod nsmatch;
+pub mod offline;
 pub mod progress;
+pub mod replay;
 pub mod restore;
 
 pub use error::{Error, Result};

@@ -58,7 +58,43 @@ pub enum RestoreSource {
     Archive(Option<PathBuf>),
     /// A raw BSON stream on standard input (`-`), restored into `--db`.`--collection`.
     Stdin,
+    /// An archive read from a caller-supplied stream (for example a pipe fed by another thread).
+    Stream(ArchiveStream),
 }
+
+/// A readable archive stream handed to [`plan_restore`], which takes it: a plan can be made from it
+/// once. Cloning shares the same stream.
+#[derive(Clone)]
+pub struct ArchiveStream(Arc<Mutex<Option<Box<dyn Read + Send>>>>);
+
+impl ArchiveStream {
+    /// Wraps a reader of an uncompressed archive.
+    pub fn new(reader: impl Read + Send + 'static) -> Self {
+        Self(Arc::new(Mutex::new(Some(Box::new(reader)))))
+    }
+
+    fn take(&self) -> Result<Box<dyn Read + Send>> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take())
+            .ok_or_else(|| Error::Options("the archive stream was already read".into()))
+    }
+}
+
+impl fmt::Debug for ArchiveStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArchiveStream")
+    }
+}
+
+impl PartialEq for ArchiveStream {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ArchiveStream {}
 
 /// What to restore and how (mongorestore's options).
 #[derive(Debug, Clone)]
@@ -89,6 +125,8 @@ pub struct RestoreOptions {
     pub oplog_limit: Option<Timestamp>,
     /// `--oplogFile`.
     pub oplog_file: Option<PathBuf>,
+    /// `--oplogReplayWorkers`: lanes of the parallel oplog replay (see [`crate::replay`]).
+    pub oplog_replay_workers: usize,
     /// `--objcheck`.
     pub objcheck: bool,
     /// `--filter`: only matching documents are restored.
@@ -138,6 +176,7 @@ impl Default for RestoreOptions {
             oplog_replay: false,
             oplog_limit: None,
             oplog_file: None,
+            oplog_replay_workers: crate::replay::default_replay_workers(),
             objcheck: false,
             filter: None,
             no_index_restore: false,
@@ -356,7 +395,7 @@ impl Filters {
 /// conflicting rename destinations, `--restoreDbUsersAndRoles` without users or roles).
 #[allow(clippy::too_many_lines)]
 pub fn plan_restore(options: &RestoreOptions) -> Result<RestorePlan> {
-    let archive_mode = matches!(options.source, RestoreSource::Archive(_));
+    let archive_mode = matches!(options.source, RestoreSource::Archive(_) | RestoreSource::Stream(_));
     let filters = Filters::new(options, archive_mode)?;
     let mut plan = RestorePlan {
         intents: Vec::new(),
@@ -414,8 +453,14 @@ pub fn plan_restore(options: &RestoreOptions) -> Result<RestorePlan> {
                 });
             }
         }
-        RestoreSource::Archive(path) => {
-            let input = open_input(path.as_ref(), options.gzip)?;
+        RestoreSource::Archive(_) | RestoreSource::Stream(_) => {
+            let input = match &options.source {
+                RestoreSource::Stream(stream) => stream.take()?,
+                RestoreSource::Archive(path) => open_input(path.as_ref(), options.gzip)?,
+                RestoreSource::Directory(_) | RestoreSource::Stdin => {
+                    return Err(Error::Options("not an archive source".into()));
+                }
+            };
             let reader = ArchiveReader::new(input).map_err(|source| Error::Archive {
                 context: "error reading the archive prelude".into(),
                 source,
@@ -1233,25 +1278,26 @@ async fn execute(ctx: &Arc<Context>, mut plan: RestorePlan) -> Result<Option<u64
             }
             _ => BsonReader::new(Box::new(std::io::empty()), MAX_OPLOG_DOCUMENT_SIZE),
         };
-        let admin = ctx.client.database("admin");
+        let mut partitioner =
+            tidemark_oplog::Partitioner::new(options.oplog_replay_workers, options.bypass_document_validation);
+        for intent in &plan.intents {
+            let collection_options = intent.metadata.as_ref().and_then(|m| m.options.as_ref());
+            if collection_options.is_some_and(|o| o.get_bool("capped") == Ok(true) || o.contains_key("collation")) {
+                partitioner.serialize_namespace(&intent.destination.to_string());
+            }
+        }
+        let mut lanes = crate::replay::ParallelReplay::new(&ctx.client, partitioner);
         while let Some(raw) = reader
             .next_document()
             .map_err(|e| Error::Data(format!("error reading oplog bson input: {e}")))?
         {
             let step = replayer.push_raw(&raw)?;
-            for command in step.commands {
-                let reply = admin.run_command(command).await;
-                if let Err(e) = reply {
-                    return Err(Error::Mongo {
-                        context: "restore error: error applying oplog: applyOps".into(),
-                        source: Box::new(e),
-                    });
-                }
-            }
+            lanes.push(step.commands).await?;
             if step.stop {
                 break;
             }
         }
+        lanes.finish().await?;
         ctx.progress
             .log(&format!("applied {} oplog entries", replayer.applied()));
         oplog_entries = Some(replayer.applied());

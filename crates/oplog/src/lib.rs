@@ -23,10 +23,12 @@ pub mod catalog;
 pub mod entry;
 pub mod error;
 pub mod limit;
+pub mod partition;
 pub mod replay;
 
 pub use catalog::{CollectionIndexes, IndexBuildOptions, IndexCatalog, is_default_id_index};
 pub use entry::{OplogEntry, apply_ops_command};
 pub use error::{LimitParseError, OplogError};
 pub use limit::parse_oplog_limit;
+pub use partition::{MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, Partitioner, Work};
 pub use replay::{ReplayOptions, Replayer, SkipReason, Step, is_transaction_entry, skip_reason};

@@ -1,0 +1,228 @@
+//! `tidemark restore --repo URL --snapshot ID`: restore a snapshot of a backup repository.
+//!
+//! Two modes. With `--out DIR` or `--archive FILE` the snapshot is exported as a
+//! mongodump-compatible dump (what `tidemark repo export` writes) and nothing touches a server.
+//! Otherwise the snapshot goes into a server through the ordinary restore engine, so every
+//! mongorestore option (namespace filters and renames, `--drop`, `--oplogReplay` ...) applies
+//! unchanged: a thread exports the snapshot as an archive stream into an OS pipe whose read end is
+//! the engine's archive input ([`RestoreSource::Stream`]). Nothing is staged on disk, memory stays
+//! bounded by the pipe and the engine's buffers, and the chunks are verified (decrypted,
+//! authenticated, counted and hashed per namespace) as they stream. If the repository cannot
+//! deliver a namespace, the export thread's error, which names the snapshot and namespace, is
+//! the command's error (the engine only sees a truncated archive).
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use tidemark_core::restore::{ArchiveStream, RestoreOptions, RestoreSource};
+use tidemark_repo::SnapshotReader;
+use tidemark_repo::export::{ExportStats, export_archive, export_directory};
+
+use crate::CliError;
+use crate::repo::{RepoOptions, open};
+
+/// Pipe and output buffer size of the streaming export.
+const STREAM_BUFFER: usize = 1 << 20;
+
+/// The repository options of `tidemark restore`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct RepoSource {
+    /// Restore a snapshot of this backup repository (`/path`, `s3://bucket/prefix?...`) instead of a dump.
+    #[arg(long = "repo", value_name = "URL")]
+    pub(crate) repo: Option<String>,
+    /// With --repo: the snapshot (id, unique id prefix, or `latest`).
+    #[arg(long, requires = "repo", value_name = "ID")]
+    pub(crate) snapshot: Option<String>,
+    /// With --repo: read the repository password from this file (else `TIDEMARK_PASSWORD`, else a prompt).
+    #[arg(long = "password-file", requires = "repo", value_name = "FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+    /// With --repo: the repository is not encrypted.
+    #[arg(long = "insecure-no-password", requires = "repo")]
+    pub(crate) insecure_no_password: bool,
+    /// With --repo: write the snapshot as a dump directory here instead of restoring it into a server.
+    #[arg(long, requires = "repo", value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
+    /// With --repo: the member (replica set or shard) to restore when the snapshot holds several.
+    #[arg(long, requires = "repo")]
+    pub(crate) member: Option<String>,
+}
+
+/// What [`start`] decided.
+pub(crate) enum RepoRestore {
+    /// No `--repo`: an ordinary restore.
+    NotRequested,
+    /// The snapshot was exported as a dump; the command is done.
+    Exported,
+    /// The restore reads the snapshot from this export, to be finished with [`RepoRestore::finish`].
+    Streaming(Exporter),
+}
+
+/// The thread exporting a snapshot into the restore engine's pipe.
+pub(crate) struct Exporter {
+    thread: JoinHandle<anyhow::Result<ExportStats>>,
+}
+
+impl RepoRestore {
+    /// Waits for the export thread; returns its error, if any, which explains a failed restore
+    /// better than the engine's (a truncated archive).
+    pub(crate) fn finish(self) -> Option<CliError> {
+        let Self::Streaming(exporter) = self else { return None };
+        match exporter.thread.join() {
+            Ok(Ok(_)) => None,
+            // The engine stopped reading (it failed, and reports why).
+            Ok(Err(e)) if is_broken_pipe(&e) => None,
+            Ok(Err(e)) => Some(CliError::from(e)),
+            Err(_) => Some(CliError::from(anyhow::anyhow!("the snapshot export thread panicked"))),
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+impl RepoSource {
+    fn repo_options(&self, repo: &str) -> RepoOptions {
+        RepoOptions {
+            repo: repo.to_owned(),
+            password_file: self.password_file.clone(),
+            insecure_no_password: self.insecure_no_password,
+        }
+    }
+}
+
+/// With `--repo`: exports the snapshot (`--out`/`--archive`) or points `options` at a stream of it.
+///
+/// `archive` is restore's `--archive` value (an output file here, `-` for stdout), `gzip` its
+/// `--gzip` (gzipped output files in directory mode), `target` its positional dump target.
+pub(crate) fn start(
+    source: &RepoSource,
+    archive: Option<&str>,
+    gzip: bool,
+    target: Option<&str>,
+    options: &mut RestoreOptions,
+) -> Result<RepoRestore, CliError> {
+    let Some(repo) = &source.repo else {
+        return Ok(RepoRestore::NotRequested);
+    };
+    let Some(snapshot) = source.snapshot.clone() else {
+        return Err(CliError::usage("--repo needs --snapshot ID (or --snapshot latest)"));
+    };
+    if let Some(t) = target {
+        return Err(CliError::usage(format!(
+            "cannot restore from {t:?} and from --repo at once (with --repo, --out DIR writes a dump directory)"
+        )));
+    }
+    if options.oplog_file.is_some() {
+        return Err(CliError::usage("cannot use --oplogFile with --repo (the snapshot's oplog is replayed)"));
+    }
+    let repo_options = source.repo_options(repo);
+    if archive.is_some() || source.out.is_some() {
+        if archive.is_some() && source.out.is_some() {
+            return Err(CliError::usage("--out and --archive are mutually exclusive"));
+        }
+        export(&repo_options, &snapshot, source.member.as_deref(), archive, source.out.as_ref(), gzip)?;
+        return Ok(RepoRestore::Exported);
+    }
+    if gzip {
+        return Err(CliError::usage("--gzip applies to --out with --repo (the stream is not compressed)"));
+    }
+    let (reader, writer) = std::io::pipe().context("create a pipe for the snapshot stream")?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<bool>(1);
+    let member = source.member.clone();
+    let thread = std::thread::Builder::new()
+        .name("snapshot-export".into())
+        .spawn(move || -> anyhow::Result<ExportStats> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("start async runtime")?;
+            runtime.block_on(async move {
+                let opened = async {
+                    let repository = open(&repo_options).await?;
+                    let id = repository.find_snapshot(&snapshot).await?;
+                    let reader = SnapshotReader::open(&repository, &id)
+                        .await
+                        .with_context(|| format!("open snapshot {id}"))?;
+                    anyhow::Ok(reader)
+                }
+                .await;
+                let _ = ready_tx.send(opened.is_ok());
+                let reader = opened?;
+                let out = BufWriter::with_capacity(STREAM_BUFFER, writer);
+                let (out, stats) = export_archive(&reader, member.as_deref(), out)
+                    .await
+                    .with_context(|| format!("restore snapshot {} from {}", reader.id(), repo_options.repo))?;
+                out.into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)
+                    .and_then(|mut pipe| pipe.flush())
+                    .context("write the snapshot stream to the restore")?;
+                Ok(stats)
+            })
+        })
+        .context("start the snapshot export thread")?;
+    let exporter = Exporter { thread };
+    // The snapshot must open before the engine reads the archive prelude; otherwise its error,
+    // not "truncated archive", is the one to report.
+    if ready_rx.recv() != Ok(true) {
+        return Err(RepoRestore::Streaming(exporter)
+            .finish()
+            .unwrap_or_else(|| CliError::from(anyhow::anyhow!("the snapshot could not be opened"))));
+    }
+    options.source = RestoreSource::Stream(ArchiveStream::new(reader));
+    options.gzip = false;
+    Ok(RepoRestore::Streaming(exporter))
+}
+
+/// Writes the snapshot as a dump directory or archive file (`-`: standard output).
+fn export(
+    repo_options: &RepoOptions,
+    snapshot: &str,
+    member: Option<&str>,
+    archive: Option<&str>,
+    out: Option<&PathBuf>,
+    gzip: bool,
+) -> Result<(), CliError> {
+    let runtime = crate::repo::runtime()?;
+    runtime.block_on(async {
+        let repository = open(repo_options).await?;
+        let id = repository.find_snapshot(snapshot).await?;
+        let reader = SnapshotReader::open(&repository, &id).await?;
+        let stats = match (archive, out) {
+            (Some("-"), _) => {
+                let (stdout, stats) =
+                    export_archive(&reader, member, BufWriter::with_capacity(STREAM_BUFFER, std::io::stdout())).await?;
+                stdout
+                    .into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)
+                    .and_then(|mut s| s.flush())
+                    .context("write the archive to standard output")?;
+                stats
+            }
+            (Some(path), _) => {
+                if gzip {
+                    return Err(CliError::usage("--gzip applies to --out only"));
+                }
+                let file = std::fs::File::create(path).with_context(|| format!("create {path}"))?;
+                let (file, stats) = export_archive(&reader, member, BufWriter::with_capacity(STREAM_BUFFER, file)).await?;
+                file.into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)
+                    .and_then(|f| f.sync_all())
+                    .with_context(|| format!("write {path}"))?;
+                stats
+            }
+            (None, Some(dir)) => export_directory(&reader, member, dir, gzip).await?,
+            (None, None) => return Err(CliError::usage("give --out DIR or --archive FILE")),
+        };
+        eprintln!(
+            "exported snapshot {id}: {} namespace(s), {} document(s)",
+            stats.namespaces, stats.documents
+        );
+        Ok(())
+    })
+}
