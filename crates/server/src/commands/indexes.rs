@@ -3,7 +3,9 @@
 //! Specs are stored as `{v, key, name, ...options}` with the client's key order and option value types kept,
 //! and listed with `_id_` first. Unique indexes are enforced (building one over duplicate data fails with
 //! 11000); every other index kind (text, 2dsphere, hashed, TTL, wildcard...) is kept as metadata so that it
-//! survives a dump and restore exactly.
+//! survives a dump and restore exactly. Text and `2dsphere` specs are first put in the form mongod stores and
+//! lists (text fields folded into `_fts`/`_ftsx` with `weights` and the text options; `2dsphereIndexVersion`),
+//! so that `listIndexes`, dumps and oplog entries carry what a real server would report.
 
 use bson::{Bson, Document, RawDocumentBuf, doc};
 
@@ -83,7 +85,102 @@ pub fn normalize_spec(spec: &Document) -> CommandResult<Document> {
     {
         return Err(CommandError::type_mismatch("The field 'unique' must be a boolean"));
     }
+    let out = expand_text_spec(out)?;
+    Ok(expand_2dsphere_spec(out))
+}
+
+/// Puts a text index spec in the form mongod stores and lists: the text fields of the key pattern become
+/// `_fts: "text", _ftsx: 1` (at the place of the first one), and `weights` (every text field, weight 1 unless
+/// given, sorted by field name), `default_language` ("english"), `language_override` ("language") and
+/// `textIndexVersion` (3) are appended after the other options. A spec already in that form (as found in a
+/// dump's metadata or an oplog entry) only gets the options it lacks.
+fn expand_text_spec(spec: Document) -> CommandResult<Document> {
+    const TRAILING: [&str; 4] = ["weights", "default_language", "language_override", "textIndexVersion"];
+    let Ok(key) = spec.get_document("key") else {
+        return Ok(spec);
+    };
+    let is_text = |v: &Bson| matches!(v, Bson::String(s) if s == "text");
+    let already = key.contains_key("_fts");
+    if !already && !key.values().any(is_text) {
+        return Ok(spec);
+    }
+    let mut weights = std::collections::BTreeMap::new();
+    match spec.get("weights") {
+        None => {}
+        Some(Bson::Document(given)) => {
+            for (field, w) in given {
+                let w = match w {
+                    Bson::Int32(i) => Bson::Int32(*i),
+                    Bson::Int64(i) => i32::try_from(*i).map_or(Bson::Int64(*i), Bson::Int32),
+                    Bson::Double(f) => Bson::Double(*f),
+                    _ => {
+                        return Err(CommandError::cannot_create_index(format!(
+                            "weight for text index needs numeric type: field '{field}' has {w}"
+                        )));
+                    }
+                };
+                weights.insert(field.clone(), w);
+            }
+        }
+        Some(other) => {
+            return Err(CommandError::type_mismatch(format!(
+                "text index option 'weights' must be an object, not {other}"
+            )));
+        }
+    }
+    let mut new_key = Document::new();
+    for (field, v) in key {
+        if is_text(v) && !already {
+            weights.entry(field.clone()).or_insert(Bson::Int32(1));
+            if !new_key.contains_key("_fts") {
+                new_key.insert("_fts", "text");
+                new_key.insert("_ftsx", 1_i32);
+            }
+        } else {
+            new_key.insert(field.clone(), v.clone());
+        }
+    }
+    let mut out = Document::new();
+    for (k, v) in &spec {
+        if k == "key" {
+            out.insert("key", new_key.clone());
+        } else if !TRAILING.contains(&k.as_str()) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    // A stored-form spec without weights keeps none: its text fields are no longer known.
+    if !already || spec.contains_key("weights") {
+        out.insert("weights", weights.into_iter().collect::<Document>());
+    }
+    out.insert(
+        "default_language",
+        spec.get("default_language")
+            .cloned()
+            .unwrap_or_else(|| Bson::from("english")),
+    );
+    out.insert(
+        "language_override",
+        spec.get("language_override")
+            .cloned()
+            .unwrap_or_else(|| Bson::from("language")),
+    );
+    out.insert(
+        "textIndexVersion",
+        spec.get("textIndexVersion").cloned().unwrap_or(Bson::Int32(3)),
+    );
     Ok(out)
+}
+
+/// mongod records the version of a new `2dsphere` index in the spec it stores and lists
+/// (`2dsphereIndexVersion: 3`) unless the client gave one.
+fn expand_2dsphere_spec(mut spec: Document) -> Document {
+    let has_2dsphere = spec
+        .get_document("key")
+        .is_ok_and(|k| k.values().any(|v| matches!(v, Bson::String(s) if s == "2dsphere")));
+    if has_2dsphere && !spec.contains_key("2dsphereIndexVersion") {
+        spec.insert("2dsphereIndexVersion", 3_i32);
+    }
+    spec
 }
 
 /// Whether a collation value is `{locale: "simple"}` (the binary comparison mongod uses by default).
