@@ -91,7 +91,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
 
 fn summary(args: &Args, count: u64) {
     if !args.quiet {
-        eprintln!("{count} objects found");
+        log(&format!("{count} objects found"));
     }
 }
 
@@ -130,7 +130,9 @@ fn dump(args: &Args, input: impl Read, out: &mut impl Write) -> Result<u64, (u64
                 };
                 checked.map(|()| {
                     line.clear();
-                    let _ = debug_document(&mut line, doc, 0);
+                    if let Err(e) = debug_document(&mut line, doc, 0) {
+                        log(&format!("encountered error debugging BSON data: {e}"));
+                    }
                 })
             }
         };
@@ -142,12 +144,13 @@ fn dump(args: &Args, input: impl Read, out: &mut impl Write) -> Result<u64, (u64
                     anyhow::anyhow!("failed to validate document {count} at byte offset {offset}: {e}"),
                 ));
             }
-            Err(e) => eprintln!("unable to dump document {count} (byte offset {offset}): {e}"),
+            Err(e) => log(&format!("unable to dump document {count} (byte offset {offset}): {e}")),
         }
     }
 }
 
 /// The `--type=debug` listing: sizes, element names and type numbers, nested documents indented.
+/// Like the real tool, a level whose elements cannot all be decoded prints only its header.
 fn debug_document(out: &mut String, doc: &RawDocument, indent: usize) -> Result<(), bson::raw::Error> {
     use std::fmt::Write as _;
     if indent > 3 * extjson::MAX_DEPTH {
@@ -156,22 +159,34 @@ fn debug_document(out: &mut String, doc: &RawDocument, indent: usize) -> Result<
     let pad = "\t".repeat(indent);
     let _ = writeln!(out, "{pad}--- new object ---");
     let _ = writeln!(out, "{pad}\tsize : {}", doc.as_bytes().len());
+    let mut elements = Vec::new();
     for element in doc.iter_elements() {
         let element = element?;
-        let key = element.key();
-        let type_number = element.element_type() as u8;
+        let value = element.value()?;
+        elements.push((element.key(), element.element_type() as u8, element.len(), value));
+    }
+    for (key, type_number, len, value) in elements {
         let _ = writeln!(out, "{pad}\t\t{key}");
         let _ = writeln!(
             out,
             "{pad}\t\t\ttype: {:>4} size: {}",
             i8::from_ne_bytes([type_number]),
-            2 + key.len() + element.len()
+            2 + key.len() + len
         );
-        match element.value()? {
+        match value {
             RawBsonRef::Document(d) => debug_document(out, d, indent + 3)?,
             RawBsonRef::Array(a) => debug_document(out, RawDocument::from_bytes(a.as_bytes())?, indent + 3)?,
             _ => {}
         }
     }
     Ok(())
+}
+
+/// A log line on stderr in the Go tools' format: `<time>\t<message>`.
+fn log(message: &str) {
+    // Go's layout `2006-01-02T15:04:05.000-0700`: always three fraction digits, UTC as `+0000`.
+    let now = bson::DateTime::now().try_to_rfc3339_string().unwrap_or_default();
+    let body = now.strip_suffix('Z').unwrap_or(&now);
+    let (seconds, fraction) = body.split_once('.').unwrap_or((body, ""));
+    eprintln!("{seconds}.{:0<3}+0000\t{message}", &fraction[..fraction.len().min(3)]);
 }

@@ -157,3 +157,14 @@ print(len(docs))
     assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
     assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "4");
 }
+
+#[test]
+fn debug_listing_of_an_undecodable_document_shows_only_its_header() {
+    // What the real bsondump prints for bad_type.bson (first document's element `a` has type 0xAA):
+    // the header of that document, nothing of its elements, then the next documents.
+    let out = bsondump(&["--type=debug", testdata("bad_type.bson").to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("--- new object ---\n\tsize : 82\n--- new object ---\n"), "{text}");
+    assert!(stderr(&out).contains("encountered error debugging BSON data"), "{}", stderr(&out));
+}

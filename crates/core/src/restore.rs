@@ -1083,7 +1083,7 @@ async fn execute(ctx: &Arc<Context>, mut plan: RestorePlan) -> Result<Option<u64
                 let key = index.get_document("key").cloned().unwrap_or_default();
                 if key.values().any(|v| matches!(v, Bson::String(s) if s == "geoHaystack")) {
                     return Err(Error::Data(format!(
-                        "found a geoHaystack index: {index} on {}. Remove the index from the source or use --noIndexRestore to skip all indexes.",
+                        "found a geoHaystack index: {index} on {}. geoHaystack indexes are not supported by the destination cluster. Remove the index from the source or use --noIndexRestore to skip all indexes.",
                         intent.destination
                     )));
                 }
@@ -1280,19 +1280,15 @@ async fn execute(ctx: &Arc<Context>, mut plan: RestorePlan) -> Result<Option<u64
         };
         let mut partitioner =
             tidemark_oplog::Partitioner::new(options.oplog_replay_workers, options.bypass_document_validation);
-        for intent in &plan.intents {
-            let collection_options = intent.metadata.as_ref().and_then(|m| m.options.as_ref());
-            if collection_options.is_some_and(|o| o.get_bool("capped") == Ok(true) || o.contains_key("collation")) {
-                partitioner.serialize_namespace(&intent.destination.to_string());
-            }
-        }
+        crate::replay::serialize_existing_collections(&ctx.client, &mut partitioner).await?;
         let mut lanes = crate::replay::ParallelReplay::new(&ctx.client, partitioner);
         while let Some(raw) = reader
             .next_document()
             .map_err(|e| Error::Data(format!("error reading oplog bson input: {e}")))?
         {
             let step = replayer.push_raw(&raw)?;
-            lanes.push(step.commands).await?;
+            let isolated = tidemark_oplog::is_isolated_entry(&raw);
+            lanes.push(step.commands, isolated).await?;
             if step.stop {
                 break;
             }
