@@ -20,6 +20,7 @@ use tidemark_format::metadata::Metadata;
 
 use crate::CliError;
 
+mod backup;
 mod replay;
 
 /// Arguments of `tidemark bench`.
@@ -47,6 +48,23 @@ enum What {
         /// Scratch directory for the dump (a temporary one by default).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// `tidemark backup` into a repository against `tidemark dump --archive` of the same generated
+    /// dataset, restore from the repository, and the bytes stored by backups of an unchanged database
+    /// and after changing 1% of the documents.
+    Backup {
+        /// Dataset size in MiB (the `bench dump` dataset).
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// The `tidemark-server` binary (by default the one next to this executable).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+        /// Scratch directory for the repository and the dump (a temporary one by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Average chunk size of the benchmark repository in KiB (`repo init --chunk-size`).
+        #[arg(long)]
+        chunk_size: Option<u32>,
     },
     /// `tidemark dump`/`tidemark restore` against a generated dataset in tidemark-server, in directory,
     /// archive and gzip modes: wall time, MB/s and peak memory; compared in the same run with the real
@@ -104,6 +122,12 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             dir,
             collections,
         } => bench_format(*size_mib, dir.as_deref(), (*collections).max(1)),
+        What::Backup {
+            size_mib,
+            server_bin,
+            dir,
+            chunk_size,
+        } => backup::bench_backup(*size_mib, server_bin.clone(), dir.as_deref(), *chunk_size),
         What::Server { documents, server_bin } => bench_server(*documents, server_bin.clone()),
         What::Dump {
             size_mib,

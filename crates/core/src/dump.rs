@@ -47,7 +47,43 @@ pub enum DumpTarget {
     Archive(Option<PathBuf>),
     /// The raw BSON of one collection on standard output (`--out -`).
     Stdout,
+    /// An archive written to a caller-supplied stream (for example a pipe read by another thread).
+    Stream(ArchiveOutput),
 }
+
+/// A writable stream for an archive, taken by [`run_dump`] (a dump can be written to it once).
+/// Cloning shares the same stream.
+#[derive(Clone)]
+pub struct ArchiveOutput(Arc<std::sync::Mutex<Option<Box<dyn Write + Send>>>>);
+
+impl ArchiveOutput {
+    /// Wraps a writer; the archive is written uncompressed unless `gzip` is set in the options.
+    pub fn new(writer: impl Write + Send + 'static) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(Box::new(writer)))))
+    }
+
+    fn take(&self) -> Result<Box<dyn Write + Send>> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut w| w.take())
+            .ok_or_else(|| Error::Options("the archive output stream was already used".into()))
+    }
+}
+
+impl fmt::Debug for ArchiveOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArchiveOutput")
+    }
+}
+
+impl PartialEq for ArchiveOutput {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ArchiveOutput {}
 
 /// What to dump and how.
 #[derive(Debug, Clone)]
@@ -886,14 +922,15 @@ pub async fn run_dump(
     // Open the output.
     let mut archive: Option<SharedArchiveWriter<BoxWrite>> = None;
     match &options.target {
-        DumpTarget::Archive(path) => {
-            let out: BoxWrite = match path {
-                Some(p) => {
+        DumpTarget::Archive(_) | DumpTarget::Stream(_) => {
+            let out: BoxWrite = match &options.target {
+                DumpTarget::Stream(stream) => Box::new(BufWriter::with_capacity(1 << 20, stream.take()?)),
+                DumpTarget::Archive(Some(p)) => {
                     let p = tidemark_format::archive::gzip::resolve_archive_path(p, options.gzip);
                     let f = File::create(&p).map_err(io_error("error creating archive", &p))?;
                     Box::new(BufWriter::with_capacity(1 << 20, f))
                 }
-                None => Box::new(BufWriter::new(std::io::stdout())),
+                _ => Box::new(BufWriter::new(std::io::stdout())),
             };
             let out = maybe_gzip(out, options.gzip);
             let concurrent = i32::try_from(parallel).unwrap_or(i32::MAX);

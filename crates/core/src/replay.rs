@@ -45,6 +45,45 @@ pub fn default_replay_workers() -> usize {
         .clamp(1, MAX_DEFAULT_REPLAY_WORKERS)
 }
 
+/// Marks, in `partitioner`, every existing collection whose entries must stay in one lane:
+/// capped collections and collections with a default collation (see
+/// [`Partitioner::serialize_namespace`]). Run it once the restored collections exist, before
+/// the replay: it also covers collections that were already on the destination.
+///
+/// # Errors
+/// A failed `listDatabases` or `listCollections`.
+pub async fn serialize_existing_collections(client: &Client, partitioner: &mut Partitioner) -> Result<()> {
+    let names = client.list_database_names().await.map_err(|source| Error::Mongo {
+        context: "restore error: error listing databases before the oplog replay".into(),
+        source: Box::new(source),
+    })?;
+    for db in names {
+        let mut cursor = client
+            .database(&db)
+            .run_cursor_command(bson::doc! {"listCollections": 1})
+            .await
+            .map_err(|source| Error::Mongo {
+                context: format!("restore error: error listing collections of {db} before the oplog replay"),
+                source: Box::new(source),
+            })?;
+        while cursor.advance().await.map_err(|source| Error::Mongo {
+            context: format!("restore error: error listing collections of {db} before the oplog replay"),
+            source: Box::new(source),
+        })? {
+            let Ok(spec) = Document::try_from(cursor.current()) else {
+                continue;
+            };
+            let (Ok(name), Ok(options)) = (spec.get_str("name"), spec.get_document("options")) else {
+                continue;
+            };
+            if options.get_bool("capped") == Ok(true) || options.contains_key("collation") {
+                partitioner.serialize_namespace(&format!("{db}.{name}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 enum Message {
     Apply(Document),
     Sync(oneshot::Sender<()>),
@@ -151,13 +190,14 @@ impl ParallelReplay {
         self.senders.len()
     }
 
-    /// Schedules the commands of one replayed step.
+    /// Schedules the commands of one replayed step; `isolated` runs them as one barrier unit
+    /// (a transaction: see [`tidemark_oplog::is_isolated_entry`]).
     ///
     /// # Errors
     /// The first `applyOps` failure of any lane or barrier, as mongorestore reports it.
-    pub async fn push(&mut self, commands: Vec<Document>) -> Result<()> {
+    pub async fn push(&mut self, commands: Vec<Document>, isolated: bool) -> Result<()> {
         let mut work = std::mem::take(&mut self.work);
-        self.partitioner.push(commands, &mut work);
+        self.partitioner.push(commands, isolated, &mut work);
         let result = self.run(&mut work).await;
         work.clear();
         self.work = work;

@@ -30,5 +30,5 @@ pub use catalog::{CollectionIndexes, IndexBuildOptions, IndexCatalog, is_default
 pub use entry::{OplogEntry, apply_ops_command};
 pub use error::{LimitParseError, OplogError};
 pub use limit::parse_oplog_limit;
-pub use partition::{MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, Partitioner, Work};
+pub use partition::{MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, Partitioner, Work, is_isolated_entry};
 pub use replay::{ReplayOptions, Replayer, SkipReason, Step, is_transaction_entry, skip_reason};

@@ -15,10 +15,12 @@
 //!   namespace; `create` and `convertToCapped` commands seen in the oplog mark namespaces the same
 //!   way, and `renameCollection` carries the mark over;
 //! - everything else is a barrier ([`Work::Barrier`]): commands (DDL, `dropDatabase`,
-//!   `renameCollection`, ...), entries whose target cannot be determined, and every [`crate::Step`]
-//!   of more than one command (a committed transaction, a vectored insert, a nested `applyOps`),
-//!   which runs as one isolated unit with its entries in order. The executor waits for every lane
-//!   to drain before running a barrier, and starts the lanes again only after it.
+//!   `renameCollection`, ...) and entries whose target cannot be determined. The executor waits
+//!   for every lane to drain before running a barrier, and starts the lanes again only after it;
+//! - the commands of a committed transaction (a top-level entry for which [`is_isolated_entry`]
+//!   holds) run as one isolated barrier unit, in their order. The several commands of other
+//!   entries (the inserts of an 8.0 vectored insert, the ops of a nested `applyOps`) are
+//!   scheduled one by one like top-level entries.
 //!
 //! Consecutive entries of one lane are batched into one `applyOps` command (mongod applies a
 //! CRUD-only `applyOps` as a whole) of at most [`MAX_BATCH_ENTRIES`] entries and
@@ -30,7 +32,7 @@ use std::{
     hash::{DefaultHasher, Hash, Hasher},
 };
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawBsonRef, RawDocument};
 
 /// Entries per batched `applyOps` command.
 pub const MAX_BATCH_ENTRIES: usize = 1000;
@@ -106,15 +108,18 @@ impl Partitioner {
     }
 
     /// Schedules the commands of one [`crate::Step`], appending the resulting work to `out`.
-    pub fn push(&mut self, commands: Vec<Document>, out: &mut Vec<Work>) {
-        if commands.len() == 1
-            && let Some((entry, lane)) = single_entry(&commands[0]).and_then(|e| self.lane_of(e).map(|l| (e, l)))
-        {
-            let entry = entry.clone();
-            self.add_to_lane(lane, entry, out);
+    ///
+    /// With `isolated` (a committed transaction, see [`is_isolated_entry`]) the commands run as
+    /// one barrier unit, in order; otherwise each command is scheduled on its own (the inserts of
+    /// a vectored insert or of a nested `applyOps` spread over the lanes like any others).
+    pub fn push(&mut self, commands: Vec<Document>, isolated: bool, out: &mut Vec<Work>) {
+        if commands.is_empty() {
             return;
         }
-        if commands.is_empty() {
+        if !isolated || commands.len() == 1 {
+            for command in commands {
+                self.push_one(command, out);
+            }
             return;
         }
         for command in &commands {
@@ -125,6 +130,21 @@ impl Partitioner {
         self.flush(out);
         out.push(Work::Barrier {
             commands: self.batch_unit(commands),
+        });
+    }
+
+    fn push_one(&mut self, command: Document, out: &mut Vec<Work>) {
+        if let Some((entry, lane)) = single_entry(&command).and_then(|e| self.lane_of(e).map(|l| (e, l))) {
+            let entry = entry.clone();
+            self.add_to_lane(lane, entry, out);
+            return;
+        }
+        if let Some(entry) = single_entry(&command) {
+            self.observe_command(entry);
+        }
+        self.flush(out);
+        out.push(Work::Barrier {
+            commands: vec![command],
         });
     }
 
@@ -249,6 +269,21 @@ impl Partitioner {
     }
 }
 
+/// Whether a top-level oplog entry may be part of a transaction (`lsid` and `txnNumber`, and not
+/// an 8.0 vectored insert, `multiOpType: 1`): the commands the replayer returns for it are
+/// pushed as one isolated unit.
+#[must_use]
+pub fn is_isolated_entry(raw: &RawDocument) -> bool {
+    let has = |key: &str| matches!(raw.get(key), Ok(Some(_)));
+    let vectored = match raw.get("multiOpType") {
+        Ok(Some(RawBsonRef::Int32(1))) => true,
+        Ok(Some(RawBsonRef::Int64(1))) => true,
+        Ok(Some(RawBsonRef::Double(v))) => v == 1.0,
+        _ => false,
+    };
+    has("lsid") && has("txnNumber") && !vectored
+}
+
 /// The entry of a one-entry `{applyOps: [entry], ...}` command.
 fn single_entry(command: &Document) -> Option<&Document> {
     match command.get_array("applyOps").ok()?.as_slice() {
@@ -369,10 +404,10 @@ mod tests {
     fn commands_and_unknown_targets_are_barriers() {
         let mut p = Partitioner::new(4, true);
         let mut out = Vec::new();
-        p.push(vec![cmd(insert("db.c", Bson::Int32(1)))], &mut out);
+        p.push(vec![cmd(insert("db.c", Bson::Int32(1)))], false, &mut out);
         assert!(out.is_empty(), "lane work is batched until a flush");
         let drop = doc! {"op": "c", "ns": "db.$cmd", "o": {"drop": "c"}};
-        p.push(vec![cmd(drop.clone())], &mut out);
+        p.push(vec![cmd(drop.clone())], false, &mut out);
         assert_eq!(out.len(), 2);
         let Work::Lane { command, entries, .. } = &out[0] else {
             panic!("{out:?}")
@@ -386,7 +421,11 @@ mod tests {
             }
         );
         out.clear();
-        p.push(vec![cmd(doc! {"op": "i", "ns": "db.c", "o": {"x": 1}})], &mut out);
+        p.push(
+            vec![cmd(doc! {"op": "i", "ns": "db.c", "o": {"x": 1}})],
+            false,
+            &mut out,
+        );
         assert!(matches!(&out[..], [Work::Barrier { .. }]));
     }
 
@@ -395,7 +434,7 @@ mod tests {
         let mut p = Partitioner::new(1, false);
         let mut out = Vec::new();
         for i in 0..2500 {
-            p.push(vec![cmd(insert("db.c", Bson::Int32(i)))], &mut out);
+            p.push(vec![cmd(insert("db.c", Bson::Int32(i)))], false, &mut out);
         }
         p.flush(&mut out);
         let sizes: Vec<usize> = out
@@ -414,6 +453,7 @@ mod tests {
         for i in 0..3 {
             p.push(
                 vec![cmd(doc! {"op": "i", "ns": "db.c", "o": {"_id": i, "s": &big}})],
+                false,
                 &mut out,
             );
         }
@@ -431,7 +471,7 @@ mod tests {
             cmd(doc! {"op": "c", "ns": "db.$cmd", "o": {"create": "d"}}),
             cmd(insert("db.d", Bson::Int32(3))),
         ];
-        p.push(unit, &mut out);
+        p.push(unit, true, &mut out);
         let [Work::Barrier { commands }] = &out[..] else {
             panic!("{out:?}")
         };
@@ -443,16 +483,47 @@ mod tests {
     }
 
     #[test]
+    fn other_multi_command_steps_spread_over_lanes() {
+        // The inserts of a vectored insert or nested applyOps are independent documents.
+        let mut p = Partitioner::new(4, false);
+        let mut out = Vec::new();
+        let step: Vec<Document> = (0..40).map(|i| cmd(insert("db.c", Bson::Int32(i)))).collect();
+        p.push(step, false, &mut out);
+        assert!(out.is_empty());
+        p.flush(&mut out);
+        assert!(out.len() > 1 && out.iter().all(|w| matches!(w, Work::Lane { .. })));
+        let total: usize = out
+            .iter()
+            .map(|w| match w {
+                Work::Lane { entries, .. } => *entries,
+                Work::Barrier { .. } => 0,
+            })
+            .sum();
+        assert_eq!(total, 40);
+    }
+
+    #[test]
+    fn transaction_shaped_entries_are_isolated() {
+        let txn = bson::rawdoc! {"op": "c", "ns": "admin.$cmd", "o": {"applyOps": []},
+        "lsid": {"id": 1}, "txnNumber": 3_i64};
+        assert!(is_isolated_entry(&txn));
+        let vectored = bson::rawdoc! {"op": "c", "ns": "admin.$cmd", "o": {"applyOps": []},
+        "lsid": {"id": 1}, "txnNumber": 3_i64, "multiOpType": 1};
+        assert!(!is_isolated_entry(&vectored));
+        assert!(!is_isolated_entry(&bson::rawdoc! {"op": "c", "o": {"applyOps": []}}));
+    }
+
+    #[test]
     fn capped_and_collated_collections_use_one_lane() {
         let mut p = Partitioner::new(8, false);
         let mut out = Vec::new();
         let create = doc! {"op": "c", "ns": "db.$cmd", "o": {"create": "cap", "capped": true, "size": 4096}};
-        p.push(vec![cmd(create)], &mut out);
+        p.push(vec![cmd(create)], false, &mut out);
         let coll =
             doc! {"op": "c", "ns": "db.$cmd", "o": {"create": "ci", "collation": {"locale": "en", "strength": 2}}};
-        p.push(vec![cmd(coll)], &mut out);
+        p.push(vec![cmd(coll)], false, &mut out);
         let rename = doc! {"op": "c", "ns": "db.$cmd", "o": {"renameCollection": "db.cap", "to": "db.cap2"}};
-        p.push(vec![cmd(rename)], &mut out);
+        p.push(vec![cmd(rename)], false, &mut out);
         for ns in ["db.cap", "db.ci", "db.cap2"] {
             assert!(p.is_serialized(ns));
             let lanes: HashSet<usize> = (0..50)

@@ -138,6 +138,7 @@ proptest! {
         ops in prop::collection::vec(op(), 0..80),
         lanes in 1_usize..6,
         choices in prop::collection::vec(any::<u16>(), 0..400),
+        isolate in prop::collection::vec(any::<bool>(), 0..80),
     ) {
         let steps = steps(&ops);
         let mut sequential = State::new();
@@ -147,8 +148,10 @@ proptest! {
 
         let mut partitioner = Partitioner::new(lanes, false);
         let mut work = Vec::new();
-        for step in steps.iter().cloned() {
-            partitioner.push(step, &mut work);
+        for (i, step) in steps.iter().cloned().enumerate() {
+            // Multi-command steps are tried both isolated (transactions) and spread (vectored
+            // inserts): both must be correct.
+            partitioner.push(step, isolate.get(i).copied().unwrap_or(true), &mut work);
         }
         partitioner.flush(&mut work);
         let scheduled: usize = work
