@@ -1,17 +1,19 @@
 //! `tidemark backup`: store a dump in a repository as a deduplicated, encrypted snapshot.
 //!
 //! The source is either an existing dump directory (`--from-dump`, made by `tidemark dump` or the
-//! real mongodump) or archive (`--from-archive`, unpacked losslessly first), or a server: the dump engine then writes a dump into a temporary directory
-//! next to nothing else (removed afterwards), which is imported the same way. With `--oplog` the
-//! snapshot's consistency timestamp is the last oplog entry captured, the point a restore with
-//! oplog replay reaches.
+//! real mongodump) or archive (`--from-archive`, unpacked losslessly first), or a server. From a
+//! server nothing is staged on disk: the dump engine runs on its own thread and writes an archive
+//! (one collection at a time) into an OS pipe, which is imported into the snapshot as it arrives,
+//! so reading the server and chunking, compressing, encrypting and uploading overlap. With
+//! `--oplog` the snapshot's consistency timestamp is the last oplog entry captured, the point a
+//! restore with oplog replay reaches.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tidemark_core::dump::{DumpOptions, DumpTarget, plan_dump, run_dump};
-use tidemark_repo::import::import_directory;
+use tidemark_core::dump::{ArchiveOutput, DumpOptions, DumpTarget, plan_dump, run_dump};
+use tidemark_repo::import::{ImportStats, import_archive, import_directory};
 use tidemark_repo::{CommitOptions, NoProgress, SnapshotWriter};
 
 use crate::CliError;
@@ -67,33 +69,21 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     }
     runtime()?.block_on(async {
         let repo = open(&args.repo).await?;
-        let temp;
-        let (dir, gzip) = if let Some(dir) = &args.from_dump {
-            (dir.clone(), args.gzip)
+        let mut writer = SnapshotWriter::new(&repo, Arc::new(NoProgress)).await?;
+        writer.set_member(&args.replica_set, "replset");
+        let imported = if let Some(dir) = &args.from_dump {
+            import_directory(&mut writer, dir, args.gzip).await?
         } else if let Some(archive) = &args.from_archive {
             // Unpacked losslessly into a temporary dump directory, then imported like one.
-            temp = tempfile::tempdir().context("create a temporary directory for the archive")?;
+            let temp = tempfile::tempdir().context("create a temporary directory for the archive")?;
             let dst = temp.path().join("dump");
             let options = tidemark_format::convert::ConvertOptions { input_gzip: None, output_gzip: false };
             tidemark_format::convert::convert(archive, &dst, &options)
                 .with_context(|| format!("unpack archive {}", archive.display()))?;
-            (dst, false)
+            import_directory(&mut writer, &dst, false).await?
         } else {
-            temp = tempfile::tempdir().context("create a temporary directory for the dump")?;
-            let conn = args.conn.to_options(None)?;
-            let mut options = DumpOptions::default();
-            options.db.clone_from(&args.db);
-            options.oplog = args.oplog;
-            options.target = DumpTarget::Directory(temp.path().to_path_buf());
-            let client = tidemark_core::connection::connect(&conn, "tidemark-backup").await?;
-            let progress = Arc::new(tidemark_core::progress::NoProgress);
-            let plan = plan_dump(&client, &options, progress.as_ref()).await?;
-            run_dump(&client, &plan, &options, progress).await?;
-            (temp.path().to_path_buf(), false)
+            stream_from_server(args, &mut writer).await?
         };
-        let mut writer = SnapshotWriter::new(&repo, Arc::new(NoProgress)).await?;
-        writer.set_member(&args.replica_set, "replset");
-        let imported = import_directory(&mut writer, &dir, gzip).await?;
         let window = writer.oplog_window();
         let options = CommitOptions {
             oplog_window: None,
@@ -124,4 +114,54 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         }
         Ok(())
     })
+}
+
+/// Dumps the server on a separate thread as an archive into a pipe and imports it as it arrives.
+async fn stream_from_server(args: &Args, writer: &mut SnapshotWriter) -> Result<ImportStats, CliError> {
+    let conn = args.conn.to_options(None)?;
+    let mut options = DumpOptions::default();
+    options.db.clone_from(&args.db);
+    options.oplog = args.oplog;
+    // One collection at a time: the snapshot stores namespaces one after the other.
+    options.parallel = 1;
+    let (input, output) = std::io::pipe().context("create a pipe for the dump stream")?;
+    options.target = DumpTarget::Stream(ArchiveOutput::new(output));
+    let dumper = std::thread::Builder::new()
+        .name("dump".into())
+        .spawn(move || -> Result<(), CliError> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("start async runtime")?;
+            runtime.block_on(async {
+                let client = tidemark_core::connection::connect(&conn, "tidemark-backup").await?;
+                let progress = Arc::new(tidemark_core::progress::NoProgress);
+                let plan = plan_dump(&client, &options, progress.as_ref()).await?;
+                run_dump(&client, &plan, &options, progress).await?;
+                Ok(())
+            })
+            // `options` (and the pipe's write end, if the dump never took it) is dropped here,
+            // so the import sees the end of the stream.
+        })
+        .context("start the dump thread")?;
+    let imported = import_archive(writer, input, "from the dump engine").await;
+    let dumped = dumper
+        .join()
+        .unwrap_or_else(|_| Err(CliError::from(anyhow::anyhow!("the dump thread panicked"))));
+    match (imported, dumped) {
+        (Ok(stats), Ok(())) => Ok(stats),
+        // The import stopped reading (it failed, and says why); the dump only saw a closed pipe.
+        (Err(e), Err(dump)) if is_broken_pipe(&dump.error) => Err(e.into()),
+        // A failed dump explains a failed import (a truncated stream) better than the import's error.
+        (_, Err(dump)) => Err(dump),
+        (Err(e), Ok(())) => Err(e.into()),
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }

@@ -95,6 +95,10 @@ enum RepoCommand {
         /// Target pack size in MiB (smaller packs: finer-grained prune, more objects).
         #[arg(long, value_name = "MiB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
         pack_size: u64,
+        /// Average chunk size in KiB (chunks are 1/2x to 8x of it); fixed for the repository's life.
+        /// Smaller chunks deduplicate scattered document changes better, at more index entries.
+        #[arg(long, value_name = "KiB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        chunk_size: u32,
     },
     /// Write a snapshot as a mongodump directory (or archive with --archive) that mongorestore reads.
     Export {
@@ -128,7 +132,11 @@ enum RepoCommand {
 pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     runtime()?.block_on(async {
         match &args.command {
-            RepoCommand::Init { repo, pack_size } => {
+            RepoCommand::Init {
+                repo,
+                pack_size,
+                chunk_size,
+            } => {
                 let pw = password(
                     repo.password_file.as_ref(),
                     "TIDEMARK_PASSWORD",
@@ -144,8 +152,16 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
                 let storage = Storage::open(&repo.repo, &StorageConfig::default())
                     .await
                     .with_context(|| format!("open storage {}", repo.repo))?;
-                let mut options = InitOptions::default();
-                options.pack_size = pack_size * 1024 * 1024;
+                let avg = chunk_size * 1024;
+                let options = InitOptions {
+                    pack_size: pack_size * 1024 * 1024,
+                    chunker: tidemark_repo::ChunkerParams {
+                        min_size: (avg / 2).min(1024 * 1024),
+                        avg_size: avg,
+                        max_size: avg.saturating_mul(8).min(16 * 1024 * 1024),
+                    },
+                    ..InitOptions::default()
+                };
                 let created = Repository::init(storage, pw.as_deref(), &options)
                     .await
                     .with_context(|| format!("create repository {}", repo.repo))?;

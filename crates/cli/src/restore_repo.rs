@@ -19,6 +19,7 @@ use anyhow::Context;
 use tidemark_core::restore::{ArchiveStream, RestoreOptions, RestoreSource};
 use tidemark_repo::SnapshotReader;
 use tidemark_repo::export::{ExportStats, export_archive, export_directory};
+use tidemark_repo::lock::Lock;
 
 use crate::CliError;
 use crate::repo::{RepoOptions, open};
@@ -119,18 +120,29 @@ pub(crate) fn start(
         )));
     }
     if options.oplog_file.is_some() {
-        return Err(CliError::usage("cannot use --oplogFile with --repo (the snapshot's oplog is replayed)"));
+        return Err(CliError::usage(
+            "cannot use --oplogFile with --repo (the snapshot's oplog is replayed)",
+        ));
     }
     let repo_options = source.repo_options(repo);
     if archive.is_some() || source.out.is_some() {
         if archive.is_some() && source.out.is_some() {
             return Err(CliError::usage("--out and --archive are mutually exclusive"));
         }
-        export(&repo_options, &snapshot, source.member.as_deref(), archive, source.out.as_ref(), gzip)?;
+        export(
+            &repo_options,
+            &snapshot,
+            source.member.as_deref(),
+            archive,
+            source.out.as_ref(),
+            gzip,
+        )?;
         return Ok(RepoRestore::Exported);
     }
     if gzip {
-        return Err(CliError::usage("--gzip applies to --out with --repo (the stream is not compressed)"));
+        return Err(CliError::usage(
+            "--gzip applies to --out with --repo (the stream is not compressed)",
+        ));
     }
     let (reader, writer) = std::io::pipe().context("create a pipe for the snapshot stream")?;
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<bool>(1);
@@ -145,23 +157,31 @@ pub(crate) fn start(
             runtime.block_on(async move {
                 let opened = async {
                     let repository = open(&repo_options).await?;
+                    // Shared: a prune (exclusive) cannot delete packs while they are read.
+                    let lock = Lock::acquire(repository.storage(), false).await?;
                     let id = repository.find_snapshot(&snapshot).await?;
                     let reader = SnapshotReader::open(&repository, &id)
                         .await
                         .with_context(|| format!("open snapshot {id}"))?;
-                    anyhow::Ok(reader)
+                    anyhow::Ok((lock, reader))
                 }
                 .await;
                 let _ = ready_tx.send(opened.is_ok());
-                let reader = opened?;
+                let (lock, reader) = opened?;
                 let out = BufWriter::with_capacity(STREAM_BUFFER, writer);
-                let (out, stats) = export_archive(&reader, member.as_deref(), out)
+                let exported = export_archive(&reader, member.as_deref(), out)
                     .await
-                    .with_context(|| format!("restore snapshot {} from {}", reader.id(), repo_options.repo))?;
-                out.into_inner()
-                    .map_err(std::io::IntoInnerError::into_error)
-                    .and_then(|mut pipe| pipe.flush())
-                    .context("write the snapshot stream to the restore")?;
+                    .with_context(|| format!("restore snapshot {} from {}", reader.id(), repo_options.repo))
+                    .and_then(|(out, stats)| {
+                        out.into_inner()
+                            .map_err(std::io::IntoInnerError::into_error)
+                            .and_then(|mut pipe| pipe.flush())
+                            .context("write the snapshot stream to the restore")?;
+                        Ok(stats)
+                    });
+                let released = lock.release().await;
+                let stats = exported?;
+                released.context("release the repository lock")?;
                 Ok(stats)
             })
         })
@@ -191,38 +211,56 @@ fn export(
     let runtime = crate::repo::runtime()?;
     runtime.block_on(async {
         let repository = open(repo_options).await?;
-        let id = repository.find_snapshot(snapshot).await?;
-        let reader = SnapshotReader::open(&repository, &id).await?;
-        let stats = match (archive, out) {
-            (Some("-"), _) => {
-                let (stdout, stats) =
-                    export_archive(&reader, member, BufWriter::with_capacity(STREAM_BUFFER, std::io::stdout())).await?;
-                stdout
-                    .into_inner()
-                    .map_err(std::io::IntoInnerError::into_error)
-                    .and_then(|mut s| s.flush())
-                    .context("write the archive to standard output")?;
-                stats
-            }
-            (Some(path), _) => {
-                if gzip {
-                    return Err(CliError::usage("--gzip applies to --out only"));
-                }
-                let file = std::fs::File::create(path).with_context(|| format!("create {path}"))?;
-                let (file, stats) = export_archive(&reader, member, BufWriter::with_capacity(STREAM_BUFFER, file)).await?;
-                file.into_inner()
-                    .map_err(std::io::IntoInnerError::into_error)
-                    .and_then(|f| f.sync_all())
-                    .with_context(|| format!("write {path}"))?;
-                stats
-            }
-            (None, Some(dir)) => export_directory(&reader, member, dir, gzip).await?,
-            (None, None) => return Err(CliError::usage("give --out DIR or --archive FILE")),
-        };
-        eprintln!(
-            "exported snapshot {id}: {} namespace(s), {} document(s)",
-            stats.namespaces, stats.documents
-        );
-        Ok(())
+        let lock = Lock::acquire(repository.storage(), false).await?;
+        let result = export_locked(&repository, snapshot, member, archive, out, gzip).await;
+        lock.release().await.context("release the repository lock")?;
+        result
     })
+}
+
+async fn export_locked(
+    repository: &tidemark_repo::Repository,
+    snapshot: &str,
+    member: Option<&str>,
+    archive: Option<&str>,
+    out: Option<&PathBuf>,
+    gzip: bool,
+) -> Result<(), CliError> {
+    let id = repository.find_snapshot(snapshot).await?;
+    let reader = SnapshotReader::open(repository, &id).await?;
+    let stats = match (archive, out) {
+        (Some("-"), _) => {
+            let (stdout, stats) = export_archive(
+                &reader,
+                member,
+                BufWriter::with_capacity(STREAM_BUFFER, std::io::stdout()),
+            )
+            .await?;
+            stdout
+                .into_inner()
+                .map_err(std::io::IntoInnerError::into_error)
+                .and_then(|mut s| s.flush())
+                .context("write the archive to standard output")?;
+            stats
+        }
+        (Some(path), _) => {
+            if gzip {
+                return Err(CliError::usage("--gzip applies to --out only"));
+            }
+            let file = std::fs::File::create(path).with_context(|| format!("create {path}"))?;
+            let (file, stats) = export_archive(&reader, member, BufWriter::with_capacity(STREAM_BUFFER, file)).await?;
+            file.into_inner()
+                .map_err(std::io::IntoInnerError::into_error)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("write {path}"))?;
+            stats
+        }
+        (None, Some(dir)) => export_directory(&reader, member, dir, gzip).await?,
+        (None, None) => return Err(CliError::usage("give --out DIR or --archive FILE")),
+    };
+    eprintln!(
+        "exported snapshot {id}: {} namespace(s), {} document(s)",
+        stats.namespaces, stats.documents
+    );
+    Ok(())
 }

@@ -35,7 +35,11 @@ fn run_ok(args: &[&str]) -> String {
 /// Runs the command until `when` holds, then kills it with SIGKILL; true if it was killed (it
 /// had not finished yet).
 fn kill_when(args: &[&str], when: impl Fn() -> bool) -> bool {
-    let mut child = command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = command(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(120) {
         if child.try_wait().unwrap().is_some() {
@@ -48,6 +52,8 @@ fn kill_when(args: &[&str], when: impl Fn() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    child.kill().unwrap();
+    child.wait().unwrap();
     panic!("tidemark {args:?} did not finish");
 }
 
@@ -115,7 +121,15 @@ fn assert_consistent(repo: &str, expected: &Path, scratch: &Path) {
     assert!(report.contains("no errors were found"), "{report}");
     let out = scratch.join(format!("export-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    run_ok(&["repo", "export", "latest", "--repo", repo, "--out", out.to_str().unwrap()]);
+    run_ok(&[
+        "repo",
+        "export",
+        "latest",
+        "--repo",
+        repo,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     for coll in ["events", "users"] {
         let name = format!("app/{coll}.bson");
         assert!(
@@ -145,10 +159,13 @@ fn killed_backups_and_prunes_leave_a_valid_repository() {
     let mut latest = &dump1;
     for (packs, index) in [(1, 0), (2, 0), (0, 1)] {
         let before = (objects(&repo_path, "data").len(), objects(&repo_path, "index").len());
-        if kill_when(&["backup", "--repo", repo, "--from-dump", dump2.to_str().unwrap()], || {
-            objects(&repo_path, "data").len() >= before.0 + packs
-                && objects(&repo_path, "index").len() >= before.1 + index
-        }) {
+        if kill_when(
+            &["backup", "--repo", repo, "--from-dump", dump2.to_str().unwrap()],
+            || {
+                objects(&repo_path, "data").len() >= before.0 + packs
+                    && objects(&repo_path, "index").len() >= before.1 + index
+            },
+        ) {
             killed += 1;
         } else {
             latest = &dump2;
@@ -190,4 +207,38 @@ fn killed_backups_and_prunes_leave_a_valid_repository() {
     // And so does a full prune after the last interrupted one.
     run_ok(&["forget", "--repo", repo, "--keep-last", "1", "--prune"]);
     assert_consistent(repo, &dump2, dir.path());
+}
+
+/// A `tidemark backup --uri` streams the dump into the repository, so packs are written while the
+/// server is still being read: killed then, the repository stays valid and the next backup works.
+#[test]
+fn a_killed_backup_from_a_server_leaves_a_valid_repository() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(tidemark_server::testing::start_test_server(Default::default()));
+    let uri = format!("{}/", server.uri());
+    let seed = "import pymongo, random, sys\nc = pymongo.MongoClient(sys.argv[1])\nr = random.Random(5)\n\
+                c.app.blobs.insert_many([{'_id': i, 'r': r.randbytes(400)} for i in range(15000)])\nprint('ok')";
+    let out = Command::new("python3").args(["-c", seed, &uri]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let repo_path = dir.path().join("repo");
+    let repo = repo_path.to_str().unwrap();
+    run_ok(&["repo", "init", "--repo", repo, "--pack-size", "1"]);
+    let killed = kill_when(&["backup", "--repo", repo, "--uri", &uri], || {
+        !objects(&repo_path, "data").is_empty()
+    });
+    assert!(killed, "the backup finished before writing its first pack");
+    assert!(objects(&repo_path, "snapshots").is_empty());
+    run_ok(&["check", "--repo", repo, "--read-data"]);
+    run_ok(&["backup", "--repo", repo, "--uri", &uri]);
+    let report = run_ok(&["check", "--repo", repo, "--read-data"]);
+    assert!(
+        report.contains("checked 1 snapshot(s)") && report.contains("no errors were found"),
+        "{report}"
+    );
+    runtime.block_on(server.shutdown());
 }

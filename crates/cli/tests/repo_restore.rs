@@ -15,7 +15,12 @@ use dump_support::{Server, assert_same_snapshot, pymongo, restore_counts, snapsh
 fn tidemark_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
     cmd.args(args).stdin(Stdio::null());
-    for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "TIDEMARK_PASSWORD"] {
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "TIDEMARK_PASSWORD",
+    ] {
         cmd.env_remove(k);
     }
     for (k, v) in env {
@@ -101,7 +106,10 @@ fn repo_with_backup_of(uri: &str) -> Repo {
     std::fs::write(&pw, "correct horse\n").unwrap();
     let url = dir.path().join("repo").display().to_string();
     let pw = pw.display().to_string();
-    ok(tidemark(&["repo", "init", "--repo", &url, "--password-file", &pw]), "repo init");
+    ok(
+        tidemark(&["repo", "init", "--repo", &url, "--password-file", &pw]),
+        "repo init",
+    );
     ok(
         tidemark(&["backup", "--repo", &url, "--password-file", &pw, "--uri", uri]),
         "backup",
@@ -162,7 +170,14 @@ fn restore_from_a_repository_with_filters_renames_and_exports() {
     seed(&source.uri);
     let expected_hashes = hashes(&source.uri);
     let repo = repo_with_backup_of(&source.uri);
-    let base = ["--repo", repo.url.as_str(), "--password-file", repo.pw.as_str(), "--snapshot", "latest"];
+    let base = [
+        "--repo",
+        repo.url.as_str(),
+        "--password-file",
+        repo.pw.as_str(),
+        "--snapshot",
+        "latest",
+    ];
 
     // mongorestore's namespace options apply: only crm, renamed.
     let target = Server::start();
@@ -176,7 +191,10 @@ fn restore_from_a_repository_with_filters_renames_and_exports() {
         "print(sorted(client.list_database_names()), client.crm2.people.count_documents({}), \
          sorted(ix['name'] for ix in client.crm2.people.list_indexes()))",
     );
-    assert!(got.contains("'crm2'") && !got.contains("'shop'") && !got.contains("'crm'"), "{got}");
+    assert!(
+        got.contains("'crm2'") && !got.contains("'shop'") && !got.contains("'crm'"),
+        "{got}"
+    );
     assert!(got.contains("500 ['_id_', 'by_name']"), "{got}");
 
     // --out writes a dump directory; restoring it with the ordinary restore gives the same data.
@@ -189,7 +207,10 @@ fn restore_from_a_repository_with_filters_renames_and_exports() {
     let orders = std::fs::read(out_dir.join("shop/orders.bson")).unwrap();
     let count = pymongo(
         &target.uri,
-        &format!("print(len(bson.decode_all(open({:?}, 'rb').read())))", out_dir.join("shop/orders.bson")),
+        &format!(
+            "print(len(bson.decode_all(open({:?}, 'rb').read())))",
+            out_dir.join("shop/orders.bson")
+        ),
     );
     assert_eq!((count.trim(), orders.is_empty()), ("20000", false));
     // --archive writes a mongodump archive.

@@ -5,10 +5,17 @@
 //! with its `metadata.json` kept verbatim, and `oplog.bson` as the member's oplog (its window taken
 //! from the entries' `ts`). This is how a dump made by `tidemark dump` or the real mongodump becomes
 //! a deduplicated, encrypted snapshot; exporting the snapshot gives the same files back.
+//!
+//! [`import_archive`] does the same from a `mongodump --archive` stream read once, front to back
+//! (a pipe from the dump engine, so a backup stages nothing on disk). The stream must hold one
+//! namespace at a time (written with one concurrent collection): each namespace's documents go
+//! straight into the snapshot as they arrive; prelude entries without data (views, empty
+//! collections) are stored with their metadata only.
 
 use std::io::Read;
 use std::path::Path;
 
+use tidemark_format::archive::{ArchiveEvent, ArchiveReader, PreludeEntry};
 use tidemark_format::directory::{DiscoverOptions, EntryKind, discover};
 
 use crate::error::{RepoError, Result};
@@ -95,6 +102,110 @@ pub async fn import_directory(writer: &mut SnapshotWriter, root: &Path, gzip: bo
         }
         oplog.finish().await?;
         stats.oplog = true;
+    }
+    Ok(stats)
+}
+
+fn archive_error(origin: &str, message: impl std::fmt::Display) -> RepoError {
+    RepoError::Usage(format!("import archive {origin}: {message}"))
+}
+
+fn prelude_metadata(entry: &PreludeEntry) -> NamespaceMetadata {
+    if entry.metadata.is_empty() {
+        NamespaceMetadata::default()
+    } else {
+        NamespaceMetadata::from_json(entry.metadata.clone())
+    }
+}
+
+fn is_oplog(entry: &PreludeEntry) -> bool {
+    entry.db.is_empty() && entry.collection == "oplog"
+}
+
+/// Streams an uncompressed archive into the writer's current member (records the header's server
+/// version). `origin` names the input in errors. Fails if the archive interleaves namespaces.
+pub async fn import_archive<R: Read>(writer: &mut SnapshotWriter, input: R, origin: &str) -> Result<ImportStats> {
+    let mut reader = ArchiveReader::new(input).map_err(|e| archive_error(origin, e))?;
+    writer.set_server_version(&reader.header().server_version);
+    let prelude: Vec<PreludeEntry> = reader.prelude().to_vec();
+    // Prelude entry of each data namespace.
+    let owners: Vec<usize> = reader.namespaces().iter().map(|n| n.prelude_index).collect();
+    let mut stored = vec![false; prelude.len()];
+    let mut stats = ImportStats::default();
+    let next = |reader: &mut ArchiveReader<R>| reader.next_event().map_err(|e| archive_error(origin, e));
+    while let Some(event) = next(&mut reader)? {
+        let (namespace, started) = match event {
+            ArchiveEvent::SegmentStart { namespace, .. } => (namespace, true),
+            ArchiveEvent::NamespaceEnd { namespace, .. } => (namespace, false),
+            ArchiveEvent::Document { namespace, .. } => {
+                return Err(archive_error(
+                    origin,
+                    format!("document of namespace {namespace} outside a segment"),
+                ));
+            }
+        };
+        let index = *owners
+            .get(namespace)
+            .ok_or_else(|| archive_error(origin, format!("unknown namespace {namespace}")))?;
+        let entry = &prelude[index];
+        if stored[index] {
+            return Err(archive_error(
+                origin,
+                format!(
+                    "{}.{} appears twice (namespaces must not interleave)",
+                    entry.db, entry.collection
+                ),
+            ));
+        }
+        stored[index] = true;
+        let name = format!("{}.{}", entry.db, entry.collection);
+        let mut ns = if is_oplog(entry) {
+            stats.oplog = true;
+            writer.begin_oplog()
+        } else {
+            stats.namespaces += 1;
+            writer.begin_namespace(&name, prelude_metadata(entry)).await?
+        };
+        // Documents until this namespace's end; other namespaces' segments are an error.
+        let mut open = started;
+        while open {
+            match next(&mut reader)? {
+                Some(ArchiveEvent::Document { namespace: n, document }) if n == namespace => {
+                    ns.write_document(&document).await?;
+                    stats.documents += 1;
+                }
+                Some(ArchiveEvent::SegmentStart { namespace: n, .. }) if n == namespace => {}
+                Some(ArchiveEvent::NamespaceEnd { namespace: n, .. }) if n == namespace => open = false,
+                Some(_) => {
+                    return Err(archive_error(
+                        origin,
+                        format!(
+                            "{name} is interleaved with another namespace (write the archive with one concurrent collection)"
+                        ),
+                    ));
+                }
+                None => return Err(archive_error(origin, format!("the archive ends inside {name}"))),
+            }
+        }
+        ns.finish().await?;
+    }
+    // Entries without data blocks (views, and tools that skip empty namespaces), oplog last.
+    let mut rest: Vec<usize> = (0..prelude.len()).filter(|i| !stored[*i]).collect();
+    rest.sort_by_key(|i| is_oplog(&prelude[*i]));
+    for index in rest {
+        let entry = &prelude[index];
+        if is_oplog(entry) {
+            stats.oplog = true;
+            writer.begin_oplog().finish().await?;
+        } else {
+            let name = format!("{}.{}", entry.db, entry.collection);
+            writer
+                .begin_namespace(&name, prelude_metadata(entry))
+                .await?
+                .finish()
+                .await?;
+            stats.namespaces += 1;
+        }
     }
     Ok(stats)
 }

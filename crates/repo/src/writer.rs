@@ -51,9 +51,15 @@ pub(crate) struct BlobSink {
     pack: PackBuilder,
     pending: HashSet<Id>,
     packs: Vec<IndexPack>,
+    /// Pack uploads in flight (at most [`UPLOADS_IN_FLIGHT`]): chunking, compression and sealing
+    /// go on while packs are written. Indexes are written only after every upload completed.
+    uploads: tokio::task::JoinSet<Result<()>>,
     pub(crate) stats: SnapshotStats,
     progress: Arc<dyn Progress>,
 }
+
+/// Pack uploads a sink runs concurrently with its caller.
+const UPLOADS_IN_FLIGHT: usize = 2;
 
 impl BlobSink {
     pub(crate) fn new(repo: Repository, progress: Arc<dyn Progress>) -> Self {
@@ -62,6 +68,7 @@ impl BlobSink {
             pack: PackBuilder::default(),
             pending: HashSet::new(),
             packs: Vec::new(),
+            uploads: tokio::task::JoinSet::new(),
             stats: SnapshotStats::default(),
             progress,
         }
@@ -104,15 +111,42 @@ impl BlobSink {
         }
         let (bytes, index) = std::mem::take(&mut self.pack).finish(&self.repo.keys)?;
         self.stats.added_bytes += bytes.len() as u64;
-        self.progress.pack_uploaded(bytes.len() as u64);
-        self.repo.storage.put(&pack_key(&index.id), Bytes::from(bytes)).await?;
+        while self.uploads.len() >= UPLOADS_IN_FLIGHT {
+            self.join_upload().await?;
+        }
+        let storage = self.repo.storage.clone();
+        let progress = self.progress.clone();
+        let key = pack_key(&index.id);
+        self.uploads.spawn(async move {
+            let len = bytes.len() as u64;
+            storage.put(&key, Bytes::from(bytes)).await?;
+            progress.pack_uploaded(len);
+            Ok(())
+        });
         self.packs.push(index);
+        Ok(())
+    }
+
+    async fn join_upload(&mut self) -> Result<()> {
+        match self.uploads.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(e)) => Err(RepoError::Usage(format!("pack upload task failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every pack upload.
+    async fn drain_uploads(&mut self) -> Result<()> {
+        while !self.uploads.is_empty() {
+            self.join_upload().await?;
+        }
         Ok(())
     }
 
     /// Uploads the last pack and writes one index object for all packs; returns them.
     pub(crate) async fn finish(mut self) -> Result<(Vec<IndexPack>, SnapshotStats)> {
         self.flush().await?;
+        self.drain_uploads().await?;
         if !self.packs.is_empty() {
             self.repo.write_index(self.packs.clone()).await?;
         }
