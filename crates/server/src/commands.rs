@@ -19,6 +19,7 @@ pub mod handshake;
 pub mod indexes;
 pub mod raw;
 pub mod replset;
+pub mod transactions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -252,6 +253,7 @@ impl ServerState {
         crate::storage::fsync::register(&mut registry);
         replset::register(&mut registry);
         apply_ops::register(&mut registry);
+        transactions::register(&mut registry);
         let repl = crate::repl::ReplState::new(&config, &engine);
         let topology = Arc::new(crate::repl::topology::ReplCoordinator::new(
             config.repl_set.clone(),
@@ -421,6 +423,10 @@ fn run(ctx: &mut Ctx<'_>, request: &Request) -> CommandResult<Reply> {
             "Transaction numbers are only allowed on a replica set member or mongos",
         ));
     }
+    if spec.name == "commitTransaction" || spec.name == "abortTransaction" {
+        return (spec.handler)(ctx, request);
+    }
+    transactions::check(&request.body)?;
     if ctx.server.config.auth && spec.auth == AuthRequirement::Check {
         crate::auth::authorize(&ctx.conn.auth, spec.name, &request.db, &request.body)?;
     }

@@ -237,6 +237,7 @@ impl Cursor {
                         break;
                     }
                     iter.next();
+                    engine.metrics().add_docs(1);
                     scan.after = Some(rec);
                     if let Some(t) = &mut scan.tail {
                         t.positioned = true;

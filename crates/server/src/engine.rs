@@ -64,6 +64,35 @@ pub struct Engine {
     observer: RwLock<Option<Arc<dyn WriteObserver>>>,
     gate: Mutex<u32>,
     gate_open: Condvar,
+    metrics: QueryMetrics,
+}
+
+/// Query execution counters, reported by `serverStatus` under `metrics.queryExecutor` as mongod does:
+/// `scanned` counts index keys examined, `scannedObjects` documents examined (fetched and matched).
+#[derive(Debug, Default)]
+pub struct QueryMetrics {
+    scanned: std::sync::atomic::AtomicU64,
+    scanned_objects: std::sync::atomic::AtomicU64,
+}
+
+impl QueryMetrics {
+    /// Counts `n` index keys examined.
+    pub fn add_keys(&self, n: u64) {
+        self.scanned.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts `n` documents examined.
+    pub fn add_docs(&self, n: u64) {
+        self.scanned_objects.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `(scanned, scannedObjects)` since start.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.scanned.load(std::sync::atomic::Ordering::Relaxed),
+            self.scanned_objects.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -155,7 +184,13 @@ impl Engine {
             observer: RwLock::new(None),
             gate: Mutex::new(0),
             gate_open: Condvar::new(),
+            metrics: QueryMetrics::default(),
         }
+    }
+
+    /// Query execution counters.
+    pub fn metrics(&self) -> &QueryMetrics {
+        &self.metrics
     }
 
     /// Installs the durability hook (journal); batches committed afterwards go through it.

@@ -158,8 +158,12 @@ async fn index_scans_answer_like_full_scans_on_random_data() {
     let used = server.state.engine.read(|cat| {
         let c = cat.collection(&ns).unwrap();
         let k = tidemark_server::engine::key::Key(Bson::Int32(5));
-        c.index_candidates("a", std::ops::Bound::Included(&k), std::ops::Bound::Included(&k))
-            .is_some()
+        c.index_scan(
+            "a",
+            vec![(std::ops::Bound::Included(k.clone()), std::ops::Bound::Included(k))],
+            false,
+        )
+        .is_some()
     });
     assert!(used);
 }

@@ -5,18 +5,25 @@
 //! write command is one batch at the durability choke point (an ordered insert that stops at a duplicate
 //! key commits the documents before it, as mongod does, and reports the failure in `writeErrors`).
 //!
-//! `find` picks the cheapest plan that gives mongod's results: an `_id` equality uses the `_id` index; an
-//! equality or range predicate on a top-level field with a single-field index scans that index's postings
-//! (as do `count`, `update`, `delete` and `findAndModify`), visiting candidates in natural order and applying
-//! the whole filter to each, so results equal a full scan's; another query without sort becomes a scan
-//! cursor streaming stored bytes (filtered and projected on the way when asked); a sort materialises, sorts,
-//! then skips and limits; a view is rewritten into an aggregation over
+//! `find` picks an access path as mongod's planner would for the same results (see `Matcher::access`): a
+//! `$natural` hint or sort scans the collection; a hint naming the `_id` index or a plannable single-field
+//! index scans it; a sort on one such field by `±1` walks its index in order (stopping once `skip + limit`
+//! documents matched) when the filter bounds that field or nothing else is indexed; otherwise equality, `$in`
+//! and range predicates on a top-level indexed field (`_id` first) give index bounds, both bounds of a range
+//! combined unless the index is multikey, and a range only covers its operand's type bracket, as MongoDB's
+//! comparison operators do. `_id` candidates come in `_id` order, secondary ones in natural order. The full
+//! filter is applied to every document examined, so results equal a full scan's. `count`, `distinct`,
+//! `update`, `delete` and `findAndModify` use the same bounds. Keys and documents examined are counted in
+//! `serverStatus` `metrics.queryExecutor` (`scanned`, `scannedObjects`). A query without index or sort
+//! becomes a scan cursor streaming stored bytes (filtered and projected on the way when asked); a sort not
+//! served by an index materialises, sorts, then skips and limits; a view is rewritten into an aggregation over
 //! its source. Inserted documents without `_id` get an ObjectId placed first; an `_id` elsewhere is moved
 //! first (mongod's `fixDocumentForInsert`); all other bytes are kept as sent, except empty top-level
 //! timestamps, replaced as mongod does unless `bypassEmptyTsReplacement` is set (see [`crate::empty_ts`]).
 //! Under `--auth`, `getMore` and `killCursors` only accept cursors opened by the same user.
 
 use std::collections::BTreeSet;
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
 
 use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc, oid::ObjectId};
 use tidemark_query::{Filter, Pipeline, Projection, SortSpec, Update};
@@ -24,7 +31,8 @@ use tidemark_query::{Filter, Pipeline, Projection, SortSpec, Update};
 use super::admin::{ensure_collection, request_ns, view_error, write_concern_j};
 use super::{AuthRequirement, Ctx, Registry, Reply, Request, Stats, check_size, get_bool, get_doc, get_i64, ok_with};
 use crate::cursor::{Cursor, CursorSource, DEFAULT_FIRST_BATCH, DocTransform, ScanState};
-use crate::engine::collection::Collection;
+use crate::engine::QueryMetrics;
+use crate::engine::collection::{Collection, KeyRanges, valid_range};
 use crate::engine::key::{Key, path_values, raw_id};
 use crate::engine::{Catalog, Mutation, Namespace, WriteTxn};
 use crate::error::{CommandError, CommandResult};
@@ -125,114 +133,354 @@ fn decode(raw: &RawDocument, ns: &Namespace) -> CommandResult<Document> {
     Document::try_from(raw).map_err(|e| CommandError::internal(format!("stored document in {ns} is invalid: {e}")))
 }
 
-/// A parsed query filter with an `_id` equality shortcut and, when a top-level field has an equality or
-/// range predicate, that field's key range for a secondary index scan.
-struct Matcher {
+/// A parsed query filter and, for each top-level field with equality, `$in` or range predicates, the index
+/// key ranges its values must fall in (see [`field_bounds`]).
+struct Matcher<'m> {
     filter: Option<Filter>,
-    id_eq: Option<Bson>,
-    index_range: Option<IndexRange>,
+    bounds: Vec<FieldBounds>,
+    metrics: Option<&'m QueryMetrics>,
 }
 
-/// A field and the key range its values must fall in for a document to match (see [`index_range`]).
-type IndexRange = (String, std::ops::Bound<Key>, std::ops::Bound<Key>);
+/// Index bounds of one top-level field: every document matching the filter has a key of that field in them.
+struct FieldBounds {
+    field: String,
+    /// The intersection of the bounds of all the field's predicates: valid for indexes where each document
+    /// has a single key (`{a: {$gt: 1, $lt: 3}}` matches `a: [0, 5]`, whose keys are both outside `(1, 3)`).
+    all: KeyRanges,
+    /// The bounds of the field's first plannable predicate alone, valid for any index.
+    one: KeyRanges,
+}
 
-/// The key range of the first top-level field of `filter` with an equality or range predicate on a number,
-/// date, ObjectId or boolean (strings are left to full scans since a collation may change their order).
-/// Ranges stay within the operand's type bracket, as MongoDB's comparison operators do; since every filter
-/// conjunct must hold, any one of them bounds the candidates, whatever the other predicates are.
-fn index_range(filter: &Document) -> Option<IndexRange> {
-    use std::ops::Bound::{Excluded, Included};
-    fn plannable(v: &Bson) -> bool {
-        match v {
-            Bson::Double(d) => !d.is_nan(),
-            Bson::Int32(_) | Bson::Int64(_) | Bson::DateTime(_) | Bson::ObjectId(_) | Bson::Boolean(_) => true,
-            _ => false,
+/// The key just past either end of the operand's type bracket, for range operators: MongoDB's `$gt`, `$lt`
+/// ... only match values of the operand's canonical type (`{$gt: 5}` matches no string).
+fn bracket(v: &Bson) -> Option<(Bound<Key>, Bound<Key>)> {
+    use bson::oid::ObjectId;
+    let k = |b: Bson| Key(b);
+    Some(match v {
+        Bson::Double(_) | Bson::Int32(_) | Bson::Int64(_) => {
+            (Excluded(k(Bson::Null)), Excluded(k(Bson::String(String::new()))))
+        }
+        Bson::String(_) => (
+            Included(k(Bson::String(String::new()))),
+            Excluded(k(Bson::Document(Document::new()))),
+        ),
+        Bson::ObjectId(_) => (
+            Included(k(Bson::ObjectId(ObjectId::from_bytes([0; 12])))),
+            Included(k(Bson::ObjectId(ObjectId::from_bytes([0xff; 12])))),
+        ),
+        Bson::Boolean(_) => (Included(k(Bson::Boolean(false))), Included(k(Bson::Boolean(true)))),
+        Bson::DateTime(_) => (
+            Excluded(k(Bson::Boolean(true))),
+            Excluded(k(Bson::Timestamp(bson::Timestamp { time: 0, increment: 0 }))),
+        ),
+        Bson::Timestamp(_) => (
+            Included(k(Bson::Timestamp(bson::Timestamp { time: 0, increment: 0 }))),
+            Included(k(Bson::Timestamp(bson::Timestamp {
+                time: u32::MAX,
+                increment: u32::MAX,
+            }))),
+        ),
+        _ => return None,
+    })
+}
+
+/// Whether an operand can bound an index scan: scalars whose equality and order are plain key order (strings
+/// compare by bytes here, as the filter does, since collations are not applied).
+fn plannable(v: &Bson) -> bool {
+    match v {
+        Bson::Double(d) => !d.is_nan(),
+        Bson::Int32(_)
+        | Bson::Int64(_)
+        | Bson::String(_)
+        | Bson::DateTime(_)
+        | Bson::ObjectId(_)
+        | Bson::Boolean(_)
+        | Bson::Timestamp(_) => true,
+        _ => false,
+    }
+}
+
+/// The ranges matched by one predicate `op: v` on a field, if it is plannable.
+fn predicate_ranges(op: &str, v: &Bson) -> Option<KeyRanges> {
+    let point = |v: &Bson| (Included(Key(v.clone())), Included(Key(v.clone())));
+    match op {
+        "$eq" if plannable(v) => Some(vec![point(v)]),
+        "$in" => {
+            let Bson::Array(values) = v else { return None };
+            if !values.iter().all(plannable) {
+                return None;
+            }
+            let mut keys: Vec<Key> = values.iter().map(|v| Key(v.clone())).collect();
+            keys.sort();
+            keys.dedup();
+            Some(keys.into_iter().map(|k| (Included(k.clone()), Included(k))).collect())
+        }
+        "$gt" | "$gte" | "$lt" | "$lte" if plannable(v) => {
+            let (lo, hi) = bracket(v)?;
+            let k = Key(v.clone());
+            Some(vec![match op {
+                "$gt" => (Excluded(k), hi),
+                "$gte" => (Included(k), hi),
+                "$lt" => (lo, Excluded(k)),
+                _ => (lo, Included(k)),
+            }])
+        }
+        _ => None,
+    }
+}
+
+/// The tighter of two lower bounds.
+fn max_lo(a: Bound<Key>, b: Bound<Key>) -> Bound<Key> {
+    match (&a, &b) {
+        (Unbounded, _) => b,
+        (_, Unbounded) => a,
+        (Included(x) | Excluded(x), Included(y) | Excluded(y)) => match x.cmp(y) {
+            std::cmp::Ordering::Less => b,
+            std::cmp::Ordering::Greater => a,
+            std::cmp::Ordering::Equal => {
+                if matches!(a, Excluded(_)) {
+                    a
+                } else {
+                    b
+                }
+            }
+        },
+    }
+}
+
+/// The tighter of two upper bounds.
+fn min_hi(a: Bound<Key>, b: Bound<Key>) -> Bound<Key> {
+    match (&a, &b) {
+        (Unbounded, _) => b,
+        (_, Unbounded) => a,
+        (Included(x) | Excluded(x), Included(y) | Excluded(y)) => match x.cmp(y) {
+            std::cmp::Ordering::Less => a,
+            std::cmp::Ordering::Greater => b,
+            std::cmp::Ordering::Equal => {
+                if matches!(a, Excluded(_)) {
+                    a
+                } else {
+                    b
+                }
+            }
+        },
+    }
+}
+
+/// The intersection of two ascending lists of disjoint ranges (ascending and disjoint again).
+fn intersect(a: &KeyRanges, b: &KeyRanges) -> KeyRanges {
+    let mut out = Vec::new();
+    for (alo, ahi) in a {
+        for (blo, bhi) in b {
+            let lo = max_lo(alo.clone(), blo.clone());
+            let hi = min_hi(ahi.clone(), bhi.clone());
+            if valid_range(lo.as_ref(), hi.as_ref()) {
+                out.push((lo, hi));
+            }
         }
     }
-    // The keys just outside the operand's type bracket (MongoDB's canonical type order).
-    fn bracket(v: &Bson) -> Option<(Key, Key)> {
-        match v {
-            Bson::Double(_) | Bson::Int32(_) | Bson::Int64(_) => Some((Key(Bson::Null), Key(Bson::String(String::new())))),
-            Bson::DateTime(_) => Some((
-                Key(Bson::Boolean(true)),
-                Key(Bson::Timestamp(bson::Timestamp { time: 0, increment: 0 })),
-            )),
-            _ => None,
-        }
-    }
+    out
+}
+
+/// Index bounds of the top-level fields of `filter` with plannable predicates. Every conjunct of a filter must
+/// hold, so the bounds of any one field bound the candidates whatever the other predicates are.
+fn field_bounds(filter: &Document) -> Vec<FieldBounds> {
+    let mut out = Vec::new();
     for (field, cond) in filter {
         if field.starts_with('$') || field.contains('.') {
             continue;
         }
-        match cond {
-            v if plannable(v) => return Some((field.clone(), Included(Key(v.clone())), Included(Key(v.clone())))),
-            Bson::Document(ops) if ops.keys().all(|k| k.starts_with('$')) => {
-                for (op, v) in ops {
-                    if !plannable(v) {
-                        continue;
-                    }
-                    let k = Key(v.clone());
-                    let range = match (op.as_str(), bracket(v)) {
-                        ("$eq", _) => (Included(k.clone()), Included(k)),
-                        ("$gt", Some((_, hi))) => (Excluded(k), Excluded(hi)),
-                        ("$gte", Some((_, hi))) => (Included(k), Excluded(hi)),
-                        ("$lt", Some((lo, _))) => (Excluded(lo), Excluded(k)),
-                        ("$lte", Some((lo, _))) => (Excluded(lo), Included(k)),
-                        _ => continue,
-                    };
-                    return Some((field.clone(), range.0, range.1));
-                }
+        let preds: Vec<KeyRanges> = match cond {
+            Bson::Document(ops) if !ops.is_empty() && ops.keys().all(|k| k.starts_with('$')) => {
+                ops.iter().filter_map(|(op, v)| predicate_ranges(op, v)).collect()
             }
-            _ => {}
-        }
+            v => predicate_ranges("$eq", v).into_iter().collect(),
+        };
+        let Some(one) = preds.first().cloned() else { continue };
+        let all = preds.iter().skip(1).fold(one.clone(), |acc, p| intersect(&acc, p));
+        out.push(FieldBounds {
+            field: field.clone(),
+            all,
+            one,
+        });
     }
-    None
+    out
 }
 
-impl Matcher {
+/// An index hint resolved against the collection.
+enum Hint {
+    /// No hint (or an empty one), or one naming an index the planner does not scan.
+    None,
+    /// `{$natural: ±1}` (or `sort: {$natural: ±1}`): a collection scan.
+    Natural,
+    /// The field of the `_id` index or of a plannable single-field index.
+    Field(String),
+}
+
+/// How a query visits documents.
+enum Access<'a> {
+    /// Record ids in the requested sort order (an index walk on the sort field).
+    Ordered(Box<dyn Iterator<Item = u64> + 'a>),
+    /// Candidate record ids from an index; `natural` asks for them in natural order (a secondary index),
+    /// otherwise they are returned in index order (the `_id` index, as mongod's index scan does).
+    Candidates(Box<dyn Iterator<Item = u64> + 'a>, bool),
+    /// A collection scan.
+    Scan,
+}
+
+impl Matcher<'static> {
     fn new(filter: Option<&Document>) -> CommandResult<Self> {
         let Some(f) = filter.filter(|f| !f.is_empty()) else {
             return Ok(Self {
                 filter: None,
-                id_eq: None,
-                index_range: None,
+                bounds: Vec::new(),
+                metrics: None,
             });
         };
         let parsed = Filter::parse(f).map_err(CommandError::from)?;
-        let id_eq = if f.len() == 1 {
-            match f.get("_id") {
-                Some(v @ (Bson::String(_) | Bson::ObjectId(_) | Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_))) => {
-                    Some(v.clone())
-                }
-                Some(Bson::Document(d)) if d.len() == 1 => match d.get("$eq") {
-                    Some(v @ (Bson::String(_) | Bson::ObjectId(_) | Bson::Int32(_) | Bson::Int64(_))) => {
-                        Some(v.clone())
-                    }
-                    _ => None,
-                },
-                _ => None,
-            }
-        } else {
-            None
-        };
         Ok(Self {
             filter: Some(parsed),
-            id_eq,
-            index_range: index_range(f),
+            bounds: field_bounds(f),
+            metrics: None,
         })
     }
+}
 
-    /// The candidate records of an index scan for this filter, ascending, if an index applies.
-    fn index_candidates(&self, coll: &Collection) -> Option<Vec<u64>> {
-        let (field, lo, hi) = self.index_range.as_ref()?;
-        coll.index_candidates(field, lo.as_ref(), hi.as_ref())
+impl<'m> Matcher<'m> {
+    /// Counts keys and documents examined into `metrics` (`serverStatus` `metrics.queryExecutor`).
+    fn counting(self, metrics: &QueryMetrics) -> Matcher<'_> {
+        Matcher {
+            filter: self.filter,
+            bounds: self.bounds,
+            metrics: Some(metrics),
+        }
     }
 
     fn matches(&self, d: &Document) -> bool {
         self.filter.as_ref().is_none_or(|f| f.matches(d))
     }
 
-    /// Matching documents of a collection in natural order: `(record, raw, parsed)`.
+    fn field(&self, field: &str) -> Option<&FieldBounds> {
+        self.bounds.iter().find(|b| b.field == field)
+    }
+
+    /// Bounds usable on the index of `b.field` (intersected when each document has a single key).
+    fn ranges_for(coll: &Collection, b: &FieldBounds) -> KeyRanges {
+        if coll.scannable(&b.field, true) {
+            b.all.clone()
+        } else {
+            b.one.clone()
+        }
+    }
+
+    /// Picks the access path: a hinted index, an index walk in the order of a single-field sort (`sort` is
+    /// the field and whether descending), an index on a field the filter bounds (`_id` first), or a scan.
+    fn access<'a>(&self, coll: &'a Collection, sort: Option<(&str, bool)>, hint: &Hint) -> Access<'a> {
+        let full = || vec![(Unbounded, Unbounded)];
+        let sort = sort.filter(|(f, _)| coll.scannable(f, true));
+        match hint {
+            Hint::Natural => return Access::Scan,
+            Hint::Field(field) => {
+                let ranges = self.field(field).map_or_else(full, |b| Self::ranges_for(coll, b));
+                if let Some((s, desc)) = sort.filter(|(s, _)| s == field)
+                    && let Some(it) = coll.index_scan(s, ranges.clone(), desc)
+                {
+                    return Access::Ordered(it);
+                }
+                if let Some(it) = coll.index_scan(field, ranges, false) {
+                    return Access::Candidates(it, field != "_id");
+                }
+            }
+            Hint::None => {}
+        }
+        if let Some((s, desc)) = sort
+            && let Some(b) = self.field(s)
+            && let Some(it) = coll.index_scan(s, b.all.clone(), desc)
+        {
+            return Access::Ordered(it);
+        }
+        let mut fields: Vec<&FieldBounds> = self.bounds.iter().filter(|b| coll.scannable(&b.field, false)).collect();
+        fields.sort_by_key(|b| b.field != "_id");
+        if let Some(b) = fields.first()
+            && let Some(it) = coll.index_scan(&b.field, Self::ranges_for(coll, b), false)
+        {
+            return Access::Candidates(it, b.field != "_id");
+        }
+        if let Some((s, desc)) = sort
+            && let Some(it) = coll.index_scan(s, full(), desc)
+        {
+            return Access::Ordered(it);
+        }
+        Access::Scan
+    }
+
+    /// Matching documents along `access`: in its order (natural order for a scan or secondary candidates,
+    /// reversed when `reverse`), leaving out the first `skip` matches, stopping after `stop` matches when
+    /// given. Without a filter every document matches, so skipped ones are not even fetched. Counts keys and
+    /// documents examined.
+    fn gather<'a>(
+        &self,
+        coll: &'a Collection,
+        ns: &Namespace,
+        access: Access<'a>,
+        reverse: bool,
+        skip: usize,
+        stop: Option<usize>,
+    ) -> CommandResult<Vec<(u64, &'a RawDocumentBuf, Document)>> {
+        let mut skip = skip;
+        let mut keys = 0u64;
+        let mut docs = 0u64;
+        let mut out = Vec::new();
+        let result = (|| -> CommandResult<()> {
+            let (recs, lazy_keys): (Box<dyn Iterator<Item = u64> + 'a>, bool) = match access {
+                Access::Ordered(it) | Access::Candidates(it, false) => (it, true),
+                Access::Candidates(it, true) => {
+                    let mut set = BTreeSet::new();
+                    for rec in it {
+                        keys += 1;
+                        set.insert(rec);
+                    }
+                    if reverse {
+                        (Box::new(set.into_iter().rev()), false)
+                    } else {
+                        (Box::new(set.into_iter()), false)
+                    }
+                }
+                Access::Scan => (Box::new(coll.scan_from(None, reverse).map(|(rec, _)| rec)), false),
+            };
+            for rec in recs {
+                if stop.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
+                if lazy_keys {
+                    keys += 1;
+                }
+                if skip > 0 && self.filter.is_none() {
+                    skip -= 1;
+                    continue;
+                }
+                let Some(raw) = coll.get(rec) else { continue };
+                docs += 1;
+                let d = decode(raw, ns)?;
+                if self.matches(&d) {
+                    if skip > 0 {
+                        skip -= 1;
+                    } else {
+                        out.push((rec, raw, d));
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Some(m) = self.metrics {
+            m.add_keys(keys);
+            m.add_docs(docs);
+        }
+        result.map(|()| out)
+    }
+
+    /// Matching documents of a collection, through the index the filter allows if any (see
+    /// [`Matcher::access`]), stopping after `limit` matches: `(record, raw, parsed)`.
     fn collect<'a>(
         &self,
         coll: &'a Collection,
@@ -240,43 +488,8 @@ impl Matcher {
         reverse: bool,
         limit: Option<usize>,
     ) -> CommandResult<Vec<(u64, &'a RawDocumentBuf, Document)>> {
-        let mut out = Vec::new();
-        if let Some(id) = &self.id_eq {
-            if let Some((rec, raw)) = coll.find_id(id) {
-                let d = decode(raw, ns)?;
-                if self.matches(&d) {
-                    out.push((rec, raw, d));
-                }
-            }
-            return Ok(out);
-        }
-        if let Some(mut recs) = self.index_candidates(coll) {
-            // Candidates in natural order, so results are the same as a full scan's.
-            if reverse {
-                recs.reverse();
-            }
-            for rec in recs {
-                if limit.is_some_and(|l| out.len() >= l) {
-                    break;
-                }
-                let Some(raw) = coll.get(rec) else { continue };
-                let d = decode(raw, ns)?;
-                if self.matches(&d) {
-                    out.push((rec, raw, d));
-                }
-            }
-            return Ok(out);
-        }
-        for (rec, raw) in coll.scan_from(None, reverse) {
-            if limit.is_some_and(|l| out.len() >= l) {
-                break;
-            }
-            let d = decode(raw, ns)?;
-            if self.matches(&d) {
-                out.push((rec, raw, d));
-            }
-        }
-        Ok(out)
+        let access = self.access(coll, None, &Hint::None);
+        self.gather(coll, ns, access, reverse, 0, limit)
     }
 }
 
@@ -304,6 +517,49 @@ fn hint_direction(body: &Document, coll: Option<&Collection>) -> CommandResult<b
                 ))
             }
         }
+    }
+}
+
+/// Resolves a (validated, see [`hint_direction`]) hint to the planner's [`Hint`].
+fn resolve_hint(body: &Document, coll: &Collection) -> Hint {
+    let index = match body.get("hint") {
+        Some(Bson::Document(h)) if h.contains_key("$natural") => {
+            return Hint::Natural;
+        }
+        Some(Bson::Document(h)) if h.is_empty() => None,
+        Some(Bson::Document(k)) => coll.indexes().iter().find(|i| &i.key_pattern() == k),
+        Some(Bson::String(name)) => coll.indexes().iter().find(|i| &i.name == name),
+        _ => None,
+    };
+    match index {
+        Some(i) if i.fields.len() == 1 && coll.scannable(&i.fields[0], false) => Hint::Field(i.fields[0].clone()),
+        _ => Hint::None,
+    }
+}
+
+/// The field and direction (`true` = descending) of a sort on one field by `1` or `-1`.
+fn single_field_sort(sort: Option<&Document>) -> Option<(&str, bool)> {
+    let s = sort?;
+    if s.len() != 1 {
+        return None;
+    }
+    let (field, dir) = s.iter().next()?;
+    let dir = match dir {
+        Bson::Int32(i) => i64::from(*i),
+        Bson::Int64(i) => *i,
+        Bson::Double(d) if *d == 1.0 || *d == -1.0 => {
+            if *d > 0.0 {
+                1
+            } else {
+                -1
+            }
+        }
+        _ => return None,
+    };
+    match dir {
+        1 => Some((field.as_str(), false)),
+        -1 => Some((field.as_str(), true)),
+        _ => None,
     }
 }
 
@@ -437,7 +693,7 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             batch_size = Some(l);
         }
     }
-    let matcher = Matcher::new(filter.as_ref())?;
+    let matcher = Matcher::new(filter.as_ref())?.counting(ctx.server.engine.metrics());
     let proj = projection
         .as_ref()
         .map(|p| Projection::parse(p).map_err(CommandError::from))
@@ -451,6 +707,7 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         View,
         Scan([u8; 16], bool, Option<u64>),
         Buffered(Vec<Document>),
+        Ready(std::collections::VecDeque<RawDocumentBuf>),
     }
     let plan = ctx.server.engine.read(|cat| -> CommandResult<Plan> {
         let Some(coll) = cat.collection(&ns) else {
@@ -467,35 +724,45 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 "error processing query: ns={ns} tailable cursor requested on non capped collection"
             )));
         }
-        let indexed = matcher
-            .index_range
-            .as_ref()
-            .is_some_and(|(field, ..)| coll.has_index_scan(field));
-        if sort_spec.is_none() && ((matcher.id_eq.is_none() && !indexed) || tail.is_some()) {
+        // `sort: {$natural: ±1}` forces a collection scan, as a `$natural` hint does.
+        let hint = if natural.is_some() {
+            Hint::Natural
+        } else {
+            resolve_hint(&req.body, coll)
+        };
+        let access = if tail.is_some() {
+            Access::Scan
+        } else {
+            matcher.access(coll, single_field_sort(sort.as_ref()), &hint)
+        };
+        let ordered = matches!(access, Access::Ordered(_));
+        if sort_spec.is_none() && matches!(access, Access::Scan) {
             // Oplog queries with a lower `ts` bound start at that entry instead of scanning from the start.
             let start = crate::repl::oplog::scan_start(&ns, coll, filter.as_ref(), reverse);
             return Ok(Plan::Scan(coll.uuid, reverse, start));
         }
-        let mut docs: Vec<Document> = matcher
-            .collect(coll, &ns, reverse, None)?
-            .into_iter()
-            .map(|(_, _, d)| d)
-            .collect();
-        if let Some(s) = &sort_spec {
-            docs.sort_by(|a, b| s.compare(a, b));
-        }
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        let mut docs: Vec<Document> = docs.into_iter().skip(skip).collect();
-        if let Some(l) = limit {
-            docs.truncate(usize::try_from(l).unwrap_or(usize::MAX));
+        let limit = limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+        // Without an in-memory sort the walk skips, and stops once `limit` documents matched.
+        let final_order = sort_spec.is_none() || ordered;
+        let (walk_skip, stop, skip) = if final_order { (skip, limit, 0) } else { (0, None, skip) };
+        let mut found = matcher.gather(coll, &ns, access, reverse, walk_skip, stop)?;
+        if let Some(s) = sort_spec.as_ref().filter(|_| !ordered) {
+            found.sort_by(|a, b| s.compare(&a.2, &b.2));
         }
-        if let Some(p) = &proj {
-            docs = docs.iter().map(|d| p.apply(d)).collect();
+        // Documents are returned as stored (no re-encoding) unless projected.
+        let mut out = std::collections::VecDeque::new();
+        for (_, raw, d) in found.into_iter().skip(skip).take(limit.unwrap_or(usize::MAX)) {
+            out.push_back(match &proj {
+                Some(p) => encode(&p.apply(&d))?,
+                None => raw.clone(),
+            });
         }
-        Ok(Plan::Buffered(docs))
+        Ok(Plan::Ready(out))
     })?;
     let source = match plan {
         Plan::Buffered(docs) => buffered(docs)?,
+        Plan::Ready(docs) => CursorSource::Buffered(docs),
         Plan::Scan(uuid, reverse, start) => {
             let projection: Option<DocTransform> =
                 proj.map(|p| Box::new(move |d: &Document| Ok(p.apply(d))) as DocTransform);
@@ -665,7 +932,7 @@ fn count(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let limit = get_i64(&req.body, "limit")?
         .filter(|l| *l != 0)
         .map(|l| usize::try_from(l.unsigned_abs()).unwrap_or(usize::MAX));
-    let matcher = Matcher::new(query.as_ref())?;
+    let matcher = Matcher::new(query.as_ref())?.counting(ctx.server.engine.metrics());
     let is_view = ctx
         .server
         .engine
@@ -683,7 +950,8 @@ fn count(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             if matcher.filter.is_none() {
                 return Ok(coll.len());
             }
-            Ok(matcher.collect(coll, &ns, false, None)?.len())
+            let access = matcher.access(coll, None, &resolve_hint(&req.body, coll));
+            Ok(matcher.gather(coll, &ns, access, false, 0, None)?.len())
         })?
     };
     let mut n = total.saturating_sub(skip);
@@ -713,7 +981,7 @@ fn distinct(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         }
     };
     let query = get_doc(&req.body, "query")?.cloned();
-    let matcher = Matcher::new(query.as_ref())?;
+    let matcher = Matcher::new(query.as_ref())?.counting(ctx.server.engine.metrics());
     let is_view = ctx
         .server
         .engine
@@ -900,7 +1168,7 @@ fn count_documents(
     skip: u64,
     limit: Option<u64>,
 ) -> CommandResult<Vec<Document>> {
-    let matcher = Matcher::new(query.as_ref())?;
+    let matcher = Matcher::new(query.as_ref())?.counting(ctx.server.engine.metrics());
     let total = ctx.server.engine.read(|cat| -> CommandResult<Option<usize>> {
         match cat.collection(ns) {
             None => Ok(Some(0)),
@@ -1281,13 +1549,14 @@ fn apply_update(
     bypass: bool,
     want_docs: bool,
     empty_ts: Option<&crate::repl::Oplog>,
+    metrics: &QueryMetrics,
 ) -> CommandResult<UpdateOutcome> {
     if multi && modifier.is_replacement() {
         return Err(CommandError::failed_to_parse(
             "multi update is not supported for replacement-style update",
         ));
     }
-    let matcher = Matcher::new(Some(query))?;
+    let matcher = Matcher::new(Some(query))?.counting(metrics);
     if txn.catalog().collection(ns).is_some_and(Collection::is_view) {
         return Err(view_error(ns));
     }
@@ -1409,6 +1678,7 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 .map_err(|e| CommandError::failed_to_parse(format!("invalid update statement: {e}")))
         })
         .collect::<CommandResult<_>>()?;
+    let metrics = ctx.server.engine.metrics();
     let (n, modified, upserted, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
         txn.set_session(crate::repl::oplog::retryable_session(&req.body));
@@ -1428,7 +1698,9 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 let modifier = Modifier::parse(u, &array_filters_arg(st)?)?;
                 let multi = get_bool(st, "multi")?.unwrap_or(false);
                 let upsert = get_bool(st, "upsert")?.unwrap_or(false);
-                apply_update(txn, &ns, &q, &modifier, multi, upsert, None, bypass, false, empty_ts)
+                apply_update(
+                    txn, &ns, &q, &modifier, multi, upsert, None, bypass, false, empty_ts, metrics,
+                )
             })();
             match r {
                 Ok(o) => {
@@ -1474,6 +1746,7 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 .map_err(|e| CommandError::failed_to_parse(format!("invalid delete statement: {e}")))
         })
         .collect::<CommandResult<_>>()?;
+    let metrics = ctx.server.engine.metrics();
     let (n, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
         txn.set_session(crate::repl::oplog::retryable_session(&req.body));
@@ -1504,7 +1777,7 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                     None => return Ok(0),
                     Some(c) if c.is_view() => return Err(view_error(&ns)),
                     Some(c) => {
-                        let matcher = Matcher::new(Some(&q))?;
+                        let matcher = Matcher::new(Some(&q))?.counting(metrics);
                         let lim = if limit == 1 { Some(1) } else { None };
                         matcher
                             .collect(c, &ns, false, lim)?
@@ -1576,6 +1849,7 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let array_filters = array_filters_arg(body)?;
     let modifier = update.map(|u| Modifier::parse(u, &array_filters)).transpose()?;
     let j = write_concern_j(body);
+    let metrics = ctx.server.engine.metrics();
     let (value, last_error) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
         txn.set_session(crate::repl::oplog::retryable_session(&req.body));
@@ -1586,7 +1860,7 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             if coll.is_view() {
                 return Err(view_error(&ns));
             }
-            let matcher = Matcher::new(Some(&query))?;
+            let matcher = Matcher::new(Some(&query))?.counting(metrics);
             let mut docs: Vec<Document> = matcher
                 .collect(coll, &ns, false, if sort.is_some() { None } else { Some(1) })?
                 .into_iter()
@@ -1616,6 +1890,7 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             bypass,
             true,
             empty_ts,
+            metrics,
         )?;
         let mut last =
             doc! { "n": i32::from(o.first.is_some()), "updatedExisting": o.upserted.is_none() && o.matched > 0 };

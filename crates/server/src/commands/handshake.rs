@@ -174,6 +174,7 @@ fn server_status(ctx: &mut Ctx<'_>, _req: &Request) -> CommandResult<Reply> {
     let stats = &ctx.server.stats;
     let persistent = ctx.server.config.dbpath.is_some();
     let load = |a: &std::sync::atomic::AtomicI64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let (scanned, scanned_objects) = ctx.server.engine.metrics().snapshot();
     Ok(ok_with(doc! {
         "host": hostname(),
         "version": MONGODB_VERSION,
@@ -202,7 +203,13 @@ fn server_status(ctx: &mut Ctx<'_>, _req: &Request) -> CommandResult<Reply> {
             "persistent": persistent,
             "readOnly": false,
         },
-        "metrics": { "cursor": { "open": { "total": i64::try_from(ctx.server.cursors.len()).unwrap_or(i64::MAX) } } },
+        "metrics": {
+            "cursor": { "open": { "total": i64::try_from(ctx.server.cursors.len()).unwrap_or(i64::MAX) } },
+            "queryExecutor": {
+                "scanned": i64::try_from(scanned).unwrap_or(i64::MAX),
+                "scannedObjects": i64::try_from(scanned_objects).unwrap_or(i64::MAX),
+            },
+        },
     }))
 }
 

@@ -2,13 +2,16 @@
 //!
 //! Documents are kept as the exact bytes clients sent, in a `BTreeMap` keyed by a record id that only grows,
 //! so iterating the map is natural order and a replaced document keeps its position (as in mongod). The
-//! `_id` index maps [`Key`]s to record ids. Secondary indexes keep their spec exactly as created; unique
-//! ones also keep a key map used to reject duplicates (multikey, sparse and partial rules applied), while
-//! other kinds are metadata only. Plain single-field ascending/descending indexes (not sparse, partial,
-//! `_id`, or with a collation) also keep postings, key -> record ids with every element of an array indexed,
-//! which [`Collection::index_candidates`] scans to narrow equality and range predicates; callers still apply
-//! the full filter to each candidate, so the postings only need to be a superset of the matches. Capped
-//! collections remove their oldest documents after an insert that exceeds `size` bytes or `max` documents.
+//! `_id` index maps [`Key`]s (MongoDB's BSON comparison order) to record ids. Secondary indexes keep their
+//! spec exactly as created; unique ones also keep a key map used to reject duplicates (multikey, sparse and
+//! partial rules applied), while other kinds are metadata only. Plain single-field ascending/descending
+//! indexes (not sparse, partial, `_id`, or with a collation) also keep postings, key -> record ids with every
+//! element of an array indexed (a missing field posts `null`, so every document is in them), and count the
+//! documents that make them multikey. [`Collection::index_scan`] walks the `_id` index or such postings over
+//! key ranges in either direction, which the query planner uses for equality, `$in` and range predicates and
+//! for sorts on the indexed field; callers still apply the full filter to each document, so a scan only
+//! needs to yield a superset of the matches. Capped collections remove their oldest documents after an
+//! insert that exceeds `size` bytes or `max` documents.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -58,6 +61,10 @@ pub struct Index {
     entries: BTreeMap<Vec<Key>, u64>,
     /// Key -> record ids, for indexes the query planner may scan (see the module documentation).
     postings: Option<BTreeMap<Key, BTreeSet<u64>>>,
+    /// Documents whose indexed value is an array (or, for a dotted path, any document: arrays may hide
+    /// anywhere on the path). While zero, every document has exactly one key, so bounds may be intersected
+    /// and a walk in key order is a walk in sort order.
+    multikey_docs: usize,
 }
 
 impl fmt::Debug for Index {
@@ -107,6 +114,7 @@ impl Index {
             partial,
             entries: BTreeMap::new(),
             postings: plannable.then(BTreeMap::new),
+            multikey_docs: 0,
         })
     }
 
@@ -118,12 +126,18 @@ impl Index {
         for v in values {
             postings.entry(Key(v)).or_default().insert(rec);
         }
+        if is_multikey(doc, field) {
+            self.multikey_docs = self.multikey_docs.saturating_add(1);
+        }
     }
 
     /// Removes `doc` (at `rec`) from the postings.
     fn unpost(&mut self, doc: &RawDocument, rec: u64) {
         let Some(postings) = self.postings.as_mut() else { return };
         let Some(field) = self.fields.first() else { return };
+        if is_multikey(doc, field) {
+            self.multikey_docs = self.multikey_docs.saturating_sub(1);
+        }
         let values = path_values(doc, field).unwrap_or_else(|| vec![Bson::Null]);
         for v in values {
             let key = Key(v);
@@ -191,6 +205,25 @@ impl Index {
         Ok(keys)
     }
 }
+
+/// Whether `doc` may contribute several keys (or an array key) for `field`: its top-level value is an array,
+/// or the path is dotted (conservatively, since any step may be an array).
+fn is_multikey(doc: &RawDocument, field: &str) -> bool {
+    field.contains('.') || matches!(doc.get(field), Ok(Some(bson::RawBsonRef::Array(_))))
+}
+
+/// Whether `BTreeMap::range` accepts these bounds (it panics on an inverted or empty exclusive range) and the
+/// range is not empty.
+pub fn valid_range(lo: Bound<&Key>, hi: Bound<&Key>) -> bool {
+    match (lo, hi) {
+        (Bound::Included(l), Bound::Included(h)) => l <= h,
+        (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) => l < h,
+        _ => true,
+    }
+}
+
+/// Key ranges of an index scan: ascending, disjoint, each `(low, high)`.
+pub type KeyRanges = Vec<(Bound<Key>, Bound<Key>)>;
 
 fn truthy(v: Option<&Bson>) -> bool {
     match v {
@@ -536,33 +569,69 @@ impl Collection {
         Ok(())
     }
 
-    /// Whether a single-field index on `field` can answer [`Collection::index_candidates`].
-    pub fn has_index_scan(&self, field: &str) -> bool {
-        self.indexes
-            .iter()
-            .any(|i| i.postings.is_some() && i.fields.first().is_some_and(|f| f == field))
+    /// Whether the collection has its `_id` index (every collection but those created with `autoIndexId:
+    /// false`).
+    pub fn has_id_index(&self) -> bool {
+        self.requires_id()
     }
 
-    /// Record ids (ascending, so natural order) of the documents with a value of `field` in the given key
-    /// range, from a plannable single-field index on `field`; `None` when there is no such index. Every
-    /// document matching a predicate on `field` whose values fall only in that range is among them.
-    pub fn index_candidates(&self, field: &str, lo: Bound<&Key>, hi: Bound<&Key>) -> Option<Vec<u64>> {
-        let postings = self
-            .indexes
+    /// Whether `field` has an index that [`Collection::index_scan`] can walk: `_id`, or a plannable
+    /// single-field index. `single_key` also asks that no document contributes more than one key (no arrays),
+    /// which intersecting bounds and walking in sort order need.
+    pub fn scannable(&self, field: &str, single_key: bool) -> bool {
+        if field == "_id" {
+            return self.has_id_index();
+        }
+        self.plannable_index(field)
+            .is_some_and(|i| !single_key || (i.multikey_docs == 0 && !field.contains('.')))
+    }
+
+    fn plannable_index(&self, field: &str) -> Option<&Index> {
+        self.indexes
             .iter()
-            .filter(|i| i.fields.first().is_some_and(|f| f == field))
-            .find_map(|i| i.postings.as_ref())?;
-        if let (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) = (lo, hi)
-            && (l > h || (l == h && !(matches!(lo, Bound::Included(_)) && matches!(hi, Bound::Included(_)))))
-        {
-            // An empty range (BTreeMap::range refuses inverted or empty exclusive ranges).
-            return Some(Vec::new());
+            .find(|i| i.postings.is_some() && i.fields.first().is_some_and(|f| f == field))
+    }
+
+    /// Record ids from an index scan of `field` (`_id` or a plannable single-field index) over `ranges`
+    /// (ascending, disjoint), in key order, descending when `reverse`; within one key (several documents of a
+    /// secondary index) in ascending record order either way, as a stable sort of natural order puts them.
+    /// A multikey index yields a document once per matching key. `None` when `field` has no such index.
+    pub fn index_scan(
+        &self,
+        field: &str,
+        ranges: KeyRanges,
+        reverse: bool,
+    ) -> Option<Box<dyn Iterator<Item = u64> + '_>> {
+        let mut ranges: KeyRanges = ranges
+            .into_iter()
+            .filter(|(lo, hi)| valid_range(lo.as_ref(), hi.as_ref()))
+            .collect();
+        if reverse {
+            ranges.reverse();
         }
-        let mut recs: BTreeSet<u64> = BTreeSet::new();
-        for (_, set) in postings.range::<Key, _>((lo, hi)) {
-            recs.extend(set.iter().copied());
+        if field == "_id" {
+            if !self.has_id_index() {
+                return None;
+            }
+            let index = &self.id_index;
+            return Some(Box::new(ranges.into_iter().flat_map(move |r| {
+                let it = index.range::<Key, _>(r).map(|(_, rec)| *rec);
+                if reverse {
+                    Box::new(it.rev()) as Box<dyn Iterator<Item = u64>>
+                } else {
+                    Box::new(it)
+                }
+            })));
         }
-        Some(recs.into_iter().collect())
+        let postings = self.plannable_index(field)?.postings.as_ref()?;
+        Some(Box::new(ranges.into_iter().flat_map(move |r| {
+            let keys = postings.range::<Key, _>(r);
+            if reverse {
+                Box::new(keys.rev().flat_map(|(_, set)| set.iter().copied())) as Box<dyn Iterator<Item = u64>>
+            } else {
+                Box::new(keys.flat_map(|(_, set)| set.iter().copied()))
+            }
+        })))
     }
 
     /// Removes an index by name, returning it and its position.
