@@ -61,10 +61,10 @@ pub(crate) struct Args {
     /// Rename: target pattern (paired with --nsFrom).
     #[arg(long = "nsTo", alias = "ns-to", value_name = "PATTERN")]
     ns_to: Vec<String>,
-    /// Deprecated: skip this collection (becomes --nsExclude "*.<name>").
+    /// Deprecated: skip this collection (becomes --nsExclude "*.NAME").
     #[arg(long = "excludeCollection", alias = "exclude-collection", value_name = "NAME")]
     exclude_collection: Vec<String>,
-    /// Deprecated: skip collections with this prefix (becomes --nsExclude "*.<prefix>*").
+    /// Deprecated: skip collections with this prefix (becomes --nsExclude "*.PREFIX*").
     #[arg(
         long = "excludeCollectionsWithPrefix",
         alias = "exclude-collections-with-prefix",

@@ -165,6 +165,13 @@ fn debug_listing_of_an_undecodable_document_shows_only_its_header() {
     let out = bsondump(&["--type=debug", testdata("bad_type.bson").to_str().unwrap()]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("--- new object ---\n\tsize : 82\n--- new object ---\n"), "{text}");
-    assert!(stderr(&out).contains("encountered error debugging BSON data"), "{}", stderr(&out));
+    assert!(
+        text.starts_with("--- new object ---\n\tsize : 82\n--- new object ---\n"),
+        "{text}"
+    );
+    assert!(
+        stderr(&out).contains("encountered error debugging BSON data"),
+        "{}",
+        stderr(&out)
+    );
 }

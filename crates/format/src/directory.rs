@@ -5,7 +5,7 @@
 //! Discovery follows mongorestore's rules exactly (`mongorestore/filepath.go`):
 //!
 //! * **Full restore** (a directory target, no database given): every sub-directory of the
-//!   target is a database and must pass [`validate_db_name`](crate::naming::validate_db_name)
+//!   target is a database and must pass [`validate_db_name`]
 //!   or discovery fails; the top-level file `oplog.bson` is the oplog; any other top-level file
 //!   is skipped ("don't know what to do").
 //! * **Database target** (a directory plus a database name): the directory's files belong to

@@ -9,7 +9,7 @@
 //!
 //! Main types: [`Repository`] (init/open, index, snapshots), [`SnapshotWriter`] /
 //! [`NamespaceWriter`] (backup), [`SnapshotReader`] (restore, verification, export),
-//! [`check`], [`forget`] / [`prune`], [`copy`] and [`lock`]. Everything is async over the object
+//! [`check`], [`forget`] (with [`forget::prune`]), [`copy`] and [`lock`]. Everything is async over the object
 //! store; nothing prints; progress goes through [`Progress`]. [`import`] stores a mongodump
 //! directory as a snapshot and [`export`] writes one back as a directory or archive.
 //!

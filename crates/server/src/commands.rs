@@ -236,13 +236,16 @@ impl ServerState {
     pub fn new(mut config: ServerConfig, engine: Arc<Engine>) -> Self {
         // A key file implies --auth, as in mongod. An unusable key file is reported by `main` before this point;
         // here it only disables internal authentication.
-        let internal_key = config.key_file.as_deref().and_then(|p| match crate::keyfile::InternalKey::load(p) {
-            Ok(k) => Some(Arc::new(k)),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot use the key file");
-                None
-            }
-        });
+        let internal_key = config
+            .key_file
+            .as_deref()
+            .and_then(|p| match crate::keyfile::InternalKey::load(p) {
+                Ok(k) => Some(Arc::new(k)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use the key file");
+                    None
+                }
+            });
         config.auth |= config.key_file.is_some();
         let mut registry = Registry::default();
         handshake::register(&mut registry);
@@ -260,7 +263,11 @@ impl ServerState {
             format!("{}:{}", config.bind_ip, config.port),
         ));
         topology.attach(Arc::clone(&repl));
-        crate::ttl::spawn_monitor(Arc::downgrade(&engine), Arc::downgrade(&repl), config.ttl_monitor_interval);
+        crate::ttl::spawn_monitor(
+            Arc::downgrade(&engine),
+            Arc::downgrade(&repl),
+            config.ttl_monitor_interval,
+        );
         Self {
             topology,
             repl,
@@ -434,7 +441,9 @@ fn run(ctx: &mut Ctx<'_>, request: &Request) -> CommandResult<Reply> {
         // Like mongod, `j: true` is refused up front when there is no journal.
         crate::storage::fsync::validate_journal_write_concern(&request.body, storage.journal_enabled())?;
     }
-    ctx.server.topology.check_command(&request.name, &request.db, &request.body)?;
+    ctx.server
+        .topology
+        .check_command(&request.name, &request.db, &request.body)?;
     let reply = (spec.handler)(ctx, request)?;
     crate::repl::write_concern::apply(ctx.server, request, reply)
 }

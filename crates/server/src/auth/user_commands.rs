@@ -6,7 +6,7 @@
 //! Each handler validates its arguments with mongod's messages and codes (UserNotFound 11, RoleNotFound 31,
 //! `User "u@db" already exists` 51003, ...), then changes `admin.system.users`/`system.roles` through one
 //! engine write, so a command is applied whole or not at all. Handlers check their own privileges (see
-//! [`guard`]) because `createUser`/`createRole` on `admin` must honour the localhost exception: with `--auth`,
+//! `guard`) because `createUser`/`createRole` on `admin` must honour the localhost exception: with `--auth`,
 //! a loopback connection may create the first user or role while none exists.
 
 use std::collections::BTreeSet;

@@ -768,11 +768,13 @@ fn hex(bytes: &[u8]) -> String {
 fn validate(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let ns = request_ns(req)?;
     let report = ctx.server.engine.read(|cat| -> CommandResult<Document> {
-        let coll = cat
-            .collection(&ns)
-            .ok_or_else(|| CommandError::namespace_not_found(format!("Collection '{ns}' does not exist to validate.")))?;
+        let coll = cat.collection(&ns).ok_or_else(|| {
+            CommandError::namespace_not_found(format!("Collection '{ns}' does not exist to validate."))
+        })?;
         if coll.is_view() {
-            return Err(CommandError::command_not_supported_on_view(format!("Cannot validate a view: {ns}")));
+            return Err(CommandError::command_not_supported_on_view(format!(
+                "Cannot validate a view: {ns}"
+            )));
         }
         let mut invalid = 0i64;
         for (_, d) in coll.iter() {
@@ -784,7 +786,9 @@ fn validate(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         let by_id = i64::try_from(coll.iter_by_id().count()).unwrap_or(i64::MAX);
         let mut errors = Vec::new();
         if by_id != records {
-            errors.push(Bson::String(format!("_id index has {by_id} entries for {records} records")));
+            errors.push(Bson::String(format!(
+                "_id index has {by_id} entries for {records} records"
+            )));
         }
         let mut keys = Document::new();
         for idx in coll.indexes() {

@@ -1477,7 +1477,8 @@ impl Modifier {
                 if u.is_replacement() {
                     let id = doc.get("_id").cloned();
                     let before = doc.clone();
-                    u.apply_with_filter(doc, upsert_insert, query).map_err(CommandError::from)?;
+                    u.apply_with_filter(doc, upsert_insert, query)
+                        .map_err(CommandError::from)?;
                     if let Some(id) = id
                         && !doc.contains_key("_id")
                     {
@@ -1487,7 +1488,8 @@ impl Modifier {
                     }
                     Ok(*doc != before)
                 } else {
-                    u.apply_with_filter(doc, upsert_insert, query).map_err(CommandError::from)
+                    u.apply_with_filter(doc, upsert_insert, query)
+                        .map_err(CommandError::from)
                 }
             }
             Modifier::Pipeline(p) => {
@@ -1517,7 +1519,9 @@ fn array_filters_arg(d: &Document) -> CommandResult<Vec<Document>> {
                     .ok_or_else(|| CommandError::type_mismatch("arrayFilters entries must be objects"))
             })
             .collect(),
-        Some(_) => Err(CommandError::type_mismatch("BSON field 'arrayFilters' must be an array")),
+        Some(_) => Err(CommandError::type_mismatch(
+            "BSON field 'arrayFilters' must be an array",
+        )),
     }
 }
 

@@ -102,7 +102,9 @@ fn handshake(ctx: &mut Ctx<'_>, req: &Request, primary_field: &str) -> CommandRe
     crate::auth::hello_hook(ctx, &req.body, &mut reply);
     // Replica set members: awaitable hello waits for a topology change, then the set's fields.
     ctx.server.topology.await_topology_change(&req.body);
-    ctx.server.topology.hello_fields(&ctx.server.engine, primary_field, &mut reply);
+    ctx.server
+        .topology
+        .hello_fields(&ctx.server.engine, primary_field, &mut reply);
     Ok(ok_with(reply))
 }
 

@@ -5,7 +5,7 @@
 //! so transactions are refused before any of their statements runs, as mongod does where transactions are
 //! unavailable:
 //! - on a standalone server, any command carrying `txnNumber` fails with IllegalOperation (20) "Transaction
-//!   numbers are only allowed on a replica set member or mongos" (checked in [`super::run`], which also
+//!   numbers are only allowed on a replica set member or mongos" (checked in `commands::run`, which also
 //!   refuses retryable writes there, as a standalone mongod does);
 //! - on a replica set member, a command with `startTransaction` fails with IllegalOperation (20), and one
 //!   continuing a transaction (`autocommit: false` without `startTransaction`), as well as `commitTransaction`

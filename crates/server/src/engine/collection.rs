@@ -301,7 +301,8 @@ impl Collection {
             if let Some(Bson::Document(id_index)) = options.get("idIndex") {
                 // Keep extra fields given by the client (e.g. collation) but never a different key or name.
                 for (k, v) in id_index {
-                    let simple = k == "collation" && matches!(v, Bson::Document(c) if c.get_str("locale") == Ok("simple"));
+                    let simple =
+                        k == "collation" && matches!(v, Bson::Document(c) if c.get_str("locale") == Ok("simple"));
                     if !simple && !matches!(k.as_str(), "key" | "name" | "v" | "ns") {
                         spec.insert(k.clone(), v.clone());
                     }
