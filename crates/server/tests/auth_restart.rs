@@ -1,53 +1,19 @@
 //! Users created on a `--auth --dbpath` server survive a crash (SIGKILL) and restart: after recovery the same
 //! credentials log in with the official driver, roles still apply, and the localhost exception stays closed.
 
-use std::net::{TcpListener, TcpStream};
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{ServerProcess, free_port};
 
 use mongodb::Client;
 use mongodb::bson::{Document, doc};
 use mongodb::error::ErrorKind;
 use mongodb::options::{ClientOptions, Credential};
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start(dbpath: &Path, port: u16) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_tidemark-server"))
-        .args([
-            "--auth",
-            "--bind_ip",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--dbpath",
-        ])
-        .arg(dbpath)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tidemark-server");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "tidemark-server did not start listening on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server(child)
+fn start(dbpath: &Path, port: u16) -> ServerProcess {
+    ServerProcess::start_on(port, &["--auth", "--dbpath", dbpath.to_str().expect("utf-8 temp path")])
 }
 
 async fn client(port: u16, user: Option<(&str, &str, &str)>) -> Client {
@@ -93,8 +59,7 @@ async fn users_survive_a_crash_and_restart() {
             .insert_one(doc! { "x": 1 })
             .await
             .unwrap();
-        server.0.kill().unwrap();
-        server.0.wait().unwrap();
+        server.kill();
     }
     let port = free_port();
     let _server = start(dir.path(), port);

@@ -2,54 +2,27 @@
 //! the same batch as the change they record, so after a crash (SIGKILL) the documents and the oplog agree
 //! exactly; after a restart, new entries continue after the newest one.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{ServerProcess, free_port};
 
 use mongodb::bson::{Document, doc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection};
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn spawn(dbpath: &Path, port: u16) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_tidemark-server"))
-        .args([
-            "--bind_ip",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
+fn spawn(dbpath: &Path, port: u16) -> ServerProcess {
+    ServerProcess::start_on(
+        port,
+        &[
             "--replSet",
             "rs0",
-        ])
-        .arg("--dbpath")
-        .arg(dbpath)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tidemark-server");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "tidemark-server did not start listening on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server(child)
+            "--dbpath",
+            dbpath.to_str().expect("utf-8 temp path"),
+        ],
+    )
 }
 
 async fn connect(port: u16) -> Client {
@@ -104,8 +77,7 @@ async fn oplog_and_data_agree_after_a_crash_and_continue_after_restart() {
     for i in 0..300 {
         coll.insert_one(doc! { "_id": i, "v": "x" }).await.unwrap();
     }
-    server.0.kill().unwrap();
-    server.0.wait().unwrap();
+    server.kill();
     drop(client);
 
     let mut server = spawn(dir.path(), port);
@@ -137,13 +109,7 @@ async fn oplog_and_data_agree_after_a_crash_and_continue_after_restart() {
     // A clean shutdown (SIGTERM) checkpoints the oplog like any collection; it comes back whole.
     let entries_before = all(&oplog, doc! {}).await;
     drop(client);
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(server.0.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    server.0.wait().unwrap();
+    server.terminate();
     let _server = spawn(dir.path(), port);
     let client = connect(port).await;
     let oplog = client.database("local").collection::<Document>("oplog.rs");

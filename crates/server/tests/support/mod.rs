@@ -18,7 +18,11 @@ impl ServerProcess {
     /// Starts the binary with `--bind_ip 127.0.0.1 --port <free port>` plus `args`, and waits (up to
     /// 20 s) until the port accepts connections.
     pub fn start(args: &[&str]) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), args)
+    }
+
+    /// Like [`ServerProcess::start`] on a given port (a restart on the same port and dbpath).
+    pub fn start_on(port: u16, args: &[&str]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_tidemark-server"))
             .args(["--bind_ip", "127.0.0.1", "--port", &port.to_string()])
             .args(args)
@@ -36,6 +40,24 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+}
+
+impl ServerProcess {
+    /// Kills the process with SIGKILL (a crash, not a shutdown) and waits for it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill tidemark-server");
+        self.child.wait().expect("wait for tidemark-server");
+    }
+
+    /// Stops the process with SIGTERM (a clean shutdown, as an init system would) and waits for it.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "send SIGTERM to tidemark-server");
+        self.child.wait().expect("wait for tidemark-server");
     }
 }
 
