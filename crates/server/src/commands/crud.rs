@@ -231,38 +231,25 @@ fn predicate_ranges(op: &str, v: &Bson) -> Option<KeyRanges> {
 
 /// The tighter of two lower bounds.
 fn max_lo(a: Bound<Key>, b: Bound<Key>) -> Bound<Key> {
-    match (&a, &b) {
-        (Unbounded, _) => b,
-        (_, Unbounded) => a,
-        (Included(x) | Excluded(x), Included(y) | Excluded(y)) => match x.cmp(y) {
-            std::cmp::Ordering::Less => b,
-            std::cmp::Ordering::Greater => a,
-            std::cmp::Ordering::Equal => {
-                if matches!(a, Excluded(_)) {
-                    a
-                } else {
-                    b
-                }
-            }
-        },
-    }
+    tighter(a, b, std::cmp::Ordering::Greater)
 }
 
 /// The tighter of two upper bounds.
 fn min_hi(a: Bound<Key>, b: Bound<Key>) -> Bound<Key> {
+    tighter(a, b, std::cmp::Ordering::Less)
+}
+
+/// The tighter of two bounds on the same side: `a` when its key compares `keep_a` to `b`'s (greater for
+/// lower bounds, less for upper bounds); on equal keys the exclusive one; an unbounded side never wins.
+fn tighter(a: Bound<Key>, b: Bound<Key>, keep_a: std::cmp::Ordering) -> Bound<Key> {
     match (&a, &b) {
         (Unbounded, _) => b,
         (_, Unbounded) => a,
         (Included(x) | Excluded(x), Included(y) | Excluded(y)) => match x.cmp(y) {
-            std::cmp::Ordering::Less => a,
-            std::cmp::Ordering::Greater => b,
-            std::cmp::Ordering::Equal => {
-                if matches!(a, Excluded(_)) {
-                    a
-                } else {
-                    b
-                }
-            }
+            std::cmp::Ordering::Equal if matches!(a, Excluded(_)) => a,
+            std::cmp::Ordering::Equal => b,
+            order if order == keep_a => a,
+            _ => b,
         },
     }
 }
