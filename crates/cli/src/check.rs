@@ -46,8 +46,8 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             println!("error: {error}");
         }
         println!(
-            "checked {} snapshot(s); read {} pack(s), {} blob(s), {} namespace(s)",
-            report.snapshots, report.packs_read, report.blobs_verified, report.namespaces_verified
+            "checked {} snapshot(s), {} oplog slice(s); read {} pack(s), {} blob(s), {} namespace(s)",
+            report.snapshots, report.slices, report.packs_read, report.blobs_verified, report.namespaces_verified
         );
         if report.is_ok() {
             println!("no errors were found");

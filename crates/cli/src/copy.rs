@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use std::path::PathBuf;
-use tidemark_repo::copy::{CopyOutcome, copy_snapshots};
+use tidemark_repo::copy::{CopyOutcome, copy_slices, copy_snapshots};
 
 use crate::CliError;
 use crate::repo::{RepoOptions, open, password, runtime};
@@ -73,6 +73,17 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
                     );
                 }
             }
+        }
+        let slices = copy_slices(&source, &target).await?;
+        let copied = slices
+            .iter()
+            .filter(|(_, o)| matches!(o, CopyOutcome::Copied(_)))
+            .count();
+        if !slices.is_empty() {
+            println!(
+                "oplog slices: {copied} copied, {} already in target",
+                slices.len() - copied
+            );
         }
         Ok(())
     })

@@ -60,6 +60,13 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             println!("{verb} {} {} {}", &d.id.to_hex()[..8], rfc3339(d.time), d.label);
         }
         println!("{} kept, {} {}", plan.keep.len(), plan.remove.len(), if args.dry_run { "to remove" } else { "removed" });
+        if !plan.remove_slices.is_empty() {
+            println!(
+                "{} oplog slice(s) older than every kept snapshot's window {}",
+                plan.remove_slices.len(),
+                if args.dry_run { "to remove" } else { "removed" }
+            );
+        }
         if args.prune {
             let p = prune(&repo, args.dry_run).await?;
             println!(

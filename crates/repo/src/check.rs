@@ -1,14 +1,14 @@
 //! Repository verification.
 //!
-//! The structural check loads every snapshot and index object and verifies that every chunk a
-//! snapshot refers to is indexed and that every indexed pack exists with the indexed size. Packs
+//! The structural check loads every snapshot, oplog slice and index object and verifies that every
+//! chunk a snapshot or slice refers to is indexed and that every indexed pack exists with the indexed size. Packs
 //! present in storage but in no index (left by an interrupted backup) are reported as notes:
 //! they are harmless and `prune` removes them.
 //!
 //! With [`CheckOptions::read_data`] every pack is downloaded, its name checked against the BLAKE3
 //! of its bytes, its header decrypted and compared with the index, and every blob decrypted,
 //! decompressed and checked against its keyed id; then every namespace, oplog and file of every
-//! snapshot is streamed and its count, size and content hash compared with the manifest. With
+//! snapshot, and every oplog slice (entries in order, first/last `ts` as in its manifest), is streamed and its count, size and content hash compared with the manifest. With
 //! [`CheckOptions::read_data_subset`] `(n, m)` only the packs whose position in key order is
 //! `n - 1` modulo `m` are read, so `m` runs with `n = 1..=m` cover the repository once.
 
@@ -18,6 +18,7 @@ use crate::Repository;
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
+use crate::oplog_archive;
 use crate::pack::{blob_bytes, decode_blob, pack_key, read_header};
 use crate::reader::SnapshotReader;
 
@@ -39,11 +40,13 @@ pub struct CheckReport {
     pub notes: Vec<String>,
     /// Snapshots checked.
     pub snapshots: u64,
+    /// Oplog slices checked.
+    pub slices: u64,
     /// Packs read and verified.
     pub packs_read: u64,
     /// Blobs verified.
     pub blobs_verified: u64,
-    /// Namespaces whose content hash was verified.
+    /// Namespaces (and oplog slices) whose content hash was verified.
     pub namespaces_verified: u64,
 }
 
@@ -140,6 +143,29 @@ async fn run(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
         }
     }
 
+    let mut slices = Vec::new();
+    for id in oplog_archive::slice_ids(repo).await? {
+        match oplog_archive::load_slice(repo, &id).await {
+            Ok(s) => slices.push(s),
+            Err(e) => report.errors.push(format!("oplog slice {id}: {e}")),
+        }
+    }
+    report.slices = slices.len() as u64;
+    for slice in &slices {
+        let mut seen = HashSet::new();
+        for (chunk, referrer) in slice.chunk_refs() {
+            if seen.insert(chunk) && !repo.has_blob(&chunk) {
+                report.errors.push(
+                    RepoError::MissingBlob {
+                        blob: chunk.to_hex(),
+                        referrer,
+                    }
+                    .to_string(),
+                );
+            }
+        }
+    }
+
     let subset = if options.read_data {
         Some((1, 1))
     } else {
@@ -161,6 +187,12 @@ async fn run(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
         }
     }
     if options.read_data {
+        for slice in &slices {
+            match oplog_archive::verify_slice(repo, slice).await {
+                Ok(_) => report.namespaces_verified += 1,
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
         for (id, _) in &snapshots {
             let reader = SnapshotReader::open(repo, id).await?;
             for member in reader.members() {

@@ -6,7 +6,8 @@
 //! manifest whose chunk lists use the target ids. Everything else in the manifest (time, label,
 //! metadata, counts, content hashes, oplog window) is unchanged, so the copy restores the same
 //! documents. A snapshot already present in the target (same time, host, label and content
-//! hashes) is skipped, so repeating a copy is cheap.
+//! hashes) is skipped, so repeating a copy is cheap. Oplog slices are copied the same way
+//! ([`copy_slices`]), keeping their manifests (and so the contiguity proofs) unchanged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::Repository;
 use crate::crypto::Id;
 use crate::error::Result;
 use crate::lock::Lock;
+use crate::oplog_archive::{self, SliceInfo};
 use crate::snapshot::{DataStream, Snapshot};
 use crate::writer::{BlobSink, NoProgress};
 
@@ -58,6 +60,41 @@ async fn remap(
         *chunk = new_id;
     }
     Ok(())
+}
+
+/// Copies every oplog slice of `source` that `target` lacks (same replica set, first/last `ts` and
+/// content hash), so the copy keeps the restorable windows of the source.
+pub async fn copy_slices(source: &Repository, target: &Repository) -> Result<Vec<(Id, CopyOutcome)>> {
+    let source_lock = Lock::acquire(&source.storage, false).await?;
+    let target_lock = Lock::acquire(&target.storage, false).await?;
+    let result = run_slices(source, target).await;
+    source_lock.release().await?;
+    target_lock.release().await?;
+    result
+}
+
+async fn run_slices(source: &Repository, target: &Repository) -> Result<Vec<(Id, CopyOutcome)>> {
+    let key = |s: &SliceInfo| (s.replica_set.clone(), s.first, s.last, s.content_hash);
+    let existing: HashMap<_, Id> = oplog_archive::list_slices(target)
+        .await?
+        .iter()
+        .map(|s| (key(s), s.id))
+        .collect();
+    let mut out = Vec::new();
+    let mut cache = HashMap::new();
+    for slice in oplog_archive::list_slices(source).await? {
+        if let Some(present) = existing.get(&key(&slice)) {
+            out.push((slice.id, CopyOutcome::AlreadyPresent(*present)));
+            continue;
+        }
+        let mut sink = BlobSink::new(target.clone(), Arc::new(NoProgress));
+        let mut data = slice.data.clone();
+        remap(&mut data, source, &mut sink, target, &mut cache).await?;
+        sink.finish().await?;
+        let new_id = oplog_archive::save_copied_slice(target, &slice, data).await?;
+        out.push((slice.id, CopyOutcome::Copied(new_id)));
+    }
+    Ok(out)
 }
 
 /// Copies snapshots from `source` to `target`.

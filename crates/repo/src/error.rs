@@ -65,6 +65,24 @@ pub enum RepoError {
         /// What does not match.
         message: String,
     },
+    /// An oplog slice's data does not match its manifest.
+    #[error("oplog slice {slice} of replica set {replica_set} is damaged: {message}")]
+    SliceDamaged {
+        /// Slice id.
+        slice: String,
+        /// Replica set name.
+        replica_set: String,
+        /// What does not match.
+        message: String,
+    },
+    /// The oplog archive cannot serve a request (a gap, or a range it does not cover).
+    #[error("oplog archive of replica set {replica_set:?}: {message}")]
+    OplogArchive {
+        /// Replica set name.
+        replica_set: String,
+        /// What is missing.
+        message: String,
+    },
     /// A blob referenced by a snapshot is not in the index.
     #[error("blob {blob} referenced by {referrer} is missing from the index")]
     MissingBlob {

@@ -5,22 +5,25 @@
 //! it is the newest one of a time bucket that rule has not used yet, until the rule has kept its
 //! count. A snapshot kept by any rule is kept. Buckets are UTC hours, days, ISO weeks (starting on
 //! Monday), months and years. Only manifests are deleted, so forget is cheap and reversible until
-//! `prune` runs.
+//! `prune` runs. Oplog slices follow the kept snapshots: per replica set, slices entirely older
+//! than the consistency timestamp of the oldest kept snapshot (`last < C`) can no longer extend any
+//! restorable window and are forgotten; a set without such a snapshot keeps every slice.
 //!
-//! `prune` (exclusive lock) computes the blobs still referenced by some snapshot, deletes packs
+//! `prune` (exclusive lock) computes the blobs still referenced by some snapshot or oplog slice, deletes packs
 //! with none of them, and repacks packs that are only partly used: their used blobs are copied into
 //! new packs. Order keeps the repository valid at every step: new packs, then a new index covering
 //! everything kept, then deletion of the old index objects, then deletion of the old packs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::Repository;
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
+use crate::oplog_archive::{self, SliceInfo};
 use crate::pack::{IndexPack, blob_bytes, decode_blob, pack_key};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, Timestamp};
 use crate::util::civil_from_days;
 use crate::writer::{BlobSink, NoProgress};
 
@@ -68,6 +71,8 @@ pub struct ForgetPlan {
     pub keep: Vec<ForgetDecision>,
     /// Snapshots removed (or to remove in a dry run), newest first.
     pub remove: Vec<ForgetDecision>,
+    /// Oplog slices no kept snapshot's window needs, removed (or to remove in a dry run).
+    pub remove_slices: Vec<SliceInfo>,
 }
 
 fn bucket(rule: &str, time: i64) -> i64 {
@@ -149,16 +154,45 @@ pub async fn forget(repo: &Repository, policy: &KeepPolicy, dry_run: bool) -> Re
         Some(Lock::acquire(&repo.storage, true).await?)
     };
     let snapshots = repo.snapshots().await?;
-    let plan = plan_forget(&snapshots, policy);
+    let mut plan = plan_forget(&snapshots, policy);
+    let kept: Vec<&Snapshot> = snapshots
+        .iter()
+        .filter(|(id, _)| plan.keep.iter().any(|d| d.id == *id))
+        .map(|(_, s)| s)
+        .collect();
+    plan.remove_slices = slices_outside_windows(&oplog_archive::list_slices(repo).await?, &kept);
     if !dry_run {
         for d in &plan.remove {
             repo.storage.delete(&format!("snapshots/{}", d.id)).await?;
+        }
+        for s in &plan.remove_slices {
+            oplog_archive::delete_slice(repo, &s.id).await?;
         }
     }
     if let Some(lock) = lock {
         lock.release().await?;
     }
     Ok(plan)
+}
+
+/// Slices no window of the `kept` snapshots needs: per replica set, those entirely older than the
+/// consistency timestamp of the oldest kept snapshot of that set (`last < C`). A replica set no kept
+/// snapshot with a consistency timestamp belongs to keeps all its slices (nothing proves them useless).
+pub fn slices_outside_windows(slices: &[SliceInfo], kept: &[&Snapshot]) -> Vec<SliceInfo> {
+    let sets: BTreeSet<&str> = slices.iter().map(|s| s.replica_set.as_str()).collect();
+    let mut oldest: HashMap<String, Timestamp> = HashMap::new();
+    for snap in kept {
+        let Some(c) = snap.consistency_ts else { continue };
+        for set in oplog_archive::member_sets(snap, &sets) {
+            let entry = oldest.entry(set).or_insert(c);
+            *entry = (*entry).min(c);
+        }
+    }
+    slices
+        .iter()
+        .filter(|s| oldest.get(&s.replica_set).is_some_and(|c| s.last < *c))
+        .cloned()
+        .collect()
 }
 
 /// Removes specific snapshots.
@@ -202,6 +236,9 @@ async fn run_prune(repo: &Repository, dry_run: bool) -> Result<PrunePlan> {
     let mut used: HashSet<Id> = HashSet::new();
     for (_, snap) in repo.snapshots().await? {
         used.extend(snap.chunk_refs().into_iter().map(|(id, _)| id));
+    }
+    for slice in oplog_archive::list_slices(repo).await? {
+        used.extend(slice.data.chunks.iter().copied());
     }
     let index_files = repo.index_files().await?;
     let mut packs: BTreeMap<Id, IndexPack> = BTreeMap::new();

@@ -46,6 +46,7 @@ pub mod export;
 pub mod forget;
 pub mod import;
 pub mod lock;
+pub mod oplog_archive;
 pub mod pack;
 pub mod reader;
 pub mod repository;

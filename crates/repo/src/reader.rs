@@ -143,7 +143,7 @@ pub struct DocumentStream {
 }
 
 impl DocumentStream {
-    fn new(repo: Repository, snapshot: Id, name: String, data: DataStream) -> Self {
+    pub(crate) fn new(repo: Repository, snapshot: Id, name: String, data: DataStream) -> Self {
         DocumentStream {
             repo,
             snapshot,
