@@ -44,9 +44,31 @@ pub enum OplogError {
     /// A malformed transaction entry.
     #[error("error handling transaction oplog entry: {0}")]
     Transaction(String),
+    /// A collection renamed from an unselected namespace into a selected one: its contents are
+    /// not part of the restore, so the selected namespace cannot be reproduced.
+    #[error(
+        "renameCollection at Timestamp({time}, {increment}) moves {from}, which is not selected, into the selected namespace {to}: its documents are not part of this restore; select {from} as well (for example --nsInclude '{from_db}.*')"
+    )]
+    RenameIntoSelection {
+        /// The unselected source namespace.
+        from: String,
+        /// The selected target namespace.
+        to: String,
+        /// Database of `from`.
+        from_db: String,
+        /// Seconds of the entry's `ts`.
+        time: u32,
+        /// Increment of the entry's `ts`.
+        increment: u32,
+    },
 }
 
 /// A bad `--oplogLimit` value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("error parsing timestamp argument to --oplogLimit: {0}")]
 pub struct LimitParseError(pub String);
+
+/// A bad `--at` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --at value: {0}")]
+pub struct PointParseError(pub String);

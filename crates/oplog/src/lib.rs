@@ -24,11 +24,15 @@ pub mod entry;
 pub mod error;
 pub mod limit;
 pub mod partition;
+pub mod point;
 pub mod replay;
+pub mod selection;
 
 pub use catalog::{CollectionIndexes, IndexBuildOptions, IndexCatalog, is_default_id_index};
 pub use entry::{OplogEntry, apply_ops_command};
-pub use error::{LimitParseError, OplogError};
+pub use error::{LimitParseError, OplogError, PointParseError};
 pub use limit::parse_oplog_limit;
 pub use partition::{MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, Partitioner, Work, is_isolated_entry};
+pub use point::{PointForm, RestorePoint, parse_restore_point};
 pub use replay::{ReplayOptions, Replayer, SkipReason, Step, is_transaction_entry, skip_reason};
+pub use selection::{NamespaceMap, Routed, Selection};

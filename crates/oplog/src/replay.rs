@@ -16,6 +16,7 @@ use crate::{
     catalog::IndexCatalog,
     entry::{OplogEntry, apply_ops_command, is_zero, ts_key},
     error::OplogError,
+    selection::{Routed, Selection},
 };
 
 /// `config` collections whose oplog entries are replayed; every other `config.*` is skipped.
@@ -143,7 +144,9 @@ pub struct Replayer {
     options: ReplayOptions,
     catalog: IndexCatalog,
     transactions: HashMap<TxnKey, Vec<OplogEntry>>,
+    selection: Option<Selection>,
     applied: u64,
+    skipped: u64,
     stopped: bool,
 }
 
@@ -156,6 +159,21 @@ impl Replayer {
             catalog,
             ..Self::default()
         }
+    }
+
+    /// Applies the oplog only to the namespaces of `selection`, under their destination names
+    /// (see [`crate::selection`]).
+    #[must_use]
+    pub fn with_selection(mut self, selection: Selection) -> Self {
+        self.selection = Some(selection);
+        self
+    }
+
+    /// Number of entries (top-level, nested or inside transactions) skipped because they touch no
+    /// selected namespace.
+    #[must_use]
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// Number of entries applied or folded so far ("applied N oplog entries").
@@ -284,8 +302,25 @@ impl Replayer {
         Ok(())
     }
 
-    fn handle_non_txn(&mut self, mut entry: OplogEntry, step: &mut Step) -> Result<(), OplogError> {
-        self.applied += 1;
+    fn handle_non_txn(&mut self, entry: OplogEntry, step: &mut Step) -> Result<(), OplogError> {
+        let Some(selection) = &mut self.selection else {
+            self.applied += 1;
+            return self.apply_entry(entry, step);
+        };
+        match selection.route(entry)? {
+            Routed::Skip => {
+                self.skipped += 1;
+                Ok(())
+            }
+            Routed::Apply(entries) => {
+                self.applied += 1;
+                entries.into_iter().try_for_each(|e| self.apply_entry(e, step))
+            }
+        }
+    }
+
+    /// The non-transaction path for an entry already routed by the selection.
+    fn apply_entry(&mut self, mut entry: OplogEntry, step: &mut Step) -> Result<(), OplogError> {
         if !self.options.preserve_uuid {
             entry.ui = None;
         }
