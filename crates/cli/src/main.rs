@@ -16,6 +16,7 @@ mod demo;
 mod dump;
 mod inspect;
 mod restore;
+mod restore_pitr;
 mod restore_repo;
 // Backup repository commands.
 mod backup;

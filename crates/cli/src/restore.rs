@@ -330,7 +330,7 @@ fn options(args: &Args, target: Option<String>) -> Result<RestoreOptions, CliErr
 }
 
 /// "context: cause: cause ..." as the CLI prints errors.
-fn error_chain(error: &tidemark_core::Error) -> String {
+pub(crate) fn error_chain(error: &tidemark_core::Error) -> String {
     let mut out = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(e) = source {
@@ -347,6 +347,20 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         check_dbpath_conflicts(&args.conn, uri.as_deref())?;
     }
     let mut options = options(args, target.clone())?;
+    if let Some(at) = &args.repository.at {
+        if args.oplog_replay || args.oplog_limit.is_some() || args.oplog_file.is_some() {
+            return Err(CliError::usage(
+                "--at replays the oplog up to the point itself: remove --oplogReplay, --oplogLimit and --oplogFile",
+            ));
+        }
+        if target.is_some() || args.archive.is_some() || args.repository.out.is_some() || args.dbpath.is_some() {
+            return Err(CliError::usage(
+                "--at restores into a server: give a connection string, not a target, --archive, --out or --dbpath",
+            ));
+        }
+        let conn = args.conn.to_options(uri.as_deref())?;
+        return crate::restore_pitr::run(at, &args.repository, &conn, &options, &args.output);
+    }
     let from_repo = crate::restore_repo::start(
         &args.repository,
         args.archive.as_deref(),

@@ -36,6 +36,10 @@ pub(crate) struct RepoSource {
     /// With --repo: the snapshot (id, unique id prefix, or `latest`).
     #[arg(long, requires = "repo", value_name = "ID")]
     pub(crate) snapshot: Option<String>,
+    /// With --repo: restore the state at this point: an RFC 3339 time (every oplog entry of that
+    /// second and before) or an oplog timestamp `Timestamp(secs, inc)` / `secs,inc` (inclusive).
+    #[arg(long, requires = "repo", conflicts_with = "snapshot", value_name = "POINT")]
+    pub(crate) at: Option<String>,
     /// With --repo: read the repository password from this file (else `TIDEMARK_PASSWORD`, else a prompt).
     #[arg(long = "password-file", requires = "repo", value_name = "FILE")]
     pub(crate) password_file: Option<PathBuf>,
@@ -88,7 +92,7 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 impl RepoSource {
-    fn repo_options(&self, repo: &str) -> RepoOptions {
+    pub(crate) fn repo_options(&self, repo: &str) -> RepoOptions {
         RepoOptions {
             repo: repo.to_owned(),
             password_file: self.password_file.clone(),
@@ -112,7 +116,9 @@ pub(crate) fn start(
         return Ok(RepoRestore::NotRequested);
     };
     let Some(snapshot) = source.snapshot.clone() else {
-        return Err(CliError::usage("--repo needs --snapshot ID (or --snapshot latest)"));
+        return Err(CliError::usage(
+            "--repo needs --snapshot ID (or --snapshot latest), or --at POINT",
+        ));
     };
     if let Some(t) = target {
         return Err(CliError::usage(format!(

@@ -48,6 +48,9 @@ pub enum Error {
     /// Oplog replay failed.
     #[error("error applying oplog")]
     Oplog(#[from] tidemark_oplog::OplogError),
+    /// The backup repository failed (point-in-time restore).
+    #[error(transparent)]
+    Repo(#[from] tidemark_repo::RepoError),
     /// Input data (metadata, BSON file, names) is invalid.
     #[error("{0}")]
     Data(String),

@@ -12,6 +12,7 @@
 //! - [`restore`]: [`restore::plan_restore`] and [`restore::run_restore`].
 //! - [`replay`]: parallel oplog replay (lanes by namespace and `_id`, barriers for commands).
 //! - [`nsmatch`]: `--nsInclude`/`--nsExclude`/`--nsFrom`/`--nsTo` patterns.
+//! - [`pitr`]: point-in-time restore from a backup repository (base snapshot + oplog up to a point).
 //! - [`offline`]: `--dbpath`, dump and restore of a `tidemark-server` data directory with no server running.
 
 pub mod authschema;
@@ -20,6 +21,7 @@ pub mod dump;
 pub mod error;
 pub mod nsmatch;
 pub mod offline;
+pub mod pitr;
 pub mod progress;
 pub mod replay;
 pub mod restore;

@@ -21,7 +21,9 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use bson::Document;
+use std::{future::Future, pin::Pin};
+
+use bson::{Document, RawDocumentBuf};
 use mongodb::{Client, Database};
 use tidemark_oplog::{Partitioner, Work};
 use tokio::{
@@ -30,6 +32,16 @@ use tokio::{
 };
 
 use crate::error::{Error, Result};
+
+/// A source of oplog entries read asynchronously (for example archived oplog slices of a backup
+/// repository), replayed by the restore engine after the dump's own oplog
+/// (see [`crate::restore::RestorePlan::continue_oplog`]).
+pub trait OplogSource: Send {
+    /// The next entry, in oplog order; `None` at the end.
+    fn next_entry(&mut self) -> Pin<Box<dyn Future<Output = Result<Option<RawDocumentBuf>>> + Send + '_>>;
+    /// What the source is, for plans and logs.
+    fn describe(&self) -> String;
+}
 
 /// Upper bound of the default number of replay workers.
 pub const MAX_DEFAULT_REPLAY_WORKERS: usize = 8;

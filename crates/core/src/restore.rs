@@ -36,12 +36,13 @@ use tidemark_format::{
     metadata::Metadata,
     naming::Namespace,
 };
-use tidemark_oplog::{IndexBuildOptions, IndexCatalog, ReplayOptions, Replayer};
+use tidemark_oplog::{IndexBuildOptions, IndexCatalog, ReplayOptions, Replayer, Selection};
 
 use crate::{
     error::{Error, MongoContext, Result, io_error},
     nsmatch::{NamespaceMatcher, NamespaceRenamer},
     progress::Progress,
+    replay::OplogSource,
 };
 
 /// Documents per insert batch (mongorestore's hidden `--batchSize` default).
@@ -290,6 +291,24 @@ pub struct RestorePlan {
     /// Server version the dump was taken from, when known.
     pub dump_server_version: Option<String>,
     archive: Option<ArchiveInput>,
+    /// With namespace filters or renames: the oplog is replayed only on the selected namespaces.
+    selection: Option<Selection>,
+    /// More oplog, replayed after [`RestorePlan::oplog`] by the same replayer.
+    continuation: Option<Box<dyn OplogSource>>,
+}
+
+impl RestorePlan {
+    /// Replays `source` after the plan's oplog (if any), with the same replay state: a
+    /// transaction may start in one and commit in the other. `--oplogLimit` applies to both.
+    pub fn continue_oplog(&mut self, source: Box<dyn OplogSource>) {
+        self.continuation = Some(source);
+    }
+
+    /// Whether the replay is limited to the selected namespaces (see [`tidemark_oplog::selection`]).
+    #[must_use]
+    pub fn replays_selected_namespaces_only(&self) -> bool {
+        self.selection.is_some()
+    }
 }
 
 impl fmt::Debug for RestorePlan {
@@ -331,6 +350,15 @@ impl fmt::Display for RestorePlan {
             };
             writeln!(f, "replay oplog from {from}")?;
         }
+        if let Some(c) = &self.continuation {
+            writeln!(f, "replay oplog from {}", c.describe())?;
+        }
+        if self.selection.is_some() && (self.oplog.is_some() || self.continuation.is_some()) {
+            writeln!(
+                f,
+                "oplog entries are applied to the restored namespaces only, under their new names"
+            )?;
+        }
         for (what, why) in &self.skipped {
             writeln!(f, "skip {what}: {why}")?;
         }
@@ -353,6 +381,7 @@ fn open_input(path: Option<&PathBuf>, gzip: bool) -> Result<Box<dyn Read + Send>
     })
 }
 
+#[derive(Debug, Clone)]
 struct Filters {
     include: NamespaceMatcher,
     exclude: NamespaceMatcher,
@@ -375,6 +404,20 @@ impl Filters {
             exclude: NamespaceMatcher::new(&options.ns_exclude)?,
             renamer: NamespaceRenamer::new(&options.ns_from, &options.ns_to)?,
         })
+    }
+
+    /// Whether any filter or rename is given (the oplog replay then needs a [`Selection`]).
+    fn is_active(&self) -> bool {
+        !self.include.is_empty() || !self.exclude.is_empty() || !self.renamer.is_empty()
+    }
+
+    /// The oplog selection of these filters: a namespace is selected when it would be restored,
+    /// and goes to its renamed destination.
+    fn into_selection(self, restored: impl IntoIterator<Item = String>) -> Selection {
+        Selection::new(
+            move |ns: &str| self.wanted(ns).is_none().then(|| self.renamer.rename(ns)),
+            restored,
+        )
     }
 
     fn wanted(&self, ns: &str) -> Option<&'static str> {
@@ -404,6 +447,8 @@ pub fn plan_restore(options: &RestoreOptions) -> Result<RestorePlan> {
         skipped: Vec::new(),
         dump_server_version: None,
         archive: None,
+        selection: None,
+        continuation: None,
     };
     let mut found: Vec<RestoreIntent> = Vec::new();
     match &options.source {
@@ -581,6 +626,10 @@ pub fn plan_restore(options: &RestoreOptions) -> Result<RestorePlan> {
             ));
         }
     }
+    if filters.is_active() {
+        let restored: Vec<String> = plan.intents.iter().map(|i| i.source.to_string()).collect();
+        plan.selection = Some(filters.into_selection(restored));
+    }
     if options.restore_db_users_and_roles
         && !plan
             .auth
@@ -614,6 +663,10 @@ pub struct RestoreSummary {
     pub failures: u64,
     /// Oplog entries applied.
     pub oplog_entries: Option<u64>,
+    /// Oplog entries skipped because they touch no selected namespace (with namespace filters).
+    pub oplog_skipped: Option<u64>,
+    /// Seconds spent replaying the oplog (reading, applying and waiting for the workers).
+    pub oplog_seconds: Option<f64>,
 }
 
 impl RestoreSummary {
@@ -1056,8 +1109,10 @@ pub async fn run_restore(
         summary.namespaces.push((ns, ok, failed));
     }
     match result {
-        Ok(oplog_entries) => {
-            summary.oplog_entries = oplog_entries;
+        Ok(replayed) => {
+            summary.oplog_entries = replayed.map(|r| r.applied);
+            summary.oplog_skipped = replayed.map(|r| r.skipped);
+            summary.oplog_seconds = replayed.map(|r| r.seconds);
             Ok(summary)
         }
         Err(error) => Err(Box::new(RestoreFailure { error, summary })),
@@ -1065,7 +1120,16 @@ pub async fn run_restore(
 }
 
 #[allow(clippy::too_many_lines)]
-async fn execute(ctx: &Arc<Context>, mut plan: RestorePlan) -> Result<Option<u64>> {
+/// What the oplog replay of a restore did.
+#[derive(Debug, Clone, Copy)]
+struct Replayed {
+    applied: u64,
+    skipped: u64,
+    seconds: f64,
+}
+
+/// Runs the plan; returns what the oplog replay did, when an oplog was replayed.
+async fn execute(ctx: &Arc<Context>, mut plan: RestorePlan) -> Result<Option<Replayed>> {
     let options = &ctx.options;
     let version = server_version(&ctx.client).await;
 
@@ -1255,8 +1319,9 @@ async fn execute(ctx: &Arc<Context>, mut plan: RestorePlan) -> Result<Option<u64
     }
 
     // Oplog.
-    let mut oplog_entries = None;
-    if let Some(oplog) = &plan.oplog {
+    let mut replayed = None;
+    if plan.oplog.is_some() || plan.continuation.is_some() {
+        let started = std::time::Instant::now();
         let mut replayer = Replayer::new(
             ReplayOptions::new(
                 options.oplog_limit,
@@ -1265,8 +1330,11 @@ async fn execute(ctx: &Arc<Context>, mut plan: RestorePlan) -> Result<Option<u64
             ),
             catalog,
         );
-        let mut reader: BsonReader<Box<dyn Read + Send>> = match (&oplog.data, oplog_spool) {
-            (IntentData::File { path, gzip }, _) => BsonReader::new(
+        if let Some(selection) = plan.selection.take() {
+            replayer = replayer.with_selection(selection);
+        }
+        let mut reader: BsonReader<Box<dyn Read + Send>> = match (plan.oplog.as_ref().map(|o| &o.data), oplog_spool) {
+            (Some(IntentData::File { path, gzip }), _) => BsonReader::new(
                 Box::new(open_bson_file(path, *gzip, MAX_OPLOG_DOCUMENT_SIZE)?.into_inner()),
                 MAX_OPLOG_DOCUMENT_SIZE,
             ),
@@ -1282,21 +1350,41 @@ async fn execute(ctx: &Arc<Context>, mut plan: RestorePlan) -> Result<Option<u64
             tidemark_oplog::Partitioner::new(options.oplog_replay_workers, options.bypass_document_validation);
         crate::replay::serialize_existing_collections(&ctx.client, &mut partitioner).await?;
         let mut lanes = crate::replay::ParallelReplay::new(&ctx.client, partitioner);
+        ctx.progress.start(OPLOG_PROGRESS, None);
+        let mut stopped = false;
         while let Some(raw) = reader
             .next_document()
             .map_err(|e| Error::Data(format!("error reading oplog bson input: {e}")))?
         {
-            let step = replayer.push_raw(&raw)?;
-            let isolated = tidemark_oplog::is_isolated_entry(&raw);
-            lanes.push(step.commands, isolated).await?;
-            if step.stop {
+            stopped = replay_entry(ctx, &mut replayer, &mut lanes, &raw).await?;
+            if stopped {
                 break;
             }
         }
+        if let Some(mut more) = plan.continuation.take()
+            && !stopped
+        {
+            while let Some(raw) = more.next_entry().await? {
+                if replay_entry(ctx, &mut replayer, &mut lanes, &raw).await? {
+                    break;
+                }
+            }
+        }
         lanes.finish().await?;
+        ctx.progress.finish(OPLOG_PROGRESS);
         ctx.progress
             .log(&format!("applied {} oplog entries", replayer.applied()));
-        oplog_entries = Some(replayer.applied());
+        if replayer.skipped() > 0 {
+            ctx.progress.log(&format!(
+                "skipped {} oplog entries outside the restored namespaces",
+                replayer.skipped()
+            ));
+        }
+        replayed = Some(Replayed {
+            applied: replayer.applied(),
+            skipped: replayer.skipped(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
         catalog = replayer.into_catalog();
     }
 
@@ -1319,7 +1407,26 @@ async fn execute(ctx: &Arc<Context>, mut plan: RestorePlan) -> Result<Option<u64
             }
         }
     }
-    Ok(oplog_entries)
+    Ok(replayed)
+}
+
+/// The progress name of the oplog replay.
+pub const OPLOG_PROGRESS: &str = "oplog replay";
+
+/// Replays one top-level entry; returns whether `--oplogLimit` was reached.
+async fn replay_entry(
+    ctx: &Context,
+    replayer: &mut Replayer,
+    lanes: &mut crate::replay::ParallelReplay,
+    raw: &bson::RawDocument,
+) -> Result<bool> {
+    let step = replayer.push_raw(raw)?;
+    let isolated = tidemark_oplog::is_isolated_entry(raw);
+    lanes.push(step.commands, isolated).await?;
+    if !step.stop {
+        ctx.progress.advance(OPLOG_PROGRESS, 1);
+    }
+    Ok(step.stop)
 }
 
 /// Users and roles through temporary collections and `_mergeAuthzCollections`.

@@ -1,0 +1,389 @@
+//! `tidemark restore --repo R --at POINT` against a replica set of `tidemark-server` under a random
+//! workload.
+//!
+//! A seeded random writer (pymongo, an independent client) runs inserts, updates, deletes,
+//! collection creates, drops, renames (within the `app` database and out of it) and index builds
+//! and drops, one operation at a time; after each operation it reads the timestamp of the newest
+//! entry of the source's oplog, which is that operation's. Backups with `--oplog` run while it
+//! writes, so every snapshot is fuzzy and needs its captured oplog. The expected state at a point
+//! `P` is the writer's own model after the operations with `ts <= P` (the writer knows what each
+//! operation means; our replay code plays no part in it), and every restore is compared with it
+//! through pymongo: collections, documents and index names, also with namespace filters and renames.
+
+mod dump_support;
+
+use std::path::Path;
+
+use dump_support::{Server, pymongo, stderr};
+
+/// Runs `tidemark` (stdin closed, no repository password in the environment).
+fn tidemark(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(args)
+        .env_remove("TIDEMARK_PASSWORD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The random writer: `argv[2]` ops file (JSON lines), `argv[3]` seed, `argv[4]` operations,
+/// `argv[5]` weight of renames (a backup with `--oplog` refuses a window containing a rename, as
+/// mongodump does, so renames only go with the archived oplog after the snapshots).
+/// Prints `writing` once under way. Every operation makes exactly one oplog entry.
+const WRITER: &str = r#"
+import random, time
+path, seed, count, renames = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rng = random.Random(seed)
+oplog = client.local["oplog.rs"]
+live = {"app.c0": {}, "app.c1": {}, "other.o0": {}}  # ns -> {_id: doc}
+indexes = {ns: set() for ns in live}
+out = open(path, "w")
+def last_ts():
+    e = next(oplog.find({"op": {"$ne": "n"}}).sort("$natural", -1).limit(1))
+    return [e["ts"].time, e["ts"].inc]
+def coll(ns):
+    db, c = ns.split(".", 1)
+    return client[db][c]
+next_id = 0
+for k in range(count):
+    if k == 20:
+        print("writing", flush=True)
+    names = sorted(live)
+    app = [n for n in names if n.startswith("app.")]
+    kind = rng.choices(["ins", "upd", "del", "create", "drop", "rename", "index", "dropIndex"],
+                       [30, 25, 10, 3, 2, renames, 3, 2])[0]
+    ns = rng.choice(names)
+    op = None
+    if kind == "ins":
+        next_id += 1
+        doc = {"_id": next_id, "v": k, "pad": "x" * rng.randrange(50)}
+        coll(ns).insert_one(doc)
+        op = {"op": "ins", "ns": ns, "doc": doc}
+    elif kind == "upd" and live[ns]:
+        i = rng.choice(sorted(live[ns]))
+        coll(ns).update_one({"_id": i}, {"$set": {"v": k, "u": True}})
+        op = {"op": "upd", "ns": ns, "id": i, "v": k}
+    elif kind == "del" and live[ns]:
+        i = rng.choice(sorted(live[ns]))
+        coll(ns).delete_one({"_id": i})
+        op = {"op": "del", "ns": ns, "id": i}
+    elif kind == "create":
+        ns = "app.n%d" % k
+        client.app.create_collection("n%d" % k)
+        op = {"op": "create", "ns": ns}
+    elif kind == "drop" and len(app) > 1:
+        ns = rng.choice(app)
+        coll(ns).drop()
+        op = {"op": "drop", "ns": ns}
+    elif kind == "rename" and app:
+        ns = rng.choice(app)
+        to = rng.choice(["app.r%d" % k, "other.r%d" % k])
+        client.admin.command("renameCollection", ns, to=to)
+        op = {"op": "rename", "ns": ns, "to": to}
+    elif kind == "index" and ns not in ("other.o0",):
+        name = "ix%d" % k
+        coll(ns).create_index([("v", 1), ("f%d" % k, 1)], name=name)
+        op = {"op": "index", "ns": ns, "name": name}
+    elif kind == "dropIndex" and indexes[ns]:
+        name = rng.choice(sorted(indexes[ns]))
+        coll(ns).drop_index(name)
+        op = {"op": "dropIndex", "ns": ns, "name": name}
+    if op is None:
+        continue
+    # The writer's own model of the database.
+    if op["op"] == "ins":
+        live[ns][op["doc"]["_id"]] = op["doc"]
+    elif op["op"] == "upd":
+        live[ns][op["id"]] = dict(live[ns][op["id"]], v=op["v"], u=True)
+    elif op["op"] == "del":
+        del live[ns][op["id"]]
+    elif op["op"] == "create":
+        live[ns], indexes[ns] = {}, set()
+    elif op["op"] == "drop":
+        del live[ns], indexes[ns]
+    elif op["op"] == "rename":
+        live[op["to"]], indexes[op["to"]] = live.pop(ns), indexes.pop(ns)
+    elif op["op"] == "index":
+        indexes[ns].add(op["name"])
+    elif op["op"] == "dropIndex":
+        indexes[ns].discard(op["name"])
+    op["ts"] = last_ts()
+    out.write(json.dumps(op) + "\n")
+    out.flush()
+    time.sleep(0.002)
+print("done", flush=True)
+"#;
+
+/// Compares a restored server with the writer's model at a point.
+/// `argv[2]` ops file, `argv[3]` point `t,i`, `argv[4]` JSON `{"include": prefix or null,
+/// "from": prefix, "to": prefix}` describing the selection. Prints `same` or the differences.
+const COMPARE: &str = r#"
+ops = [json.loads(l) for l in open(sys.argv[2])]
+t, i = map(int, sys.argv[3].split(","))
+sel = json.loads(sys.argv[4])
+live = {"app.c0": {}, "app.c1": {}, "other.o0": {}}
+indexes = {ns: set() for ns in live}
+for seed_ns, docs in json.loads(open(sys.argv[2] + ".seed").read()).items():
+    for d in docs:
+        live[seed_ns][d["_id"]] = d
+for op in ops:
+    if tuple(op["ts"]) > (t, i):
+        break
+    ns = op["ns"]
+    if op["op"] == "ins":
+        live[ns][op["doc"]["_id"]] = op["doc"]
+    elif op["op"] == "upd":
+        live[ns][op["id"]] = dict(live[ns][op["id"]], v=op["v"], u=True)
+    elif op["op"] == "del":
+        del live[ns][op["id"]]
+    elif op["op"] == "create":
+        live[ns], indexes[ns] = {}, set()
+    elif op["op"] == "drop":
+        del live[ns], indexes[ns]
+    elif op["op"] == "rename":
+        live[op["to"]], indexes[op["to"]] = live.pop(ns), indexes.pop(ns)
+    elif op["op"] == "index":
+        indexes[ns].add(op["name"])
+    elif op["op"] == "dropIndex":
+        indexes[ns].discard(op["name"])
+want = {}
+for ns in live:
+    if sel["include"] is not None and not ns.startswith(sel["include"]):
+        continue
+    dest = sel["to"] + ns[len(sel["from"]):] if sel["from"] and ns.startswith(sel["from"]) else ns
+    want[dest] = {"docs": [live[ns][k] for k in sorted(live[ns])], "indexes": sorted(indexes[ns])}
+got = {}
+for db in client.list_database_names():
+    if db in ("admin", "config", "local"):
+        continue
+    for name in client[db].list_collection_names():
+        c = client[db][name]
+        got[db + "." + name] = {"docs": list(c.find({}).sort("_id", 1)),
+                                "indexes": sorted(ix["name"] for ix in c.list_indexes() if ix["name"] != "_id_")}
+if got == want:
+    print("same")
+else:
+    for ns in sorted(set(got) | set(want)):
+        if got.get(ns) != want.get(ns):
+            print("differs", ns, "got", str(got.get(ns))[:300], "want", str(want.get(ns))[:300])
+"#;
+
+fn ok(out: std::process::Output, what: &str) -> std::process::Output {
+    assert!(out.status.success(), "{what} failed: {}", stderr(&out));
+    out
+}
+
+struct Repo {
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+fn init_repo() -> Repo {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("repo").display().to_string();
+    ok(
+        tidemark(&["repo", "init", "--repo", &url, "--insecure-no-password"]),
+        "repo init",
+    );
+    Repo { _dir: dir, url }
+}
+
+/// Backs up `uri` with `--oplog`; returns the consistency point `t,i`.
+fn backup(repo: &Repo, uri: &str) -> String {
+    let out = ok(
+        tidemark(&[
+            "backup",
+            "--repo",
+            &repo.url,
+            "--insecure-no-password",
+            "--uri",
+            uri,
+            "--oplog",
+            "--json",
+        ]),
+        "backup",
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let last = &json["oplog_window"]["last"];
+    format!("{},{}", last["t"], last["i"])
+}
+
+fn restore_at(repo: &Repo, target: &str, point: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "restore",
+        target,
+        "--repo",
+        &repo.url,
+        "--insecure-no-password",
+        "--at",
+        point,
+        "--json",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    tidemark(&args)
+}
+
+fn compare(target: &str, ops: &Path, point: &str, selection: &str) -> String {
+    let program = format!(
+        "import sys, json, pymongo\nclient = pymongo.MongoClient(sys.argv[1], directConnection=True)\n{COMPARE}"
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .arg(target)
+        .arg(ops)
+        .arg(point)
+        .arg(selection)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "compare failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn restores_to_snapshot_points_of_a_random_workload_match_the_writers_model() {
+    let source = Server::start_replica_set();
+    let dir = tempfile::tempdir().unwrap();
+    let ops = dir.path().join("ops.jsonl");
+    // Seed documents, recorded for the model.
+    let seed = pymongo(
+        &source.uri,
+        "seed = {'app.c0': [{'_id': -i, 'v': -1} for i in range(1, 300)], 'app.c1': [], 'other.o0': [{'_id': -1, 'v': -1}]}\nfor ns, docs in seed.items():\n    db, c = ns.split('.', 1)\n    client[db].create_collection(c)\n    if docs:\n        client[db][c].insert_many([dict(d) for d in docs])\nprint(json.dumps(seed))",
+    );
+    std::fs::write(dir.path().join("ops.jsonl.seed"), seed.trim()).unwrap();
+    let repo = init_repo();
+
+    let mut writer = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sys, json, pymongo\nclient = pymongo.MongoClient(sys.argv[1], directConnection=True)\n{WRITER}"
+        ))
+        .arg(&source.uri)
+        .arg(&ops)
+        .arg("20261124")
+        .arg("700")
+        .arg("0")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(writer.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line.trim(), "writing");
+    let points: Vec<String> = (0..3).map(|_| backup(&repo, &source.uri)).collect();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(writer.wait().unwrap().success());
+    let written = std::fs::read_to_string(&ops).unwrap();
+    let kinds: std::collections::BTreeSet<&str> = written.lines().map(|l| l.split('"').nth(3).unwrap_or("")).collect();
+    assert!(kinds.len() >= 6, "the workload exercised {kinds:?}");
+
+    let everything = r#"{"include": null, "from": "", "to": ""}"#;
+    let key = |p: &String| -> (u64, u64) {
+        let (t, i) = p.split_once(',').unwrap();
+        (t.parse().unwrap(), i.parse().unwrap())
+    };
+    assert!(
+        key(&points[0]) < key(&points[1]) && key(&points[1]) < key(&points[2]),
+        "{points:?}"
+    );
+    for (n, point) in points.iter().enumerate() {
+        let target = Server::start();
+        let out = ok(restore_at(&repo, &target.uri, point, &[]), "restore --at");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            format!("{},{}", report["consistencyTs"]["t"], report["consistencyTs"]["i"]),
+            *point,
+            "{report}"
+        );
+        assert!(report["oplogApplied"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(compare(&target.uri, &ops, point, everything), "same", "at {point}");
+        // The model tells the points apart: the workload wrote between the snapshots.
+        let other = &points[(n + 1) % points.len()];
+        assert_ne!(
+            compare(&target.uri, &ops, other, everything),
+            "same",
+            "{point} vs {other}"
+        );
+    }
+
+    // Namespace-aware replay: only app.*, renamed to copy.* (renames into other.* leave the selection).
+    let point = &points[1];
+    let target = Server::start();
+    let out = ok(
+        restore_at(
+            &repo,
+            &target.uri,
+            point,
+            &["--nsInclude", "app.*", "--nsFrom", "app.*", "--nsTo", "copy.*"],
+        ),
+        "restore --at with a selection",
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["oplogSkipped"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(
+        compare(
+            &target.uri,
+            &ops,
+            point,
+            r#"{"include": "app.", "from": "app.", "to": "copy."}"#
+        ),
+        "same"
+    );
+
+    // Points that are not restorable are refused with an explanation, before anything is written.
+    let (t0, _) = points[0].split_once(',').unwrap();
+    let (t2, i2) = points[2].split_once(',').unwrap();
+    let target = Server::start();
+    let before = format!("{},0", t0.parse::<u32>().unwrap() - 3600);
+    let out = restore_at(&repo, &target.uri, &before, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is before every snapshot: the earliest restorable point is Timestamp("),
+        "{}",
+        stderr(&out)
+    );
+    let after = format!("{t2},{}", i2.parse::<u32>().unwrap() + 1);
+    let out = restore_at(&repo, &target.uri, &after, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains("is after the end of the archived oplog: the last restorable point is Timestamp("),
+        "{message}"
+    );
+    assert!(message.contains(&format!("Timestamp({t2}, {i2})")), "{message}");
+    let (t1, i1) = points[1].split_once(',').unwrap();
+    let between = format!("{t1},{}", i1.parse::<u32>().unwrap() + 1);
+    if between != points[2] {
+        let out = restore_at(&repo, &target.uri, &between, &[]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("the nearest restorable points are"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        compare(
+            &target.uri,
+            &ops,
+            "0,0",
+            r#"{"include": "none.", "from": "", "to": ""}"#
+        ),
+        "same",
+        "nothing was written"
+    );
+    let out = restore_at(&repo, &target.uri, "yesterday", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid --at value: "));
+
+    // --dryRun prints the plan only.
+    let out = ok(restore_at(&repo, &target.uri, &points[0], &["--dryRun"]), "dry run");
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(plan["baseSnapshot"].as_str().unwrap().len() >= 8, "{plan}");
+    assert!(plan["snapshotOplog"]["first"]["t"].is_u64(), "{plan}");
+}
