@@ -23,6 +23,7 @@ mod backup;
 mod check;
 mod copy;
 mod forget;
+mod oplog;
 mod repo;
 mod snapshots;
 
@@ -66,6 +67,8 @@ enum Command {
     Forget(forget::Args),
     /// Copy snapshots between repositories, re-encrypting and deduplicating in the target.
     Copy(copy::Args),
+    /// Oplog archiving: `follow` stores a replica set's oplog continuously for point-in-time restores.
+    Oplog(oplog::Args),
 }
 
 /// Failure classes with their documented exit codes.
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Forget(args) => forget::run(&args),
         Command::Copy(args) => copy::run(&args),
+        Command::Oplog(args) => oplog::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

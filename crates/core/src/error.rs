@@ -48,7 +48,7 @@ pub enum Error {
     /// Oplog replay failed.
     #[error("error applying oplog")]
     Oplog(#[from] tidemark_oplog::OplogError),
-    /// The backup repository failed (point-in-time restore).
+    /// The backup repository failed.
     #[error(transparent)]
     Repo(#[from] tidemark_repo::RepoError),
     /// Input data (metadata, BSON file, names) is invalid.

@@ -11,6 +11,7 @@
 //! - [`dump`]: [`dump::plan_dump`] and [`dump::run_dump`].
 //! - [`restore`]: [`restore::plan_restore`] and [`restore::run_restore`].
 //! - [`replay`]: parallel oplog replay (lanes by namespace and `_id`, barriers for commands).
+//! - [`follow`]: continuous oplog archiving into a repository (`tidemark oplog follow`).
 //! - [`nsmatch`]: `--nsInclude`/`--nsExclude`/`--nsFrom`/`--nsTo` patterns.
 //! - [`pitr`]: point-in-time restore from a backup repository (base snapshot + oplog up to a point).
 //! - [`offline`]: `--dbpath`, dump and restore of a `tidemark-server` data directory with no server running.
@@ -19,6 +20,7 @@ pub mod authschema;
 pub mod connection;
 pub mod dump;
 pub mod error;
+pub mod follow;
 pub mod nsmatch;
 pub mod offline;
 pub mod pitr;
