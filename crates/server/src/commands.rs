@@ -220,6 +220,8 @@ pub struct ServerState {
     pub repl: Arc<crate::repl::ReplState>,
     /// The replica set's shared key (`--keyFile`), for internal authentication as `__system`.
     pub internal_key: Option<Arc<crate::keyfile::InternalKey>>,
+    /// Collections still being filled by a loader; reads on them wait (see [`crate::loading`]).
+    pub loading: Option<Arc<crate::loading::LoadGate>>,
     next_connection_id: AtomicI64,
 }
 
@@ -263,11 +265,14 @@ impl ServerState {
             format!("{}:{}", config.bind_ip, config.port),
         ));
         topology.attach(Arc::clone(&repl));
-        crate::ttl::spawn_monitor(
-            Arc::downgrade(&engine),
-            Arc::downgrade(&repl),
-            config.ttl_monitor_interval,
-        );
+        // Read-only: the TTL monitor's deletions would be writes.
+        if !config.read_only {
+            crate::ttl::spawn_monitor(
+                Arc::downgrade(&engine),
+                Arc::downgrade(&repl),
+                config.ttl_monitor_interval,
+            );
+        }
         Self {
             topology,
             repl,
@@ -279,8 +284,46 @@ impl ServerState {
             stats: Stats::default(),
             storage: None,
             internal_key,
+            loading: None,
             next_connection_id: AtomicI64::new(1),
         }
+    }
+
+    /// Makes reads wait for the collections `gate` lists until a loader has filled them.
+    pub fn with_load_gate(mut self, gate: Arc<crate::loading::LoadGate>) -> Self {
+        self.loading = Some(gate);
+        self
+    }
+
+    /// Runs a command on behalf of the server itself (a loader filling a read-only server): no
+    /// authentication, authorization, read-only or replica-set checks, no write concern.
+    pub fn run_internal(&self, request: &Request) -> CommandResult<Document> {
+        let spec = *self
+            .registry
+            .get(&request.name)
+            .ok_or_else(|| CommandError::command_not_found(&request.name))?;
+        let mut conn = ConnectionState::default();
+        let mut ctx = Ctx {
+            server: self,
+            conn: &mut conn,
+        };
+        let reply = (spec.handler)(&mut ctx, request)?.into_document()?;
+        // Write commands report per-document failures in `writeErrors` with `ok: 1`.
+        if let Ok(errors) = reply.get_array("writeErrors")
+            && let Some(Bson::Document(first)) = errors.first()
+        {
+            let code = first.get_i32("code").unwrap_or(1);
+            return Err(CommandError::new(
+                code,
+                "",
+                format!(
+                    "{} of the documents failed, the first with: {}",
+                    errors.len(),
+                    first.get_str("errmsg").unwrap_or("")
+                ),
+            ));
+        }
+        Ok(reply)
     }
 
     /// Attaches the persistence layer (for `fsync` and shutdown checkpoints).
@@ -434,6 +477,9 @@ fn run(ctx: &mut Ctx<'_>, request: &Request) -> CommandResult<Reply> {
         return (spec.handler)(ctx, request);
     }
     transactions::check(&request.body)?;
+    if ctx.server.config.read_only {
+        crate::readonly::check(spec.name, &request.body)?;
+    }
     if ctx.server.config.auth && spec.auth == AuthRequirement::Check {
         crate::auth::authorize(&ctx.conn.auth, spec.name, &request.db, &request.body)?;
     }
@@ -444,6 +490,9 @@ fn run(ctx: &mut Ctx<'_>, request: &Request) -> CommandResult<Reply> {
     ctx.server
         .topology
         .check_command(&request.name, &request.db, &request.body)?;
+    if let Some(gate) = &ctx.server.loading {
+        gate.wait_for_command(spec.name, &request.db, &request.body)?;
+    }
     let reply = (spec.handler)(ctx, request)?;
     crate::repl::write_concern::apply(ctx.server, request, reply)
 }

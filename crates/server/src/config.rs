@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub ttl_monitor_interval: Duration,
     /// `--keyFile`: shared secret of replica-set members (internal authentication); implies `auth`.
     pub key_file: Option<PathBuf>,
+    /// `--queryableBackupMode`: read-only; every write is refused (see [`crate::readonly`]).
+    pub read_only: bool,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +47,7 @@ impl Default for ServerConfig {
             max_message_size: crate::MAX_MESSAGE_SIZE_BYTES,
             ttl_monitor_interval: crate::ttl::DEFAULT_TTL_MONITOR_INTERVAL,
             key_file: None,
+            read_only: false,
         }
     }
 }

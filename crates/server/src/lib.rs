@@ -14,6 +14,9 @@
 //! - [`storage`]: journal, checkpoints and recovery for `--dbpath` (plugged into the engine's durability
 //!   hook); [`repl`]: replica-set topology and replication for `--replSet`.
 //!
+//! [`readonly`] is `--queryableBackupMode` (every write refused as mongod does); [`loading`] makes reads
+//! wait for collections a loader is still filling (a backup served before it is fully loaded).
+//!
 //! Beside them: [`ttl`] (the TTL monitor deleting expired documents), [`empty_ts`] (mongod's replacement of
 //! empty top-level timestamps on insert) and [`keyfile`] (`--keyFile` internal authentication of members).
 //!
@@ -27,7 +30,9 @@ pub mod empty_ts;
 pub mod engine;
 pub mod error;
 pub mod keyfile;
+pub mod loading;
 pub mod net;
+pub mod readonly;
 pub mod repl;
 pub mod storage;
 pub mod testing;

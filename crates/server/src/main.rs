@@ -41,6 +41,10 @@ struct Args {
     /// Shared key of the replica set's members (internal authentication as `__system`); implies --auth.
     #[arg(long = "keyFile")]
     key_file: Option<PathBuf>,
+    /// Read-only: every write is refused with IllegalOperation (20); with --dbpath the data directory
+    /// is loaded without changing it (a shared lock keeps other servers out).
+    #[arg(long = "queryableBackupMode")]
+    queryable_backup_mode: bool,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         logpath: args.logpath,
         repl_set: args.repl_set,
         oplog_size_mb: args.oplog_size_mb,
+        read_only: args.queryable_backup_mode,
         ..ServerConfig::default()
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -88,9 +93,27 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let engine = Arc::new(Engine::new());
+        let mut engine = Arc::new(Engine::new());
+        // Read-only over a data directory: loaded as it is, under a shared lock held until exit.
+        let mut _shared_lock = None;
+        if let (true, Some(dbpath)) = (config.read_only, &config.dbpath) {
+            let loaded = tidemark_server::storage::lockfile::lock_shared(dbpath)
+                .and_then(|lock| Ok((lock, tidemark_server::storage::load_offline(dbpath)?)));
+            match loaded {
+                Ok((lock, loaded)) => {
+                    _shared_lock = Some(lock);
+                    engine = Arc::new(loaded);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open the data directory");
+                    eprintln!("error: {e}");
+                    return ExitCode::from(100);
+                }
+            }
+        }
         // Like mongod, take the dbpath (lock file, recovery) before listening.
         let storage = match &config.dbpath {
+            Some(_) if config.read_only => None,
             Some(dbpath) => {
                 let options = StorageOptions {
                     journal: !config.nojournal,

@@ -82,7 +82,7 @@ fn handshake(ctx: &mut Ctx<'_>, req: &Request, primary_field: &str) -> CommandRe
     reply.insert("connectionId", ctx.conn.id);
     reply.insert("minWireVersion", 0);
     reply.insert("maxWireVersion", MAX_WIRE_VERSION);
-    reply.insert("readOnly", false);
+    reply.insert("readOnly", ctx.server.config.read_only);
     if !ctx.conn.handshake_done {
         if let Some(Bson::Array(requested)) = req.body.get("compression") {
             let agreed: Vec<String> = requested
@@ -203,7 +203,7 @@ fn server_status(ctx: &mut Ctx<'_>, _req: &Request) -> CommandResult<Reply> {
             "name": if persistent { "wiredTiger" } else { "inMemory" },
             "supportsCommittedReads": true,
             "persistent": persistent,
-            "readOnly": false,
+            "readOnly": ctx.server.config.read_only,
         },
         "metrics": {
             "cursor": { "open": { "total": i64::try_from(ctx.server.cursors.len()).unwrap_or(i64::MAX) } },
