@@ -26,6 +26,7 @@ mod forget;
 mod oplog;
 mod repo;
 mod snapshots;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -69,6 +70,8 @@ enum Command {
     Copy(copy::Args),
     /// Oplog archiving: `follow` stores a replica set's oplog continuously for point-in-time restores.
     Oplog(oplog::Args),
+    /// Restore drill: restore a snapshot into an embedded server (or --target) and check it against the manifest.
+    Verify(Box<verify::Args>),
 }
 
 /// Failure classes with their documented exit codes.
@@ -132,6 +135,7 @@ fn main() -> ExitCode {
         Command::Forget(args) => forget::run(&args),
         Command::Copy(args) => copy::run(&args),
         Command::Oplog(args) => oplog::run(&args),
+        Command::Verify(args) => verify::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

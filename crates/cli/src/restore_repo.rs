@@ -84,7 +84,7 @@ impl RepoRestore {
     }
 }
 
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error
         .chain()
         .filter_map(|e| e.downcast_ref::<std::io::Error>())
@@ -174,17 +174,7 @@ pub(crate) fn start(
                 .await;
                 let _ = ready_tx.send(opened.is_ok());
                 let (lock, reader) = opened?;
-                let out = BufWriter::with_capacity(STREAM_BUFFER, writer);
-                let exported = export_archive(&reader, member.as_deref(), out)
-                    .await
-                    .with_context(|| format!("restore snapshot {} from {}", reader.id(), repo_options.repo))
-                    .and_then(|(out, stats)| {
-                        out.into_inner()
-                            .map_err(std::io::IntoInnerError::into_error)
-                            .and_then(|mut pipe| pipe.flush())
-                            .context("write the snapshot stream to the restore")?;
-                        Ok(stats)
-                    });
+                let exported = export_to_pipe(&reader, member.as_deref(), writer, &repo_options.repo).await;
                 let released = lock.release().await;
                 let stats = exported?;
                 released.context("release the repository lock")?;
@@ -203,6 +193,25 @@ pub(crate) fn start(
     options.source = RestoreSource::Stream(ArchiveStream::new(reader));
     options.gzip = false;
     Ok(RepoRestore::Streaming(exporter))
+}
+
+/// Streams a snapshot (one member, or the only one) as an archive into the write end of the pipe a
+/// restore engine reads ([`RestoreSource::Stream`]); `repo_label` names the repository in errors.
+pub(crate) async fn export_to_pipe(
+    reader: &SnapshotReader,
+    member: Option<&str>,
+    writer: std::io::PipeWriter,
+    repo_label: &str,
+) -> anyhow::Result<ExportStats> {
+    let out = BufWriter::with_capacity(STREAM_BUFFER, writer);
+    let (out, stats) = export_archive(reader, member, out)
+        .await
+        .with_context(|| format!("restore snapshot {} from {repo_label}", reader.id()))?;
+    out.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)
+        .and_then(|mut pipe| pipe.flush())
+        .context("write the snapshot stream to the restore")?;
+    Ok(stats)
 }
 
 /// Writes the snapshot as a dump directory or archive file (`-`: standard output).

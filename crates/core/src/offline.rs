@@ -19,7 +19,8 @@
 //!
 //! A data directory written by MongoDB's own `mongod` (WiredTiger files) is recognised by
 //! [`detect_wiredtiger`] and refused with an explanation: those files can only be read by `mongod`.
-//! The background TTL monitor is effectively off in both modes: an offline copy reproduces the files as
+//! [`OfflineServer::in_memory`] serves an empty in-memory server the same way, as a scratch target.
+//! The background TTL monitor is effectively off in every mode: an offline copy reproduces the files as
 //! they are rather than running the server's maintenance on them.
 
 use std::net::SocketAddr;
@@ -238,26 +239,30 @@ impl OfflineServer {
         Self::serve(dbpath, engine, Some(storage), None).await
     }
 
+    /// An empty in-memory server on a private loopback port (a scratch target, such as a restore
+    /// drill's): nothing touches the disk, and the TTL monitor stays off as in the other modes.
+    pub async fn in_memory() -> Result<Self> {
+        Self::serve(Path::new(""), Arc::new(Engine::new()), None, None).await
+    }
+
     async fn serve(
         dbpath: &Path,
         engine: Arc<Engine>,
         storage: Option<Arc<Storage>>,
         shared: Option<SharedLock>,
     ) -> Result<Self> {
+        let cannot_listen = |e: std::io::Error| {
+            let what = if storage.is_some() || shared.is_some() {
+                format!("--dbpath {}", dbpath.display())
+            } else {
+                "in-memory server".to_owned()
+            };
+            Error::Data(format!("{what}: cannot listen on 127.0.0.1: {e}"))
+        };
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
-            .map_err(|e| {
-                Error::Data(format!(
-                    "--dbpath {}: cannot listen on 127.0.0.1: {e}",
-                    dbpath.display()
-                ))
-            })?;
-        let addr = listener.local_addr().map_err(|e| {
-            Error::Data(format!(
-                "--dbpath {}: cannot listen on 127.0.0.1: {e}",
-                dbpath.display()
-            ))
-        })?;
+            .map_err(cannot_listen)?;
+        let addr = listener.local_addr().map_err(cannot_listen)?;
         let config = ServerConfig {
             bind_ip: addr.ip(),
             port: addr.port(),
