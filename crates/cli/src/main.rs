@@ -25,6 +25,7 @@ mod copy;
 mod forget;
 mod oplog;
 mod repo;
+mod serve;
 mod snapshots;
 mod verify;
 
@@ -72,6 +73,8 @@ enum Command {
     Oplog(oplog::Args),
     /// Restore drill: restore a snapshot into an embedded server (or --target) and check it against the manifest.
     Verify(Box<verify::Args>),
+    /// Serve a snapshot read-only over the MongoDB wire protocol (mongosh, Compass, drivers), loading it lazily.
+    Serve(Box<serve::Args>),
 }
 
 /// Failure classes with their documented exit codes.
@@ -136,6 +139,7 @@ fn main() -> ExitCode {
         Command::Copy(args) => copy::run(&args),
         Command::Oplog(args) => oplog::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -212,7 +212,8 @@ async fn drill(args: &Args) -> Result<(), CliError> {
     result
 }
 
-fn pick_member<'a>(reader: &'a SnapshotReader, wanted: Option<&str>) -> Result<&'a Member, CliError> {
+/// The member to work on: `wanted`, or the only one.
+pub(crate) fn pick_member<'a>(reader: &'a SnapshotReader, wanted: Option<&str>) -> Result<&'a Member, CliError> {
     let members = reader.members();
     match wanted {
         Some(name) => members.iter().find(|m| m.name == name).ok_or_else(|| {

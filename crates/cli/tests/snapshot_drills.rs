@@ -1,13 +1,20 @@
-//! `tidemark verify`: restore drills through the real binary. A server seeded by pymongo (an
-//! independent client) with several collections, indexes (TTL, partial, unique, compound), a capped
-//! collection and a view is backed up; the drill must pass on the snapshot, and must fail naming the
-//! namespace when a pack is damaged, when a pack is missing, and when a document disappears from the
-//! restored server behind the drill's back (the test-only `TIDEMARK_DRILL_TEST_DELETE_ONE` hook).
+//! `tidemark verify` and `tidemark serve` through the real binary, on a backup of a server seeded by
+//! pymongo (an independent client) with several collections, indexes (TTL, partial, unique,
+//! compound), a capped collection and a view.
+//!
+//! - The drill must pass on the snapshot, and must fail naming the namespace when a pack is
+//!   damaged, when a pack is missing, and when a document disappears from the restored server behind
+//!   the drill's back (the test-only `TIDEMARK_DRILL_TEST_DELETE_ONE` hook).
+//! - `serve`: pymongo reads the served snapshot (right after start, while it loads) and must get what
+//!   a full `restore --repo` of the same snapshot gives; every write must fail with mongod's
+//!   read-only error (the server's own `readonly_pymongo.py` checks).
 
 mod dump_support;
 
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use dump_support::{Server, pymongo, stderr};
 
@@ -211,4 +218,120 @@ fn a_missing_pack_names_the_namespace() {
     );
     // The namespaces after it were never restored: the drill says so instead of passing them.
     assert!(statuses(&report).iter().any(|(_, s)| s == "not restored"), "{report:#}");
+}
+
+/// Everything pymongo reads from a server: collection names and types, indexes, documents in
+/// `_id` order (canonical Extended JSON), `count_documents` with a filter, and an aggregation.
+const READ_EVERYTHING: &str = r#"
+from bson import json_util
+opts = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL)
+out = []
+for name in sorted(n for n in client.list_database_names() if n not in ("admin", "config", "local")):
+    db = client[name]
+    out.append([name, sorted(db.list_collection_names())])
+    for spec in sorted(db.list_collections(), key=lambda s: s["name"]):
+        coll = db[spec["name"]]
+        out.append([spec["name"], spec["type"], json_util.dumps(spec.get("options", {}), json_options=opts)])
+        if spec["type"] == "view":
+            out.append(json_util.dumps(list(coll.find().sort("_id", 1)), json_options=opts))
+            continue
+        out.append(sorted(json_util.dumps(i, json_options=opts) for i in coll.list_indexes()))
+        out.append(json_util.dumps(list(coll.find().sort("_id", 1)), json_options=opts))
+        out.append(coll.count_documents({"_id": {"$exists": True}}))
+out.append(json_util.dumps(list(client.shop.orders.aggregate([
+    {"$match": {"status": {"$ne": "shipped"}}},
+    {"$group": {"_id": "$customer", "n": {"$sum": 1}, "total": {"$sum": "$total"}}},
+    {"$sort": {"_id": 1}}, {"$limit": 20}])), json_options=opts))
+out.append(client.shop.customers.count_documents({"email": {"$regex": "^c1"}}))
+print(json.dumps(out))
+"#;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn serve_gives_what_a_full_restore_gives_and_refuses_every_write() {
+    let repo = backed_up_shop();
+    // The reference: a full restore of the same snapshot.
+    let restored = Server::start();
+    let out = tidemark_env(
+        &[
+            "restore",
+            &restored.uri,
+            "--repo",
+            &repo.url,
+            "--password-file",
+            &repo.pw,
+            "--snapshot",
+            "latest",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = pymongo(&restored.uri, READ_EVERYTHING);
+
+    let port = free_port();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "serve",
+            "--repo",
+            &repo.url,
+            "--password-file",
+            &repo.pw,
+            "--snapshot",
+            "latest",
+        ])
+        .args(["--port", &port.to_string()])
+        .env_remove("TIDEMARK_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tidemark serve did not listen on {port}");
+        assert!(serve.try_wait().unwrap().is_none(), "tidemark serve exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Straight away, while the collections may still be loading.
+    let uri = format!("mongodb://127.0.0.1:{port}/");
+    let served = pymongo(&uri, READ_EVERYTHING);
+    assert_eq!(served, expected);
+    assert!(
+        served.contains("customer_total") && served.contains("paid_orders"),
+        "{served}"
+    );
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../server/tests/readonly_pymongo.py");
+    let checked = Command::new("python3")
+        .args([script, &port.to_string(), "shop", "orders"])
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success() && String::from_utf8_lossy(&checked.stdout).trim_end().ends_with("OK"),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert_eq!(
+        pymongo(&uri, READ_EVERYTHING),
+        expected,
+        "a refused write changed something"
+    );
+
+    // SIGTERM (as Ctrl-C) stops it cleanly.
+    let status = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = serve.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("serving snapshot") && stdout.contains("loaded shop.orders"),
+        "{stdout}"
+    );
 }
