@@ -52,7 +52,7 @@ use tidemark_repo::{RepoError, SnapshotReader};
 use crate::CliError;
 use crate::dump::Bars;
 use crate::repo::{RepoOptions, open};
-use compare::{MultisetDigest, OplogFootprint, id_key, index_differences, normalize};
+use compare::{MultisetDigest, OplogFootprint, id_key, index_differences, normalize, same};
 
 /// The fault-injection variable (test-only; see the module documentation).
 const DELETE_ONE_VAR: &str = "TIDEMARK_DRILL_TEST_DELETE_ONE";
@@ -591,7 +591,7 @@ fn compare_options(entry: &NamespaceEntry, info: &Document, report: &mut Namespa
     };
     let found = info.get_document("options").cloned().unwrap_or_default();
     let (expected, found) = (normalize(&expected), normalize(&found));
-    if expected != found {
+    if !same(&expected, &found) {
         report.problem(
             Status::Mismatch,
             format!("options differ: expected {expected}, found {found}"),

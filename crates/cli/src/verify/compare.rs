@@ -198,6 +198,15 @@ fn normalize_value(v: &Bson) -> Bson {
     }
 }
 
+/// Whether two normalised documents are equal field order included (`Document`'s `==` ignores the
+/// order, which matters in key patterns and pipelines).
+pub(crate) fn same(a: &Document, b: &Document) -> bool {
+    match (bson::to_vec(a), bson::to_vec(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Differences between expected and found index specifications, matched by name.
 pub(crate) fn index_differences(expected: &[Document], found: &[Document]) -> Vec<String> {
     let by_name = |specs: &[Document]| -> BTreeMap<String, Document> {
@@ -212,7 +221,7 @@ pub(crate) fn index_differences(expected: &[Document], found: &[Document]) -> Ve
     for (name, spec) in &expected {
         match found.get(name) {
             None => out.push(format!("index {name} missing (expected {spec})")),
-            Some(f) if f != spec => out.push(format!("index {name} differs: expected {spec}, found {f}")),
+            Some(f) if !same(f, spec) => out.push(format!("index {name} differs: expected {spec}, found {f}")),
             Some(_) => {}
         }
     }
