@@ -21,6 +21,7 @@ use tidemark_format::metadata::Metadata;
 use crate::CliError;
 
 mod backup;
+mod follow;
 mod replay;
 
 /// Arguments of `tidemark bench`.
@@ -90,6 +91,16 @@ enum What {
         #[arg(long)]
         server_bin: Option<PathBuf>,
     },
+    /// `tidemark oplog follow` under a write load on an in-process 3-member replica set: writes/s
+    /// sustained, entries/s archived and the lag (target: keeps up with 20 000 writes/s).
+    Follow {
+        /// Seconds of write load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent writing clients (each inserts batches of 100 small documents).
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+    },
     /// Archive and directory read/write throughput on generated data.
     Format {
         /// Amount of document data to generate, in MiB.
@@ -129,6 +140,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             chunk_size,
         } => backup::bench_backup(*size_mib, server_bin.clone(), dir.as_deref(), *chunk_size),
         What::Server { documents, server_bin } => bench_server(*documents, server_bin.clone()),
+        What::Follow { seconds, writers } => follow::bench_follow(*seconds, (*writers).max(1)),
         What::Dump {
             size_mib,
             server_bin,

@@ -534,3 +534,108 @@ print(o.time, o.inc)
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn entries_a_majority_has_not_applied_are_not_archived_until_it_has() {
+    let binary = server_binary().expect("tidemark-server binary (cargo build -p tidemark-server)");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut set = rt
+        .block_on(ReplSet::start(ReplSetOptions::processes(3, binary)))
+        .unwrap();
+    let uri = set.uri();
+    let primary = rt.block_on(set.wait_for_primary(Duration::from_secs(10))).unwrap();
+    let primary_uri = set.members[primary].direct_uri();
+    let insert = r"
+import sys, pymongo
+from pymongo import WriteConcern
+c = pymongo.MongoClient(sys.argv[1], directConnection=True)
+coll = c.app.get_collection('t', write_concern=WriteConcern(sys.argv[2] if sys.argv[2] == 'majority' else int(sys.argv[2])))
+for i in range(20):
+    coll.insert_one({'k': sys.argv[3], 'i': i})
+e = c.local.oplog.rs.find_one({'ns': 'app.t', 'o.k': sys.argv[3]}, sort=[('$natural', 1)])['ts']
+m = c.admin.command('hello')['lastWrite']['majorityOpTime']['ts']
+print(e.time, e.inc, m.time, m.inc)
+";
+    python(insert, &[&primary_uri, "majority", "committed"]);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo_s = repo.to_str().unwrap();
+    run_ok(&["repo", "init", "--repo", repo_s, "--insecure-no-password"]);
+    let once = [
+        "oplog",
+        "follow",
+        "--once",
+        "--json",
+        "--uri",
+        &uri,
+        "--repo",
+        repo_s,
+        "--insecure-no-password",
+    ];
+    run_ok(&once);
+
+    // Both secondaries down: writes with w:1 are applied by the primary alone, not committed.
+    for i in (0..3).filter(|i| *i != primary) {
+        rt.block_on(set.kill(i));
+    }
+    let printed = python(insert, &[&primary_uri, "1", "uncommitted"]);
+    let n: Vec<u32> = printed.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let (first_uncommitted, majority) = (Timestamp { t: n[0], i: n[1] }, Timestamp { t: n[2], i: n[3] });
+    assert!(
+        majority < first_uncommitted,
+        "the server reports them as not majority-committed"
+    );
+    // A long-running follower (no end point of its own) reads them but must hold them back.
+    let long: Vec<&str> = once.iter().copied().filter(|a| *a != "--once").collect();
+    let mut child = tidemark(&long).spawn().unwrap();
+    let rx = event_stream(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut statuses = 0;
+    while statuses < 3 {
+        let e = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("status events");
+        if e["event"] == "status" {
+            statuses += 1;
+        }
+    }
+    assert!(
+        Command::new("kill")
+            .arg("-INT")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success(), "SIGINT ends the follower normally");
+    let summary = rx.iter().last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    let last = ts_json(&summary["last"]);
+    assert!(
+        last < first_uncommitted,
+        "archived up to {last}, beyond the majority point {majority}"
+    );
+
+    // Once the secondaries are back and have applied them, they are archived, with no gap.
+    for i in (0..3).filter(|i| *i != primary) {
+        rt.block_on(set.restart(i)).unwrap();
+    }
+    rt.block_on(set.wait_for_healthy(Duration::from_secs(30))).unwrap();
+    python(insert, &[&primary_uri, "majority", "after"]);
+    let primary = rt.block_on(set.wait_for_primary(Duration::from_secs(10))).unwrap();
+    run_ok(&once);
+    let (from, bytes, last, _) = rt.block_on(archived(&repo));
+    let expected = dir.path().join("expected.bson");
+    let first = rt.block_on(async {
+        let lib = open_repo(&repo).await;
+        list_slices(&lib).await.unwrap()[0].first
+    });
+    assert_eq!(from, None, "the archive started fresh");
+    let before_first = Timestamp {
+        t: first.t,
+        i: first.i - 1,
+    };
+    source_oplog(&set.members[primary].direct_uri(), Some(before_first), last, &expected);
+    assert!(bytes == std::fs::read(&expected).unwrap());
+    assert!(last >= first_uncommitted);
+}

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bson::{Document, RawDocument, RawDocumentBuf, doc};
-use mongodb::options::{ClientOptions, CursorType, FindOptions, ServerAddress};
+use mongodb::options::{ClientOptions, CursorType, FindOptions, ReadPreference, SelectionCriteria, ServerAddress};
 use mongodb::{Client, Cursor};
 use tidemark_repo::lock::Lock;
 use tidemark_repo::oplog_archive::{self, OplogGap, SliceInfo, SliceStart, SliceWriter};
@@ -52,6 +52,8 @@ pub struct FollowOptions {
     pub once: bool,
     /// Longest wait for new entries before the follower looks at its member and the stop flag again.
     pub poll: Duration,
+    /// How often a [`FollowEvent::Status`] is reported.
+    pub status_every: Duration,
 }
 
 impl Default for FollowOptions {
@@ -62,6 +64,7 @@ impl Default for FollowOptions {
             seal_size: 16 * 1024 * 1024,
             once: false,
             poll: Duration::from_millis(500),
+            status_every: Duration::from_secs(1),
         }
     }
 }
@@ -140,7 +143,7 @@ pub enum FollowEvent {
         /// Why.
         message: String,
     },
-    /// Periodic progress (about once a second).
+    /// Periodic progress (every [`FollowOptions::status_every`]).
     Status(FollowStatus),
 }
 
@@ -198,7 +201,13 @@ pub async fn follow(
     on_event: &mut (dyn FnMut(FollowEvent) + Send),
 ) -> Result<FollowSummary> {
     let base = client_options(&options.connection, "tidemark oplog follow").await?;
-    let cluster = Client::with_options(base.clone()).context(|| "error creating the client".to_owned())?;
+    // Discovery (set name, members) works on any member: no need to wait for a primary.
+    let mut discovery = base.clone();
+    discovery.selection_criteria = Some(SelectionCriteria::ReadPreference(ReadPreference::PrimaryPreferred {
+        options: None,
+    }));
+    discovery.server_selection_timeout = Some(Duration::from_secs(10));
+    let cluster = Client::with_options(discovery).context(|| "error creating the client".to_owned())?;
     let hello = cluster
         .database("admin")
         .run_command(doc! {"hello": 1})
@@ -647,9 +656,10 @@ impl Follower {
                     || self.slice_opened.elapsed() >= self.options.seal_interval)
             {
                 self.seal(on_event).await?;
-                lock.refresh().await?;
             }
-            if last_status.elapsed() >= Duration::from_secs(1) {
+            // Rewrites the lock only every few minutes; an idle follower must keep it live too.
+            lock.refresh().await?;
+            if last_status.elapsed() >= self.options.status_every {
                 last_status = Instant::now();
                 on_event(FollowEvent::Status(self.status()));
             }
