@@ -15,6 +15,10 @@
 //! namespaces complete. The repository stays share-locked until everything is loaded (a prune
 //! cannot remove packs meanwhile); after that the data lives in memory and the lock is released.
 //! Ctrl-C (or SIGTERM) stops the server.
+//!
+//! `--at TIME` serves the state at a point in time instead: that state exists only after the oplog
+//! is replayed, so the point-in-time restore ([`tidemark_core::pitr`]) runs in full into a private
+//! in-memory server first, and its data is then served read-only (no lazy loading in this mode).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -43,8 +47,12 @@ pub(crate) struct Args {
     #[command(flatten)]
     repo: RepoOptions,
     /// The snapshot to serve (id, unique id prefix, or `latest`).
-    #[arg(long, value_name = "ID")]
-    snapshot: String,
+    #[arg(long, value_name = "ID", required_unless_present = "at", conflicts_with = "at")]
+    snapshot: Option<String>,
+    /// Serve the state at this point (`<seconds>,<increment>`, `Timestamp(s, i)` or an RFC 3339 time):
+    /// restored in full with the point-in-time restore first, then served.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
     /// The member (replica set or shard) to serve when the snapshot holds several.
     #[arg(long)]
     member: Option<String>,
@@ -67,14 +75,67 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             .map_err(|e| CliError::usage(format!("invalid --bind_ip {other:?}: {e}")))?,
     };
     let runtime = crate::repo::runtime()?;
-    runtime.block_on(serve(args, SocketAddr::new(bind_ip, args.port)))
+    let addr = SocketAddr::new(bind_ip, args.port);
+    match &args.at {
+        Some(at) => runtime.block_on(serve_at(args, at, addr)),
+        None => runtime.block_on(serve(args, addr)),
+    }
+}
+
+/// `--at`: the state at a point is only known after replaying the oplog, so it is restored in full
+/// (point-in-time restore into a private in-memory server) and its engine is then served read-only.
+async fn serve_at(args: &Args, at: &str, addr: SocketAddr) -> Result<(), CliError> {
+    let point = tidemark_oplog::parse_restore_point(at).map_err(|e| CliError::usage(e.to_string()))?;
+    let started = Instant::now();
+    let repository = open(&args.repo).await?;
+    let plan = tidemark_core::pitr::plan_pitr(&repository, point, args.member.as_deref()).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr().context("local address")?;
+    if !args.quiet {
+        eprint!("{plan}");
+    }
+    let scratch = tidemark_core::offline::OfflineServer::in_memory().await?;
+    let client = mongodb::Client::with_uri_str(scratch.uri())
+        .await
+        .context("connect to the private server")?;
+    let bars = Arc::new(crate::dump::Bars::new(args.quiet, None, "restored"));
+    let options = tidemark_core::restore::RestoreOptions::default();
+    let result = tidemark_core::pitr::run_pitr(&client, &repository, plan.clone(), &options, bars.clone()).await;
+    bars.done();
+    let report = result.map_err(|failure| CliError::from(failure.error))?;
+    drop(client);
+    let engine = scratch.engine();
+    scratch.close().await?;
+    let config = ServerConfig {
+        bind_ip: bound.ip(),
+        port: bound.port(),
+        read_only: true,
+        ..ServerConfig::default()
+    };
+    println!(
+        "serving the state at {} (base snapshot {}, {} document(s), {} oplog entries replayed) read-only on \
+         mongodb://{bound}/ after {:.2} s; Ctrl-C stops",
+        plan.point.last,
+        &plan.window.base_snapshot.to_hex()[..8],
+        report.summary.successes,
+        report.summary.oplog_entries.unwrap_or(0),
+        started.elapsed().as_secs_f64()
+    );
+    let state = Arc::new(ServerState::new(config, engine));
+    tidemark_server::net::serve(listener, state, shutdown_signal()).await;
+    println!("stopped");
+    Ok(())
 }
 
 async fn serve(args: &Args, addr: SocketAddr) -> Result<(), CliError> {
     let started = Instant::now();
     let repository = open(&args.repo).await?;
     let lock = Lock::acquire(repository.storage(), false).await?;
-    let id = repository.find_snapshot(&args.snapshot).await?;
+    let id = repository
+        .find_snapshot(args.snapshot.as_deref().unwrap_or("latest"))
+        .await?;
     let reader = SnapshotReader::open(&repository, &id)
         .await
         .with_context(|| format!("open snapshot {id}"))?;

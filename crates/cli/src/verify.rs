@@ -23,6 +23,15 @@
 //! successful replay and a consistent count (a full re-read against `count`). The replay itself must
 //! finish without error.
 //!
+//! `--at TIME` rolls the restore forward with the point-in-time restore (`restore --repo --at`: base
+//! snapshot chosen by [`tidemark_core::pitr::plan_pitr`], its oplog and the archived oplog replayed up
+//! to the point). The checks are then against the base snapshot, with every document written by the
+//! replayed oplog (snapshot oplog up to the point, archived range) left out of the digests and counted;
+//! namespaces changed by replayed commands get a count from a full re-read. What cannot be checked
+//! after a roll-forward: the contents of replayed documents (the repository holds no hash of the
+//! state at an arbitrary point), and namespaces created by the oplog after the snapshot (they are not
+//! in its manifest).
+//!
 //! A chunk that fails to verify (a flipped bit in a pack, a missing pack) stops the restore; the
 //! drill still checks what was restored and reports the namespace the repository could not deliver.
 //!
@@ -44,7 +53,9 @@ use anyhow::Context;
 use bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::Client;
 use tidemark_core::offline::OfflineServer;
-use tidemark_core::restore::{ArchiveStream, RestoreOptions, RestoreSource, plan_restore, run_restore};
+use tidemark_core::pitr::{PitrPlan, plan_pitr, run_pitr};
+use tidemark_core::restore::{ArchiveStream, RestoreOptions, RestoreSource, RestoreSummary, plan_restore, run_restore};
+use tidemark_repo::export::ExportStats;
 use tidemark_repo::lock::Lock;
 use tidemark_repo::snapshot::{Member, NamespaceEntry};
 use tidemark_repo::{RepoError, SnapshotReader};
@@ -68,9 +79,13 @@ const MEMORY_FACTOR: u64 = 3;
 pub(crate) struct Args {
     #[command(flatten)]
     repo: RepoOptions,
-    /// The snapshot to drill (id, unique id prefix, or `latest`).
-    #[arg(long, default_value = "latest", value_name = "ID")]
-    snapshot: String,
+    /// The snapshot to drill (id, unique id prefix, or `latest`, the default).
+    #[arg(long, value_name = "ID", conflicts_with = "at")]
+    snapshot: Option<String>,
+    /// Roll forward to this point (`<seconds>,<increment>`, `Timestamp(s, i)` or an RFC 3339 time) with the
+    /// point-in-time restore; the base snapshot is chosen as `restore --at` chooses it.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
     /// The member (replica set or shard) to drill when the snapshot holds several.
     #[arg(long)]
     member: Option<String>,
@@ -174,7 +189,20 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         return Err(CliError::usage("--numInsertionWorkersPerCollection must be positive"));
     }
     let runtime = crate::repo::runtime()?;
-    runtime.block_on(drill(args))
+    match runtime.block_on(drill(args)) {
+        Ok(None) => Ok(()),
+        // The report is out; the command fails with its summary.
+        Ok(Some(failed)) => Err(CliError::from(anyhow::anyhow!(failed))),
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": format!("{:#}", e.error)})
+                );
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Where the drill restores to.
@@ -203,7 +231,9 @@ fn redact(uri: &str) -> String {
     }
 }
 
-async fn drill(args: &Args) -> Result<(), CliError> {
+/// Runs the drill and prints its report; returns the failure summary when something does not match
+/// (an error is a drill that could not run).
+async fn drill(args: &Args) -> Result<Option<String>, CliError> {
     let repository = open(&args.repo).await?;
     // Shared: a prune (exclusive) cannot delete packs while the drill reads them.
     let lock = Lock::acquire(repository.storage(), false).await?;
@@ -305,48 +335,80 @@ async fn start_target(args: &Args, member: &Member) -> Result<(Target, Client), 
     Ok((Target::Embedded(server), client))
 }
 
-async fn drill_locked(args: &Args, repository: &tidemark_repo::Repository) -> Result<(), CliError> {
-    let id = repository.find_snapshot(&args.snapshot).await?;
+async fn drill_locked(args: &Args, repository: &tidemark_repo::Repository) -> Result<Option<String>, CliError> {
+    // With --at the point-in-time planner chooses the base snapshot.
+    let pitr = match &args.at {
+        Some(at) => {
+            let point = tidemark_oplog::parse_restore_point(at).map_err(|e| CliError::usage(e.to_string()))?;
+            Some(plan_pitr(repository, point, args.member.as_deref()).await?)
+        }
+        None => None,
+    };
+    let id = match &pitr {
+        Some(plan) => plan.window.base_snapshot,
+        None => {
+            repository
+                .find_snapshot(args.snapshot.as_deref().unwrap_or("latest"))
+                .await?
+        }
+    };
     let reader = SnapshotReader::open(repository, &id)
         .await
         .with_context(|| format!("open snapshot {id}"))?;
-    let member = pick_member(&reader, args.member.as_deref())?.clone();
+    let wanted = pitr
+        .as_ref()
+        .map(|p| p.window.replica_set.as_str())
+        .or(args.member.as_deref());
+    let member = pick_member(&reader, wanted)?.clone();
     let (target, client) = start_target(args, &member).await?;
     let started = Instant::now();
     if !args.json {
         let snap = reader.snapshot();
         println!(
-            "Restore drill: snapshot {} ({}, {}, {} namespace(s), {} document(s)) into {}",
+            "Restore drill: snapshot {} ({}, {}, {} namespace(s), {} document(s)){} into {}",
             &id.to_hex()[..8],
             tidemark_repo::rfc3339(snap.time),
             snap.label,
             member.namespaces.len(),
             member.namespaces.iter().map(|n| n.data.documents).sum::<u64>(),
+            pitr.as_ref()
+                .map(|p| format!(" rolled forward to {}", p.point.last))
+                .unwrap_or_default(),
             target.describe()
         );
     }
 
     // What the oplog will change, read before the restore replays it.
+    let limit = pitr.as_ref().map(|p| p.point.last);
     let mut footprint = OplogFootprint::default();
-    let mut oplog = reader.oplog(&member);
-    let oplog_error = loop {
-        match oplog.next_document().await {
-            Ok(Some(raw)) => match raw.to_document() {
-                Ok(entry) => footprint.add(&entry),
-                Err(e) => break Some(format!("oplog entry {} is not valid BSON: {e}", footprint.entries)),
+    let mut oplog_error = read_footprint(reader.oplog(&member), limit, &mut footprint).await;
+    if let Some((after, upto)) = pitr.as_ref().and_then(|p| p.archived) {
+        match tidemark_repo::oplog_archive::read_range(repository, &member.name, after.into(), upto.into()).await {
+            Ok(mut range) => loop {
+                match range.next_entry().await {
+                    Ok(Some(raw)) => match raw.to_document() {
+                        Ok(entry) => footprint.add(&entry),
+                        Err(e) => break oplog_error = Some(format!("archived oplog entry is not valid BSON: {e}")),
+                    },
+                    Ok(None) => break,
+                    Err(e) => break oplog_error = Some(format!("archived oplog: {e}")),
+                }
             },
-            Ok(None) => break None,
-            Err(e) => break Some(e.to_string()),
+            Err(e) => oplog_error = Some(format!("archived oplog: {e}")),
         }
-    };
+    }
     let has_oplog = member.oplog.as_ref().is_some_and(|o| o.data.documents > 0);
 
-    let (restore, damaged) = restore(args, &reader, &member, &client, has_oplog).await?;
+    let restored = match pitr {
+        Some(plan) => restore_at(args, repository, plan, &reader, &member, &client).await?,
+        None => restore(args, &reader, &member, &client, has_oplog).await?,
+    };
     if let Ok(ns) = std::env::var(DELETE_ONE_VAR) {
         delete_one_behind_the_back(&client, &ns).await?;
     }
-    let skipped: HashMap<String, String> = restore.1.iter().cloned().collect();
-    let restore = restore.0;
+    let skipped: HashMap<String, String> = restored.skipped.iter().cloned().collect();
+    let damaged = restored.damaged;
+    let restore = restored.report;
 
     let mut reports = Vec::new();
     for entry in &member.namespaces {
@@ -390,9 +452,9 @@ async fn drill_locked(args: &Args, repository: &tidemark_repo::Repository) -> Re
         server.close().await?;
     }
     if passed {
-        Ok(())
+        Ok(None)
     } else {
-        Err(CliError::from(anyhow::anyhow!(
+        Ok(Some(format!(
             "restore drill of snapshot {} failed: {bad} of {} namespace(s) do not match{}",
             &id.to_hex()[..8],
             reports.len(),
@@ -405,21 +467,27 @@ async fn drill_locked(args: &Args, repository: &tidemark_repo::Repository) -> Re
     }
 }
 
-/// Restores the member through the ordinary restore engine; returns the measurements with the
-/// namespaces the engine skipped, and the namespaces the repository could not deliver.
-async fn restore(
+/// What the restore phase produced.
+struct Restored {
+    report: RestoreReport,
+    /// Namespaces the restore engine left out on purpose, with the reason.
+    skipped: Vec<(String, String)>,
+    /// Namespaces the repository could not deliver, with the error.
+    damaged: Vec<(String, String)>,
+}
+
+/// Exports the member as an archive into a pipe, on a blocking thread of this runtime (the pipe
+/// blocks); returns the engine's end of the pipe and the export task.
+fn start_export(
     args: &Args,
     reader: &SnapshotReader,
     member: &Member,
-    client: &Client,
-    has_oplog: bool,
-) -> Result<((RestoreReport, Vec<(String, String)>), Vec<(String, String)>), CliError> {
+) -> Result<(ArchiveStream, tokio::task::JoinHandle<anyhow::Result<ExportStats>>), CliError> {
     let (pipe_reader, pipe_writer) = std::io::pipe().context("create a pipe for the snapshot stream")?;
     let export_reader = reader.clone();
     let member_name = (reader.members().len() > 1).then(|| member.name.clone());
     let repo_label = args.repo.repo.clone();
     let handle = tokio::runtime::Handle::current();
-    // The export writes into a blocking pipe: it runs on a blocking thread, on this runtime.
     let export = tokio::task::spawn_blocking(move || {
         handle.block_on(crate::restore_repo::export_to_pipe(
             &export_reader,
@@ -428,60 +496,152 @@ async fn restore(
             &repo_label,
         ))
     });
+    Ok((ArchiveStream::new(pipe_reader), export))
+}
+
+/// The namespace a repository error blames (without the member prefix of multi-member snapshots).
+fn damaged_namespace(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(RepoError::NamespaceDamaged { namespace, .. }) = e.downcast_ref::<RepoError>() {
+            return Some(namespace.rsplit('/').next().unwrap_or(namespace).to_owned());
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The restore options every drill uses.
+fn drill_options(args: &Args) -> RestoreOptions {
     let mut options = RestoreOptions::default();
-    options.source = RestoreSource::Stream(ArchiveStream::new(pipe_reader));
     options.drop = args.drop;
-    options.oplog_replay = has_oplog;
     options.insertion_workers = args.insertion_workers;
+    options
+}
+
+/// Restores the member through the ordinary restore engine.
+async fn restore(
+    args: &Args,
+    reader: &SnapshotReader,
+    member: &Member,
+    client: &Client,
+    has_oplog: bool,
+) -> Result<Restored, CliError> {
+    let (stream, export) = start_export(args, reader, member)?;
+    let mut options = drill_options(args);
+    options.source = RestoreSource::Stream(stream);
+    options.oplog_replay = has_oplog;
     let started = Instant::now();
     let bars = Arc::new(Bars::new(args.quiet || args.json, None, "restored"));
     bars.set_total(member.namespaces.iter().map(|n| n.data.documents).sum());
-    let mut report = RestoreReport::default();
-    let planned = plan_restore(&options);
-    let (result, skipped) = match planned {
+    let (result, skipped) = match plan_restore(&options) {
         Ok(plan) => {
             let skipped = plan.skipped.clone();
-            (
-                run_restore(client, plan, &options, bars.clone())
-                    .await
-                    .map_err(|f| (f.summary, f.error)),
-                skipped,
-            )
+            let result = run_restore(client, plan, &options, bars.clone()).await;
+            (result.map_err(|f| (f.summary, f.error)), skipped)
         }
-        Err(e) => (Err((Default::default(), e)), Vec::new()),
+        Err(e) => (Err((RestoreSummary::default(), e)), Vec::new()),
     };
     bars.done();
-    report.seconds = started.elapsed().as_secs_f64();
-    let summary = match result {
-        Ok(summary) => summary,
-        Err((summary, error)) => {
-            report.error = Some(error_chain(&error));
-            summary
-        }
+    let mut restored = Restored {
+        report: RestoreReport::default(),
+        skipped,
+        damaged: Vec::new(),
     };
-    report.documents = summary.successes;
-    report.oplog_entries = summary.oplog_entries;
-    report.bytes = member.namespaces.iter().map(|n| n.data.bytes).sum();
-    let mut damaged = Vec::new();
+    restored.report.seconds = started.elapsed().as_secs_f64();
+    restored.report.bytes = member.namespaces.iter().map(|n| n.data.bytes).sum();
+    restored.record(result);
     match export.await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) if crate::restore_repo::is_broken_pipe(&e) => {}
         Ok(Err(e)) => {
-            let namespace = e.chain().find_map(|c| match c.downcast_ref::<RepoError>() {
-                Some(RepoError::NamespaceDamaged { namespace, .. }) => Some(namespace.clone()),
-                _ => None,
-            });
             let message = format!("{e:#}");
-            if let Some(ns) = namespace {
-                // Without the member prefix of multi-member snapshots.
-                damaged.push((ns.rsplit('/').next().unwrap_or(&ns).to_owned(), message.clone()));
+            if let Some(ns) = damaged_namespace(e.as_ref()) {
+                restored.damaged.push((ns, message.clone()));
             }
             // The restore's own error (a truncated archive) is a consequence; the export's explains it.
-            report.error = Some(message);
+            restored.report.error = Some(message);
         }
-        Err(e) => report.error = Some(format!("the snapshot export failed: {e}")),
+        Err(e) => restored.report.error = Some(format!("the snapshot export failed: {e}")),
     }
-    Ok(((report, skipped), damaged))
+    Ok(restored)
+}
+
+impl Restored {
+    fn record(&mut self, result: Result<RestoreSummary, (RestoreSummary, tidemark_core::Error)>) {
+        let summary = match result {
+            Ok(summary) => summary,
+            Err((summary, error)) => {
+                if let Some(ns) = damaged_namespace(&error) {
+                    self.damaged.push((ns, error_chain(&error)));
+                }
+                self.report.error = Some(error_chain(&error));
+                summary
+            }
+        };
+        self.report.documents = summary.successes;
+        self.report.oplog_entries = summary.oplog_entries;
+    }
+}
+
+/// Rolls the base snapshot forward to `plan`'s point with the point-in-time restore.
+async fn restore_at(
+    args: &Args,
+    repository: &tidemark_repo::Repository,
+    plan: PitrPlan,
+    reader: &SnapshotReader,
+    member: &Member,
+    client: &Client,
+) -> Result<Restored, CliError> {
+    // The namespaces the engine leaves out, by its own rules: plan a restore of the same stream.
+    let (stream, export) = start_export(args, reader, member)?;
+    let mut options = drill_options(args);
+    options.source = RestoreSource::Stream(stream);
+    let skipped = plan_restore(&options).map(|p| p.skipped.clone()).unwrap_or_default();
+    // The plan is dropped: the export stops with a broken pipe, which is expected.
+    let _ = export.await;
+
+    let started = Instant::now();
+    let bars = Arc::new(Bars::new(args.quiet || args.json, None, "restored"));
+    bars.set_total(member.namespaces.iter().map(|n| n.data.documents).sum());
+    let result = run_pitr(client, repository, plan, &options, bars.clone()).await;
+    bars.done();
+    let mut restored = Restored {
+        report: RestoreReport::default(),
+        skipped,
+        damaged: Vec::new(),
+    };
+    restored.report.seconds = started.elapsed().as_secs_f64();
+    restored.report.bytes = member.namespaces.iter().map(|n| n.data.bytes).sum();
+    restored.record(result.map(|r| r.summary).map_err(|f| (f.summary, f.error)));
+    Ok(restored)
+}
+
+/// Adds the snapshot oplog's entries up to `limit` (inclusive) to `footprint`; returns a read error.
+async fn read_footprint(
+    mut oplog: tidemark_repo::DocumentStream,
+    limit: Option<bson::Timestamp>,
+    footprint: &mut OplogFootprint,
+) -> Option<String> {
+    loop {
+        match oplog.next_document().await {
+            Ok(Some(raw)) => match raw.to_document() {
+                Ok(entry) => {
+                    let past = limit.is_some_and(|l| {
+                        entry
+                            .get_timestamp("ts")
+                            .is_ok_and(|ts| (ts.time, ts.increment) > (l.time, l.increment))
+                    });
+                    if !past {
+                        footprint.add(&entry);
+                    }
+                }
+                Err(e) => return Some(format!("oplog entry {} is not valid BSON: {e}", footprint.entries)),
+            },
+            Ok(None) => return None,
+            Err(e) => return Some(e.to_string()),
+        }
+    }
 }
 
 fn error_chain(error: &tidemark_core::Error) -> String {

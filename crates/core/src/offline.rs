@@ -294,6 +294,11 @@ impl OfflineServer {
         &self.uri
     }
 
+    /// The engine holding the server's data (to serve it again elsewhere, e.g. read-only).
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine)
+    }
+
     /// The data directory.
     pub fn dbpath(&self) -> &Path {
         &self.dbpath
