@@ -63,6 +63,7 @@ use tidemark_repo::{RepoError, SnapshotReader};
 use crate::CliError;
 use crate::dump::Bars;
 use crate::repo::{RepoOptions, open};
+use crate::restore::error_chain;
 use compare::{MultisetDigest, OplogFootprint, id_key, index_differences, normalize, same};
 
 /// The fault-injection variable (test-only; see the module documentation).
@@ -326,7 +327,16 @@ async fn start_target(args: &Args, member: &Member) -> Result<(Target, Client), 
         )));
     }
     let server = match &args.dbpath {
-        Some(dbpath) => OfflineServer::open_for_restore(dbpath, true).await?,
+        Some(dbpath) => {
+            // A drill compares with the snapshot alone: earlier data in the directory would be counted.
+            if std::fs::read_dir(dbpath).is_ok_and(|mut entries| entries.next().is_some()) {
+                return Err(CliError::from(anyhow::anyhow!(
+                    "--dbpath {} is not empty: a drill restores into a new or empty directory",
+                    dbpath.display()
+                )));
+            }
+            OfflineServer::open_for_restore(dbpath, true).await?
+        }
         None => OfflineServer::in_memory().await?,
     };
     let client = Client::with_uri_str(server.uri())
@@ -543,14 +553,7 @@ async fn restore(
         Err(e) => (Err((RestoreSummary::default(), e)), Vec::new()),
     };
     bars.done();
-    let mut restored = Restored {
-        report: RestoreReport::default(),
-        skipped,
-        damaged: Vec::new(),
-    };
-    restored.report.seconds = started.elapsed().as_secs_f64();
-    restored.report.bytes = member.namespaces.iter().map(|n| n.data.bytes).sum();
-    restored.record(result);
+    let mut restored = Restored::measured(started, member, skipped, result);
     match export.await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) if crate::restore_repo::is_broken_pipe(&e) => {}
@@ -568,19 +571,35 @@ async fn restore(
 }
 
 impl Restored {
-    fn record(&mut self, result: Result<RestoreSummary, (RestoreSummary, tidemark_core::Error)>) {
+    /// The outcome of a restore of `member` that started at `started`.
+    fn measured(
+        started: Instant,
+        member: &Member,
+        skipped: Vec<(String, String)>,
+        result: Result<RestoreSummary, (RestoreSummary, tidemark_core::Error)>,
+    ) -> Self {
+        let mut restored = Restored {
+            report: RestoreReport {
+                seconds: started.elapsed().as_secs_f64(),
+                bytes: member.namespaces.iter().map(|n| n.data.bytes).sum(),
+                ..RestoreReport::default()
+            },
+            skipped,
+            damaged: Vec::new(),
+        };
         let summary = match result {
             Ok(summary) => summary,
             Err((summary, error)) => {
                 if let Some(ns) = damaged_namespace(&error) {
-                    self.damaged.push((ns, error_chain(&error)));
+                    restored.damaged.push((ns, error_chain(&error)));
                 }
-                self.report.error = Some(error_chain(&error));
+                restored.report.error = Some(error_chain(&error));
                 summary
             }
         };
-        self.report.documents = summary.successes;
-        self.report.oplog_entries = summary.oplog_entries;
+        restored.report.documents = summary.successes;
+        restored.report.oplog_entries = summary.oplog_entries;
+        restored
     }
 }
 
@@ -606,15 +625,8 @@ async fn restore_at(
     bars.set_total(member.namespaces.iter().map(|n| n.data.documents).sum());
     let result = run_pitr(client, repository, plan, &options, bars.clone()).await;
     bars.done();
-    let mut restored = Restored {
-        report: RestoreReport::default(),
-        skipped,
-        damaged: Vec::new(),
-    };
-    restored.report.seconds = started.elapsed().as_secs_f64();
-    restored.report.bytes = member.namespaces.iter().map(|n| n.data.bytes).sum();
-    restored.record(result.map(|r| r.summary).map_err(|f| (f.summary, f.error)));
-    Ok(restored)
+    let result = result.map(|r| r.summary).map_err(|f| (f.summary, f.error));
+    Ok(Restored::measured(started, member, skipped, result))
 }
 
 /// Adds the snapshot oplog's entries up to `limit` (inclusive) to `footprint`; returns a read error.
@@ -642,17 +654,6 @@ async fn read_footprint(
             Err(e) => return Some(e.to_string()),
         }
     }
-}
-
-fn error_chain(error: &tidemark_core::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 /// The test-only fault: deletes one document of `ns` from the restored server.

@@ -57,6 +57,9 @@ db.create_collection("events", capped=True, size=65536, max=100)
 db.events.insert_many([{"n": i} for i in range(150)])
 db.create_collection("paid_orders", viewOn="orders", pipeline=[{"$match": {"status": "paid"}}])
 client["crm"]["notes"].insert_many([{"_id": "n%d" % i, "text": "note %d" % i} for i in range(50)])
+client.admin.command("createUser", "ops", pwd="secret", roles=["root"])
+db.command("createUser", "clerk", pwd="secret", roles=[{"role": "read", "db": "shop"}])
+db.command("createRole", "auditor", privileges=[{"resource": {"db": "shop", "collection": "orders"}, "actions": ["find"]}], roles=[])
 print("ok")
 "#,
     );
@@ -146,6 +149,8 @@ fn a_good_snapshot_passes_and_a_document_deleted_behind_the_back_is_named() {
         "shop.events",
         "shop.paid_orders",
         "crm.notes",
+        "admin.system.users",
+        "admin.system.roles",
     ] {
         assert!(all.contains(&(ns.to_owned(), "ok".to_owned())), "{ns}: {all:?}");
     }
@@ -165,6 +170,20 @@ fn a_good_snapshot_passes_and_a_document_deleted_behind_the_back_is_named() {
         stdout.contains("drill passed") && stdout.contains("shop.customers"),
         "{stdout}"
     );
+
+    // --dbpath keeps the restored copy; the directory must be new or empty.
+    let scratch = tempfile::tempdir().unwrap();
+    let dbpath = scratch.path().join("drill");
+    let (out, report) = verify(&repo, &["--dbpath", dbpath.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{report:#}");
+    assert!(dbpath.join("storage.bson").exists());
+    let (out, report) = verify(&repo, &["--dbpath", dbpath.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(report["error"].as_str().unwrap().contains("is not empty"), "{report}");
+    // A snapshot over the memory budget is refused before anything starts.
+    let (out, report) = verify(&repo, &["--memory-budget", "1"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(report["error"].as_str().unwrap().contains("--target"), "{report}");
 
     let (out, report) = verify(&repo, &[], &[("TIDEMARK_DRILL_TEST_DELETE_ONE", "crm.notes")]);
     assert_eq!(out.status.code(), Some(1), "{report:#}");
@@ -250,6 +269,35 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Starts `tidemark serve` on a free port with `args` and waits until it listens.
+fn spawn_serve(repo: &Repo, args: &[&str], stdout: Stdio) -> (std::process::Child, u16) {
+    let port = free_port();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "serve",
+            "--repo",
+            &repo.url,
+            "--password-file",
+            &repo.pw,
+            "--port",
+            &port.to_string(),
+        ])
+        .args(args)
+        .env_remove("TIDEMARK_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tidemark serve did not listen on {port}");
+        assert!(serve.try_wait().unwrap().is_none(), "tidemark serve exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (serve, port)
+}
+
 #[test]
 fn serve_gives_what_a_full_restore_gives_and_refuses_every_write() {
     let repo = backed_up_shop();
@@ -271,30 +319,7 @@ fn serve_gives_what_a_full_restore_gives_and_refuses_every_write() {
     assert!(out.status.success(), "{}", stderr(&out));
     let expected = pymongo(&restored.uri, READ_EVERYTHING);
 
-    let port = free_port();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args([
-            "serve",
-            "--repo",
-            &repo.url,
-            "--password-file",
-            &repo.pw,
-            "--snapshot",
-            "latest",
-        ])
-        .args(["--port", &port.to_string()])
-        .env_remove("TIDEMARK_PASSWORD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tidemark serve did not listen on {port}");
-        assert!(serve.try_wait().unwrap().is_none(), "tidemark serve exited");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (serve, port) = spawn_serve(&repo, &["--snapshot", "latest"], Stdio::piped());
     // Straight away, while the collections may still be loading.
     let uri = format!("mongodb://127.0.0.1:{port}/");
     let served = pymongo(&uri, READ_EVERYTHING);
@@ -440,34 +465,7 @@ print(sorted(i["name"] for i in client.shop.customers.list_indexes()))
     assert!(out.status.success(), "{report:#}");
 
     // serve --at: the rolled-forward state, read-only.
-    let port = free_port();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args([
-            "serve",
-            "--repo",
-            &repo.url,
-            "--password-file",
-            &repo.pw,
-            "--at",
-            "1800000002,1",
-            "--quiet",
-        ])
-        .args(["--port", &port.to_string()])
-        .env_remove("TIDEMARK_PASSWORD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "tidemark serve --at did not listen on {port}"
-        );
-        assert!(serve.try_wait().unwrap().is_none(), "tidemark serve --at exited");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut serve, port) = spawn_serve(&repo, &["--at", "1800000002,1", "--quiet"], Stdio::null());
     let served = pymongo(
         &format!("mongodb://127.0.0.1:{port}/"),
         r#"
