@@ -95,9 +95,10 @@ enum RepoCommand {
         /// Target pack size in MiB (smaller packs: finer-grained prune, more objects).
         #[arg(long, value_name = "MiB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
         pack_size: u64,
-        /// Average chunk size in KiB (chunks are 1/2x to 8x of it); fixed for the repository's life.
-        /// Smaller chunks deduplicate scattered document changes better, at more index entries.
-        #[arg(long, value_name = "KiB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        /// Average size in KiB of the chunks documents are stored in (cut between documents, at
+        /// least half of it, at most 32x or 64 KiB); fixed for the repository's life. Smaller chunks
+        /// deduplicate scattered document changes better, at more index entries.
+        #[arg(long, value_name = "KiB", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4096))]
         chunk_size: u32,
     },
     /// Write a snapshot as a mongodump directory (or archive with --archive) that mongorestore reads.
@@ -155,10 +156,10 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
                 let avg = chunk_size * 1024;
                 let options = InitOptions {
                     pack_size: pack_size * 1024 * 1024,
-                    chunker: tidemark_repo::ChunkerParams {
+                    document_chunker: tidemark_repo::ChunkerParams {
                         min_size: (avg / 2).min(1024 * 1024),
                         avg_size: avg,
-                        max_size: avg.saturating_mul(8).min(16 * 1024 * 1024),
+                        max_size: avg.saturating_mul(32).clamp(64 * 1024, 16 * 1024 * 1024),
                     },
                     ..InitOptions::default()
                 };

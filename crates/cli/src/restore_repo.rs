@@ -174,8 +174,9 @@ pub(crate) fn start(
                 .await;
                 let _ = ready_tx.send(opened.is_ok());
                 let (lock, reader) = opened?;
-                let exported = export_to_pipe(&reader, member.as_deref(), writer, &repo_options.repo).await;
-                let released = lock.release().await;
+                let (exported, released) = lock
+                    .hold_during(export_to_pipe(&reader, member.as_deref(), writer, &repo_options.repo))
+                    .await;
                 let stats = exported?;
                 released.context("release the repository lock")?;
                 Ok(stats)
@@ -227,9 +228,12 @@ fn export(
     runtime.block_on(async {
         let repository = open(repo_options).await?;
         let lock = Lock::acquire(repository.storage(), false).await?;
-        let result = export_locked(&repository, snapshot, member, archive, out, gzip).await;
-        lock.release().await.context("release the repository lock")?;
-        result
+        let (result, released) = lock
+            .hold_during(export_locked(&repository, snapshot, member, archive, out, gzip))
+            .await;
+        result?;
+        released.context("release the repository lock")?;
+        Ok(())
     })
 }
 

@@ -238,8 +238,8 @@ async fn drill(args: &Args) -> Result<Option<String>, CliError> {
     let repository = open(&args.repo).await?;
     // Shared: a prune (exclusive) cannot delete packs while the drill reads them.
     let lock = Lock::acquire(repository.storage(), false).await?;
-    let result = drill_locked(args, &repository).await;
-    lock.release().await.context("release the repository lock")?;
+    let (result, released) = lock.hold_during(drill_locked(args, &repository)).await;
+    released.context("release the repository lock")?;
     result
 }
 

@@ -1,7 +1,8 @@
 //! Repository verification.
 //!
-//! The structural check loads every snapshot, oplog slice and index object and verifies that every
-//! chunk a snapshot or slice refers to is indexed and that every indexed pack exists with the indexed size. Packs
+//! The structural check loads every snapshot, oplog slice and index object, reads every chunk-list
+//! blob they refer to (verifying each against its id), and verifies that every chunk those lists
+//! name is indexed and that every indexed pack exists with the indexed size. Packs
 //! present in storage but in no index (left by an interrupted backup) are reported as notes:
 //! they are harmless and `prune` removes them.
 //!
@@ -15,11 +16,12 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::Repository;
+use crate::chunk_list::{decode_chunk_list, for_each_blob};
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
 use crate::oplog_archive;
-use crate::pack::{blob_bytes, decode_blob, pack_key, read_header};
+use crate::pack::{BlobKind, blob_bytes, decode_blob, pack_key, read_header};
 use crate::reader::SnapshotReader;
 
 /// What to verify beyond structure.
@@ -68,9 +70,10 @@ pub async fn check(repo: &Repository, options: CheckOptions) -> Result<CheckRepo
         });
     }
     let lock = Lock::acquire(&repo.storage, false).await?;
-    let result = run(repo, options).await;
-    lock.release().await?;
-    result
+    let (result, released) = lock.hold_during(run(repo, options)).await;
+    let report = result?;
+    released?;
+    Ok(report)
 }
 
 async fn run(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
@@ -128,18 +131,19 @@ async fn run(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
         }
     }
     report.snapshots = snapshots.len() as u64;
+    // Chunk lists are read (and verified) here; each list once over all snapshots and slices.
+    let mut lists_read = HashSet::new();
     for (id, snap) in &snapshots {
-        let mut seen = HashSet::new();
-        for (chunk, referrer) in snap.chunk_refs() {
-            if seen.insert(chunk) && !repo.has_blob(&chunk) {
-                report.errors.push(format!(
-                    "snapshot {id}: {}",
-                    RepoError::MissingBlob {
-                        blob: chunk.to_hex(),
-                        referrer
-                    }
-                ));
-            }
+        for (name, data) in snap.streams() {
+            check_stream(
+                repo,
+                data,
+                &format!("snapshot {id}: "),
+                &name,
+                &mut lists_read,
+                &mut report,
+            )
+            .await;
         }
     }
 
@@ -152,18 +156,7 @@ async fn run(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
     }
     report.slices = slices.len() as u64;
     for slice in &slices {
-        let mut seen = HashSet::new();
-        for (chunk, referrer) in slice.chunk_refs() {
-            if seen.insert(chunk) && !repo.has_blob(&chunk) {
-                report.errors.push(
-                    RepoError::MissingBlob {
-                        blob: chunk.to_hex(),
-                        referrer,
-                    }
-                    .to_string(),
-                );
-            }
-        }
+        check_stream(repo, &slice.data, "", &slice.label(), &mut lists_read, &mut report).await;
     }
 
     let subset = if options.read_data {
@@ -219,6 +212,37 @@ async fn run(repo: &Repository, options: CheckOptions) -> Result<CheckReport> {
     Ok(report)
 }
 
+/// Walks one stream's blobs (see [`for_each_blob`]): reports a chunk list that cannot be read and
+/// every chunk missing from the index, as `{context}...` naming `referrer`.
+async fn check_stream(
+    repo: &Repository,
+    data: &crate::snapshot::DataStream,
+    context: &str,
+    referrer: &str,
+    lists_read: &mut HashSet<Id>,
+    report: &mut CheckReport,
+) {
+    let mut seen = HashSet::new();
+    let mut missing = Vec::new();
+    let walked = for_each_blob(repo, data, Some(lists_read), |blob, kind| {
+        // A missing chunk list fails the walk itself, with its own error.
+        if kind == BlobKind::Data && seen.insert(blob) && !repo.has_blob(&blob) {
+            missing.push(blob);
+        }
+    })
+    .await;
+    for blob in missing {
+        let error = RepoError::MissingBlob {
+            blob: blob.to_hex(),
+            referrer: referrer.to_owned(),
+        };
+        report.errors.push(format!("{context}{error}"));
+    }
+    if let Err(e) = walked {
+        report.errors.push(format!("{context}{referrer}: {e}"));
+    }
+}
+
 async fn verify_pack(
     repo: &Repository,
     id: &Id,
@@ -237,6 +261,10 @@ async fn verify_pack(
     for entry in &header {
         let stored = blob_bytes(&bytes, entry, &key)?;
         match decode_blob(&repo.keys, stored, entry, id) {
+            Ok(plaintext) if entry.kind == BlobKind::ChunkList => match decode_chunk_list(&plaintext) {
+                Ok(_) => report.blobs_verified += 1,
+                Err(e) => report.errors.push(format!("{key} (chunk list {}): {e}", entry.id)),
+            },
             Ok(_) => report.blobs_verified += 1,
             Err(e) => report.errors.push(e.to_string()),
         }

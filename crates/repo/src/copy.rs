@@ -2,8 +2,8 @@
 //!
 //! Blob ids are keyed per repository, so a chunk's id differs between source and target. Copy
 //! reads each chunk from the source (verified), computes its id under the target's key, stores it
-//! (compressed and sealed with the target's keys) unless the target already has it, and writes a
-//! manifest whose chunk lists use the target ids. Everything else in the manifest (time, label,
+//! (compressed and sealed with the target's keys) unless the target already has it, stores new
+//! chunk-list blobs listing the target ids, and writes a manifest referring to those lists. Everything else in the manifest (time, label,
 //! metadata, counts, content hashes, oplog window) is unchanged, so the copy restores the same
 //! documents. A snapshot already present in the target (same time, host, label and content
 //! hashes) is skipped, so repeating a copy is cheap. Oplog slices are copied the same way
@@ -13,10 +13,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::Repository;
+use crate::chunk_list::{ChunkListBuilder, MAX_GROUP, for_each_blob};
 use crate::crypto::Id;
-use crate::error::Result;
+use crate::error::{RepoError, Result};
 use crate::lock::Lock;
 use crate::oplog_archive::{self, SliceInfo};
+use crate::pack::BlobKind;
 use crate::snapshot::{DataStream, Snapshot};
 use crate::writer::{BlobSink, NoProgress};
 
@@ -39,6 +41,8 @@ fn fingerprint(s: &Snapshot) -> (i64, u32, String, String, Vec<Id>) {
     (s.time, s.time_nanos, s.host.clone(), s.label.clone(), hashes)
 }
 
+/// Re-keys one stream: every chunk under the target's id key (stored unless present), then new
+/// chunk-list blobs grouping the new ids (the groups follow the new ids, as a backup's would).
 async fn remap(
     stream: &mut DataStream,
     source: &Repository,
@@ -46,31 +50,36 @@ async fn remap(
     target: &Repository,
     cache: &mut HashMap<Id, Id>,
 ) -> Result<()> {
-    for chunk in &mut stream.chunks {
-        if let Some(mapped) = cache.get(chunk) {
-            *chunk = *mapped;
-            continue;
+    let mut chunks = Vec::new();
+    for_each_blob(source, stream, None, |id, kind| {
+        if kind == BlobKind::Data {
+            chunks.push(id);
         }
-        let plain = source.read_blob(chunk).await?;
-        let new_id = target.keys.blob_id(&plain);
-        if !sink.has(&new_id) {
-            sink.add_new(new_id, &plain).await?;
+    })
+    .await?;
+    let mut lists = ChunkListBuilder::default();
+    let mut groups = Vec::new();
+    for part in chunks.chunks(MAX_GROUP) {
+        let uncached: Vec<Id> = part.iter().filter(|c| !cache.contains_key(c)).copied().collect();
+        for (old, plain) in uncached.iter().zip(source.read_blobs(&uncached).await?) {
+            let new_id = target.keys.blob_id(&plain);
+            if !sink.has(&new_id) {
+                sink.add_new(new_id, BlobKind::Data, &plain).await?;
+            }
+            cache.insert(*old, new_id);
         }
-        cache.insert(*chunk, new_id);
-        *chunk = new_id;
+        groups.extend(part.iter().filter_map(|c| lists.push(&cache[c])));
     }
+    groups.extend(lists.finish());
+    let slices: Vec<&[u8]> = groups.iter().map(Vec::as_slice).collect();
+    stream.chunk_lists = sink.add_batch(&slices, BlobKind::ChunkList).await?;
     Ok(())
 }
 
 /// Copies every oplog slice of `source` that `target` lacks (same replica set, first/last `ts` and
 /// content hash), so the copy keeps the restorable windows of the source.
 pub async fn copy_slices(source: &Repository, target: &Repository) -> Result<Vec<(Id, CopyOutcome)>> {
-    let source_lock = Lock::acquire(&source.storage, false).await?;
-    let target_lock = Lock::acquire(&target.storage, false).await?;
-    let result = run_slices(source, target).await;
-    source_lock.release().await?;
-    target_lock.release().await?;
-    result
+    with_locks(source, target, run_slices(source, target)).await
 }
 
 async fn run_slices(source: &Repository, target: &Repository) -> Result<Vec<(Id, CopyOutcome)>> {
@@ -89,7 +98,9 @@ async fn run_slices(source: &Repository, target: &Repository) -> Result<Vec<(Id,
         }
         let mut sink = BlobSink::new(target.clone(), Arc::new(NoProgress));
         let mut data = slice.data.clone();
-        remap(&mut data, source, &mut sink, target, &mut cache).await?;
+        remap(&mut data, source, &mut sink, target, &mut cache)
+            .await
+            .map_err(|e| RepoError::Usage(format!("copy {}: {e}", slice.label())))?;
         sink.finish().await?;
         let new_id = oplog_archive::save_copied_slice(target, &slice, data).await?;
         out.push((slice.id, CopyOutcome::Copied(new_id)));
@@ -99,12 +110,24 @@ async fn run_slices(source: &Repository, target: &Repository) -> Result<Vec<(Id,
 
 /// Copies snapshots from `source` to `target`.
 pub async fn copy_snapshots(source: &Repository, target: &Repository, ids: &[Id]) -> Result<Vec<(Id, CopyOutcome)>> {
+    with_locks(source, target, run(source, target, ids)).await
+}
+
+/// Runs `work` under shared locks of both repositories, kept fresh while it runs.
+async fn with_locks<T>(source: &Repository, target: &Repository, work: impl Future<Output = Result<T>>) -> Result<T> {
     let source_lock = Lock::acquire(&source.storage, false).await?;
-    let target_lock = Lock::acquire(&target.storage, false).await?;
-    let result = run(source, target, ids).await;
-    source_lock.release().await?;
-    target_lock.release().await?;
-    result
+    let target_lock = match Lock::acquire(&target.storage, false).await {
+        Ok(lock) => lock,
+        Err(e) => {
+            source_lock.release().await?;
+            return Err(e);
+        }
+    };
+    let ((result, target_released), source_released) = source_lock.hold_during(target_lock.hold_during(work)).await;
+    let out = result?;
+    target_released?;
+    source_released?;
+    Ok(out)
 }
 
 async fn run(source: &Repository, target: &Repository, ids: &[Id]) -> Result<Vec<(Id, CopyOutcome)>> {
@@ -123,18 +146,10 @@ async fn run(source: &Repository, target: &Repository, ids: &[Id]) -> Result<Vec
             continue;
         }
         let mut sink = BlobSink::new(target.clone(), Arc::new(NoProgress));
-        for member in &mut snap.members {
-            for ns in &mut member.namespaces {
-                remap(&mut ns.data, source, &mut sink, target, &mut cache).await?;
-            }
-            if let Some(oplog) = &mut member.oplog {
-                remap(&mut oplog.data, source, &mut sink, target, &mut cache).await?;
-            }
-            for file in &mut member.files {
-                if let Some(data) = &mut file.data {
-                    remap(data, source, &mut sink, target, &mut cache).await?;
-                }
-            }
+        for (name, data) in snap.streams_mut() {
+            remap(data, source, &mut sink, target, &mut cache)
+                .await
+                .map_err(|e| RepoError::Usage(format!("copy snapshot {id}: {name}: {e}")))?;
         }
         sink.finish().await?;
         let new_id = target.save_snapshot(&snap).await?;

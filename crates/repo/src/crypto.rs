@@ -112,6 +112,11 @@ impl MasterKeys {
         u64::from_le_bytes(first)
     }
 
+    /// Key of the document cutter's decisions, derived from the id key.
+    pub fn document_cut_key(&self) -> [u8; 32] {
+        *blake3::keyed_hash(&self.id_key.0, b"tidemark document cut key").as_bytes()
+    }
+
     /// Seals bytes (or returns them unchanged without encryption).
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
         match &self.encryption {

@@ -28,6 +28,16 @@ pub enum RepoError {
         /// Storage URL.
         url: String,
     },
+    /// The repository was written in a format this build does not read.
+    #[error("repository {url} has format version {found}, this tidemark reads {supported}")]
+    UnsupportedVersion {
+        /// Storage URL.
+        url: String,
+        /// Version in the repository's `config`.
+        found: u32,
+        /// Version this build reads and writes.
+        supported: u32,
+    },
     /// No key could be unlocked with the given password.
     #[error("wrong password: none of the {keys} key(s) in {url} can be opened with it")]
     WrongPassword {

@@ -9,7 +9,8 @@
 //! than the consistency timestamp of the oldest kept snapshot (`last < C`) can no longer extend any
 //! restorable window and are forgotten; a set without such a snapshot keeps every slice.
 //!
-//! `prune` (exclusive lock) computes the blobs still referenced by some snapshot or oplog slice, deletes packs
+//! `prune` (exclusive lock) computes the blobs still referenced by some snapshot or oplog slice
+//! (chunk-list blobs and the chunks they list, through [`for_each_blob`]), deletes packs
 //! with none of them, and repacks packs that are only partly used: their used blobs are copied into
 //! new packs. Order keeps the repository valid at every step: new packs, then a new index covering
 //! everything kept, then deletion of the old index objects, then deletion of the old packs.
@@ -18,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::Repository;
+use crate::chunk_list::for_each_blob;
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
@@ -233,12 +235,25 @@ pub async fn prune(repo: &Repository, dry_run: bool) -> Result<PrunePlan> {
 }
 
 async fn run_prune(repo: &Repository, dry_run: bool) -> Result<PrunePlan> {
+    // Every blob some snapshot references, chunk lists included; a chunk list that cannot be
+    // read stops prune (what it lists would otherwise look unused).
     let mut used: HashSet<Id> = HashSet::new();
-    for (_, snap) in repo.snapshots().await? {
-        used.extend(snap.chunk_refs().into_iter().map(|(id, _)| id));
+    let mut lists_read = HashSet::new();
+    for (id, snap) in repo.snapshots().await? {
+        for (name, data) in snap.streams() {
+            for_each_blob(repo, data, Some(&mut lists_read), |blob, _| {
+                used.insert(blob);
+            })
+            .await
+            .map_err(|e| RepoError::Usage(format!("prune stopped: snapshot {id}: {name}: {e}")))?;
+        }
     }
     for slice in oplog_archive::list_slices(repo).await? {
-        used.extend(slice.data.chunks.iter().copied());
+        for_each_blob(repo, &slice.data, Some(&mut lists_read), |blob, _| {
+            used.insert(blob);
+        })
+        .await
+        .map_err(|e| RepoError::Usage(format!("prune stopped: {}: {e}", slice.label())))?;
     }
     let index_files = repo.index_files().await?;
     let mut packs: BTreeMap<Id, IndexPack> = BTreeMap::new();
@@ -306,7 +321,7 @@ async fn run_prune(repo: &Repository, dry_run: bool) -> Result<PrunePlan> {
         for &i in wanted {
             let entry = &pack.blobs[i];
             let plain = decode_blob(&repo.keys, blob_bytes(&bytes, entry, &key)?, entry, &pack.id)?;
-            sink.add_new(entry.id, &plain).await?;
+            sink.add_new(entry.id, entry.kind, &plain).await?;
         }
     }
     let (_, stats) = sink.finish().await?;
@@ -335,7 +350,7 @@ mod tests {
 
     fn snap(time: i64, label: &str) -> Snapshot {
         Snapshot {
-            version: 1,
+            version: crate::snapshot::MANIFEST_VERSION,
             time,
             time_nanos: 0,
             host: "h".into(),

@@ -39,6 +39,8 @@
 //! ```
 
 pub mod check;
+pub mod chunk_list;
+mod chunker;
 pub mod copy;
 pub mod crypto;
 pub mod error;

@@ -131,6 +131,27 @@ impl Lock {
         Ok(())
     }
 
+    /// Runs `work` while the lock is refreshed in the background (checked every minute, written
+    /// every [`REFRESH_EVERY_SECS`]), then releases the lock. For long reads (restores, exports,
+    /// checks, copies) that have no natural place to call [`Lock::refresh`]. Returns the work's
+    /// output and the release's result. A failed refresh is retried at the next check; if storage
+    /// stays unreachable, the work fails on its own reads.
+    pub async fn hold_during<T>(mut self, work: impl Future<Output = T>) -> (T, Result<()>) {
+        let mut work = std::pin::pin!(work);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let out = loop {
+            tokio::select! {
+                out = &mut work => break out,
+                _ = tick.tick() => {
+                    // Retried at the next tick; see above.
+                    let _ = self.refresh().await;
+                }
+            }
+        };
+        (out, self.release().await)
+    }
+
     /// The lock object's key.
     pub fn key(&self) -> &str {
         &self.key

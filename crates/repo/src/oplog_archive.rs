@@ -4,7 +4,7 @@
 //! needs every oplog entry after it. A follower (`tidemark oplog follow`) stores those entries as
 //! *slices*: runs of consecutive oplog entries of one replica set. A slice's entries are a chunked
 //! [`DataStream`] written through the same chunker, blob sink, packs and index as a snapshot's
-//! oplog; its manifest (`oplog/<slice id>`, sealed JSON, id = BLAKE3 of the plaintext) is written
+//! oplog; its manifest (`oplog/<slice id>`, sealed zstd JSON, id = BLAKE3 of the plaintext) is written
 //! last and is the commit point, so a crash leaves at most unreferenced packs.
 //!
 //! Contiguity is proven, not assumed: a slice records `continues_from`, the `ts` of the entry just
@@ -33,13 +33,14 @@ use crate::Repository;
 use crate::StorageError;
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
+use crate::pack::{open_json, seal_json};
 use crate::reader::DocumentStream;
 use crate::snapshot::{DataStream, Snapshot, Timestamp};
 use crate::util::{hostname, now_unix};
-use crate::writer::{BlobSink, Chunker, NoProgress, Progress};
+use crate::writer::{BlobSink, NoProgress, Progress, StreamWriter};
 
 /// Manifest format version of slices written by this crate.
-pub const SLICE_VERSION: u32 = 1;
+pub const SLICE_VERSION: u32 = 2;
 
 /// Key prefix of slice manifests.
 pub const SLICE_PREFIX: &str = "oplog/";
@@ -119,12 +120,9 @@ impl SliceInfo {
         self.continues_from.unwrap_or(self.first)
     }
 
-    /// Every chunk id the slice refers to, with a description of the referrer.
-    pub fn chunk_refs(&self) -> impl Iterator<Item = (Id, String)> + '_ {
-        self.data
-            .chunks
-            .iter()
-            .map(|c| (*c, format!("oplog slice {} ({})", self.id, self.replica_set)))
+    /// How errors name the slice: `oplog slice <id> (<replica set>)`.
+    pub fn label(&self) -> String {
+        format!("oplog slice {} ({})", self.id, self.replica_set)
     }
 }
 
@@ -184,7 +182,7 @@ pub async fn load_slice(repo: &Repository, id: &Id) -> Result<SliceInfo> {
         }
         Err(e) => return Err(e.into()),
     };
-    let plain = repo.keys.open(&sealed, &key)?;
+    let plain = open_json(&repo.keys, &sealed, &key)?;
     if Id::hash(&plain) != *id {
         return Err(RepoError::corrupt(key, "slice manifest does not match its id"));
     }
@@ -245,7 +243,7 @@ pub struct SliceWriter {
     replica_set: String,
     start: SliceStart,
     sink: BlobSink,
-    chunker: Chunker,
+    stream: StreamWriter,
     first: Option<Timestamp>,
     last: Option<Timestamp>,
     entries: u64,
@@ -275,7 +273,7 @@ impl SliceWriter {
             replica_set: replica_set.to_owned(),
             start,
             sink: BlobSink::new(repo.clone(), progress),
-            chunker: Chunker::new(repo.config.chunker, repo.keys.chunker_seed()),
+            stream: StreamWriter::for_documents(repo),
             first: None,
             last: None,
             entries: 0,
@@ -308,8 +306,7 @@ impl SliceWriter {
         self.last = Some(ts);
         self.entries += 1;
         self.bytes += entry.as_bytes().len() as u64;
-        self.chunker.count_document();
-        self.chunker.push(entry.as_bytes(), &mut self.sink).await
+        self.stream.push_document(entry.as_bytes(), &mut self.sink).await
     }
 
     /// Entries written so far.
@@ -338,10 +335,10 @@ impl SliceWriter {
             replica_set,
             start,
             mut sink,
-            chunker,
+            stream,
             ..
         } = self;
-        let data = chunker.finish(&mut sink).await?;
+        let data = stream.finish(&mut sink).await?;
         sink.finish().await?;
         let (continues_from, gap_after) = match start {
             SliceStart::ContinuesFrom(t) => (Some(t), None),
@@ -362,7 +359,10 @@ impl SliceWriter {
         let json = serde_json::to_vec(&manifest).map_err(|e| RepoError::Usage(e.to_string()))?;
         let id = Id::hash(&json);
         repo.storage
-            .put(&format!("{SLICE_PREFIX}{id}"), Bytes::from(repo.keys.seal(&json)))
+            .put(
+                &format!("{SLICE_PREFIX}{id}"),
+                Bytes::from(seal_json(&repo.keys, &json)?),
+            )
             .await?;
         Ok(Some(SliceInfo::from_manifest(id, manifest)))
     }
@@ -384,7 +384,10 @@ pub(crate) async fn save_copied_slice(repo: &Repository, slice: &SliceInfo, data
     let json = serde_json::to_vec(&manifest).map_err(|e| RepoError::Usage(e.to_string()))?;
     let id = Id::hash(&json);
     repo.storage
-        .put(&format!("{SLICE_PREFIX}{id}"), Bytes::from(repo.keys.seal(&json)))
+        .put(
+            &format!("{SLICE_PREFIX}{id}"),
+            Bytes::from(seal_json(&repo.keys, &json)?),
+        )
         .await?;
     Ok(id)
 }

@@ -7,13 +7,13 @@
 //! little-endian integer, so a pack alone is enough to rebuild the index:
 //!
 //! ```text
-//! blob_0 | blob_1 | ... | blob_n-1 | sealed(JSON [PackEntry...]) | u32 LE header length
+//! blob_0 | blob_1 | ... | blob_n-1 | sealed(zstd(JSON [PackEntry...])) | u32 LE header length
 //! ```
 //!
 //! A pack is stored under `data/<first two hex digits>/<id>` where `id` is the unkeyed BLAKE3 of
 //! the whole pack, so a check can verify a pack before trusting anything in it.
 //!
-//! The index (`index/<random id>`, sealed JSON of [`IndexFile`]) maps blob ids to
+//! The index (`index/<random id>`, sealed zstd-compressed JSON of [`IndexFile`]) maps blob ids to
 //! `(pack, offset, length)`. Index objects are only ever added (by backups and copies) or replaced
 //! as a whole (by prune, which writes the new index before deleting the old ones).
 
@@ -24,10 +24,12 @@ use crate::error::{RepoError, Result};
 
 /// What a blob holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum BlobKind {
     /// A chunk of a namespace data stream or of a file.
     Data,
+    /// A group of a stream's chunk ids (see [`crate::chunk_list`]).
+    ChunkList,
 }
 
 /// One blob inside a pack.
@@ -74,6 +76,31 @@ pub fn encode_blob(keys: &MasterKeys, plaintext: &[u8], level: i32) -> Result<Ve
     let compressed = zstd::bulk::compress(plaintext, level)
         .map_err(|e| RepoError::Usage(format!("zstd compression failed: {e}")))?;
     Ok(keys.seal(&compressed))
+}
+
+/// Largest plaintext of a sealed JSON object (pack header, index, manifest).
+const MAX_JSON_OBJECT: u64 = 2 << 30;
+
+/// `seal(zstd(JSON))`: how pack headers, index objects and manifests are stored. Their hex ids and
+/// repeated field names compress to well under half, which matters once chunks are a few KiB.
+pub(crate) fn seal_json(keys: &MasterKeys, json: &[u8]) -> Result<Vec<u8>> {
+    let compressed =
+        zstd::bulk::compress(json, 3).map_err(|e| RepoError::Usage(format!("zstd compression failed: {e}")))?;
+    Ok(keys.seal(&compressed))
+}
+
+/// Opens an object written by [`seal_json`], returning the JSON text.
+pub(crate) fn open_json(keys: &MasterKeys, sealed: &[u8], object: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let compressed = keys.open(sealed, object)?;
+    let mut json = Vec::new();
+    zstd::stream::read::Decoder::new(&compressed[..])
+        .and_then(|d| d.take(MAX_JSON_OBJECT + 1).read_to_end(&mut json))
+        .map_err(|e| RepoError::corrupt(object, format!("zstd: {e}")))?;
+    if json.len() as u64 > MAX_JSON_OBJECT {
+        return Err(RepoError::corrupt(object, "larger than 2 GiB once decompressed"));
+    }
+    Ok(json)
 }
 
 /// Opens, decompresses and verifies one blob against its id.
@@ -127,7 +154,7 @@ impl PackBuilder {
     pub fn finish(self, keys: &MasterKeys) -> Result<(Vec<u8>, IndexPack)> {
         let PackBuilder { mut data, entries } = self;
         let header = serde_json::to_vec(&entries).map_err(|e| RepoError::Usage(format!("pack header: {e}")))?;
-        let sealed = keys.seal(&header);
+        let sealed = seal_json(keys, &header)?;
         let len = u32::try_from(sealed.len()).map_err(|_| RepoError::Usage("pack header too large".into()))?;
         data.extend_from_slice(&sealed);
         data.extend_from_slice(&len.to_le_bytes());
@@ -157,7 +184,7 @@ pub fn read_header(keys: &MasterKeys, pack: &[u8], key: &str) -> Result<Vec<Pack
     let header_start = len_start
         .checked_sub(header_len)
         .ok_or_else(|| RepoError::corrupt(key, "header length exceeds pack"))?;
-    let header = keys.open(&pack[header_start..len_start], &format!("{key} (header)"))?;
+    let header = open_json(keys, &pack[header_start..len_start], &format!("{key} (header)"))?;
     let entries: Vec<PackEntry> =
         serde_json::from_slice(&header).map_err(|e| RepoError::corrupt(key, format!("header: {e}")))?;
     for e in &entries {

@@ -1,6 +1,8 @@
 //! Reading snapshots back: namespaces and their raw documents, verified.
 //!
-//! Every chunk is checked against its keyed id when read (see [`crate::pack::decode_blob`]), the
+//! Chunks are read one chunk-list blob at a time: the list's chunks are fetched with as few ranged
+//! reads as their places in the packs allow and decoded on every core. Every chunk list and chunk
+//! is checked against its keyed id when read (see [`crate::pack::decode_blob`]), the
 //! document framing is checked as chunks are joined (documents may span chunk boundaries), and
 //! at the end of a stream the count, byte size and BLAKE3 content hash must match the manifest.
 //! Any mismatch is reported as [`RepoError::NamespaceDamaged`] naming the snapshot and namespace.
@@ -10,7 +12,10 @@ use bson::RawDocumentBuf;
 use crate::Repository;
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
-use crate::snapshot::{DataStream, FileNode, Member, NamespaceEntry, Snapshot};
+use std::collections::VecDeque;
+
+use crate::chunk_list::read_chunk_list;
+use crate::snapshot::{DataStream, FileNode, Member, NamespaceEntry, Snapshot, member_label};
 
 /// Largest document accepted: MongoDB's 16 MiB BSON limit plus the 16 KiB internal headroom.
 pub const MAX_DOCUMENT_SIZE: usize = 16 * 1024 * 1024 + 16 * 1024;
@@ -64,11 +69,7 @@ impl SnapshotReader {
     }
 
     fn label(member: &Member, what: &str) -> String {
-        if member.name.is_empty() {
-            what.to_owned()
-        } else {
-            format!("{}/{what}", member.name)
-        }
+        member_label(&member.name, what)
     }
 
     /// Streams the documents of a namespace.
@@ -93,12 +94,8 @@ impl SnapshotReader {
         let data = node.data.as_ref().ok_or_else(|| damaged("not a regular file".into()))?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
-        for id in &data.chunks {
-            let chunk = self
-                .repo
-                .read_blob(id)
-                .await
-                .map_err(|e| damaged(format!("chunk {id}: {e}")))?;
+        let mut chunks = ChunkSource::new(data.chunk_lists.clone());
+        while let Some(chunk) = chunks.next(&self.repo).await.map_err(|e| damaged(e.to_string()))? {
             hasher.update(&chunk);
             size += chunk.len() as u64;
             sink(&chunk);
@@ -133,7 +130,7 @@ pub struct DocumentStream {
     snapshot: Id,
     name: String,
     data: DataStream,
-    next_chunk: usize,
+    chunks: ChunkSource,
     buf: Vec<u8>,
     pos: usize,
     hasher: blake3::Hasher,
@@ -148,8 +145,8 @@ impl DocumentStream {
             repo,
             snapshot,
             name,
+            chunks: ChunkSource::new(data.chunk_lists.clone()),
             data,
-            next_chunk: 0,
             buf: Vec::new(),
             pos: 0,
             hasher: blake3::Hasher::new(),
@@ -175,15 +172,11 @@ impl DocumentStream {
     /// Ensures at least `n` unread bytes are buffered; false at the end of the chunks.
     async fn fill(&mut self, n: usize) -> Result<bool> {
         while self.buf.len() - self.pos < n {
-            let Some(id) = self.data.chunks.get(self.next_chunk).copied() else {
-                return Ok(false);
+            let chunk = match self.chunks.next(&self.repo).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Ok(false),
+                Err(e) => return Err(self.damaged(e.to_string())),
             };
-            self.next_chunk += 1;
-            let chunk = self
-                .repo
-                .read_blob(&id)
-                .await
-                .map_err(|e| self.damaged(format!("chunk {id}: {e}")))?;
             self.buf.drain(..self.pos);
             self.pos = 0;
             self.buf.extend_from_slice(&chunk);
@@ -252,5 +245,34 @@ impl DocumentStream {
     pub async fn verify(mut self) -> Result<u64> {
         while self.next_document().await?.is_some() {}
         Ok(self.documents)
+    }
+}
+
+/// A stream's chunks in order, read one chunk-list blob at a time.
+#[derive(Debug)]
+struct ChunkSource {
+    lists: VecDeque<Id>,
+    ready: VecDeque<Vec<u8>>,
+}
+
+impl ChunkSource {
+    fn new(lists: Vec<Id>) -> Self {
+        ChunkSource {
+            lists: lists.into(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The next chunk's plaintext; errors name the chunk list (and the chunk) at fault.
+    async fn next(&mut self, repo: &Repository) -> Result<Option<Vec<u8>>> {
+        while self.ready.is_empty() {
+            let Some(list) = self.lists.pop_front() else {
+                return Ok(None);
+            };
+            let in_list = |e: RepoError| RepoError::Usage(format!("chunk list {list}: {e}"));
+            let chunks = read_chunk_list(repo, &list).await.map_err(in_list)?;
+            self.ready = repo.read_blobs(&chunks).await.map_err(in_list)?.into();
+        }
+        Ok(self.ready.pop_front())
     }
 }

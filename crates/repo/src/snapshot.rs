@@ -6,15 +6,17 @@
 //!
 //! Shape: snapshot → members (one per replica set: a plain replica set, or each shard and the
 //! config server of a sharded cluster, all cut at one cluster-wide consistency timestamp) →
-//! namespaces (metadata, counts, content hash, chunk list), the member's oplog window, and an
-//! optional tree of files (block-level copies of a data directory, contents as chunk lists).
+//! namespaces (metadata, counts, content hash, chunk-list blobs), the member's oplog window, and an
+//! optional tree of files (block-level copies of a data directory, contents as chunk-list blobs).
+//! Chunk ids themselves live in chunk-list blobs ([`crate::chunk_list`]), so a manifest stays
+//! small and an unchanged stream costs a handful of ids.
 
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::Id;
 
 /// Manifest format version written by this crate.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// A BSON timestamp (`t` seconds, `i` increment), as in the oplog's `ts` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -58,7 +60,7 @@ pub struct OplogWindow {
     pub last: Timestamp,
 }
 
-/// A stream of raw BSON documents stored as content-defined chunks.
+/// A stream of raw BSON documents (or file contents) stored as content-defined chunks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataStream {
     /// Number of documents.
@@ -67,8 +69,9 @@ pub struct DataStream {
     pub bytes: u64,
     /// BLAKE3 (unkeyed) of the concatenated raw documents.
     pub content_hash: Id,
-    /// Blob ids, in order; their plaintexts concatenate to the document stream.
-    pub chunks: Vec<Id>,
+    /// Chunk-list blob ids, in order: the chunk ids they list, in order, are the chunks whose
+    /// plaintexts concatenate to the stream (see [`crate::chunk_list`]).
+    pub chunk_lists: Vec<Id>,
 }
 
 /// One namespace of a member.
@@ -210,26 +213,36 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Every chunk id the snapshot refers to, with a description of the referrer.
-    pub fn chunk_refs(&self) -> Vec<(Id, String)> {
+    /// Every data stream of the snapshot, with the name errors use for it (`db.collection`,
+    /// `oplog` or `file <path>`, prefixed by `member/` for a named member).
+    pub fn streams(&self) -> Vec<(String, &DataStream)> {
         let mut out = Vec::new();
         for m in &self.members {
-            let prefix = if m.name.is_empty() {
-                String::new()
-            } else {
-                format!("{}/", m.name)
-            };
-            for ns in &m.namespaces {
-                out.extend(ns.data.chunks.iter().map(|c| (*c, format!("{prefix}{}", ns.name()))));
-            }
-            if let Some(oplog) = &m.oplog {
-                out.extend(oplog.data.chunks.iter().map(|c| (*c, format!("{prefix}oplog"))));
-            }
-            for f in &m.files {
-                if let Some(d) = &f.data {
-                    out.extend(d.chunks.iter().map(|c| (*c, format!("{prefix}file {}", f.path))));
-                }
-            }
+            let name = |what: String| member_label(&m.name, &what);
+            out.extend(m.namespaces.iter().map(|ns| (name(ns.name()), &ns.data)));
+            out.extend(m.oplog.iter().map(|o| (name("oplog".into()), &o.data)));
+            out.extend(
+                m.files
+                    .iter()
+                    .filter_map(|f| f.data.as_ref().map(|d| (name(format!("file {}", f.path)), d))),
+            );
+        }
+        out
+    }
+
+    /// [`Snapshot::streams`], mutable (to rewrite chunk lists).
+    pub fn streams_mut(&mut self) -> Vec<(String, &mut DataStream)> {
+        let mut out = Vec::new();
+        for m in &mut self.members {
+            let member = m.name.clone();
+            let name = |what: String| member_label(&member, &what);
+            out.extend(m.namespaces.iter_mut().map(|ns| (name(ns.name()), &mut ns.data)));
+            out.extend(m.oplog.iter_mut().map(|o| (name("oplog".into()), &mut o.data)));
+            out.extend(
+                m.files
+                    .iter_mut()
+                    .filter_map(|f| f.data.as_mut().map(|d| (name(format!("file {}", f.path)), d))),
+            );
         }
         out
     }
@@ -237,5 +250,14 @@ impl Snapshot {
     /// Number of namespaces over all members.
     pub fn namespace_count(&self) -> usize {
         self.members.iter().map(|m| m.namespaces.len()).sum()
+    }
+}
+
+/// `what` prefixed by `member/` unless the member is unnamed.
+pub(crate) fn member_label(member: &str, what: &str) -> String {
+    if member.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{member}/{what}")
     }
 }

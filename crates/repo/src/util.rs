@@ -1,4 +1,5 @@
-//! Small helpers: wall-clock time in the forms the manifests use, and the host name.
+//! Small helpers: wall-clock time in the forms the manifests use, the host name, and a parallel
+//! map for batch CPU work.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,6 +55,37 @@ pub fn hostname() -> String {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// `f` over `items`, in order, split into one contiguous share per core when `parallel` (and
+/// there is more than one core and item). For CPU work on a batch: hashing, compression, sealing.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    parallel: bool,
+    f: impl Fn(&T) -> crate::Result<R> + Sync,
+) -> crate::Result<Vec<R>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(items.len());
+    if !parallel || threads <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let share = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(share)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<crate::Result<Vec<R>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for worker in workers {
+            let part = worker
+                .join()
+                .map_err(|_| crate::RepoError::Usage("a worker thread panicked".into()))??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
 }
 
 #[cfg(test)]

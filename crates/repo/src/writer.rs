@@ -1,12 +1,14 @@
 //! Writing snapshots: chunking, deduplication, packing, and the final commit.
 //!
-//! A backup streams each namespace's raw documents into a [`NamespaceWriter`]. The bytes are cut
-//! into content-defined chunks (FastCDC 2020 with the repository's parameters): a cut depends only
-//! on the bytes since the previous cut, so inserting or changing a document changes only the
-//! chunks around it and the rest deduplicate against earlier snapshots. Each chunk's id is the
-//! keyed BLAKE3 of its plaintext; chunks already in the index (or written earlier in this
-//! snapshot) are only referenced. New chunks are compressed, sealed and appended to a pack, which
-//! is uploaded when it reaches the configured size.
+//! A backup streams each namespace's raw documents into a [`NamespaceWriter`]. They are cut into
+//! content-defined chunks between documents (file contents by FastCDC; see [`crate::chunker`]),
+//! so changing a document changes only the chunk holding it and the rest deduplicate against
+//! earlier snapshots. Each chunk's id is the keyed BLAKE3 of its plaintext; chunks already in the
+//! index (or written earlier in this snapshot) are only referenced. New chunks are compressed,
+//! sealed and appended to a pack, which is uploaded when it reaches the configured size. Chunks
+//! are handled in batches of a few MiB whose hashing, compression and sealing run on every core.
+//! A stream's chunk ids are grouped into chunk-list blobs ([`crate::chunk_list`]) stored the same
+//! way, and the manifest records only those.
 //!
 //! [`SnapshotWriter::commit`] uploads the last pack, then one index object for all packs of the
 //! snapshot, and finally the manifest. Dropping the writer without committing leaves uploaded
@@ -19,16 +21,17 @@ use bson::RawDocument;
 use bytes::Bytes;
 
 use crate::Repository;
+use crate::chunk_list::ChunkListBuilder;
+use crate::chunker::{ByteCutter, DocumentCutter};
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
 use crate::pack::{BlobKind, IndexPack, PackBuilder, encode_blob, pack_key};
-use crate::repository::ChunkerParams;
 use crate::snapshot::{
     DataStream, FileKind, FileNode, MANIFEST_VERSION, Member, NamespaceEntry, OplogEntry, OplogWindow, Snapshot,
     SnapshotStats, Timestamp,
 };
-use crate::util::{hostname, now_subsec_nanos, now_unix};
+use crate::util::{hostname, now_subsec_nanos, now_unix, parallel_map};
 
 /// Receives progress events; the default methods do nothing.
 pub trait Progress: Send + Sync {
@@ -61,6 +64,9 @@ pub(crate) struct BlobSink {
 /// Pack uploads a sink runs concurrently with its caller.
 const UPLOADS_IN_FLIGHT: usize = 2;
 
+/// A blob's id and, when neither the index nor the sink had it, its encoded bytes.
+type Prepared = (Id, Option<Vec<u8>>);
+
 impl BlobSink {
     pub(crate) fn new(repo: Repository, progress: Arc<dyn Progress>) -> Self {
         BlobSink {
@@ -74,25 +80,76 @@ impl BlobSink {
         }
     }
 
-    /// Stores a blob unless the repository already has it; returns its id.
-    pub(crate) async fn add(&mut self, plaintext: &[u8]) -> Result<Id> {
-        let id = self.repo.keys.blob_id(plaintext);
-        let len = plaintext.len() as u64;
-        self.stats.total_bytes += len;
-        if self.pending.contains(&id) || self.repo.has_blob(&id) {
-            self.stats.deduplicated_bytes += len;
-            return Ok(id);
+    /// Stores the blobs the repository does not have yet; returns every blob's id, in order.
+    ///
+    /// Hashing, compression and sealing run on all cores (one contiguous share of the batch per
+    /// thread); only blobs absent from the index and from this sink are encoded. Appending to
+    /// packs stays sequential, so pack contents follow stream order.
+    pub(crate) async fn add_batch(&mut self, blobs: &[&[u8]], kind: BlobKind) -> Result<Vec<Id>> {
+        let prepared = self.prepare(blobs)?;
+        self.add_prepared(blobs, prepared, kind).await
+    }
+
+    /// The sequential half of [`BlobSink::add_batch`], for batches prepared by [`BlobSink::prepare`].
+    async fn add_prepared(&mut self, blobs: &[&[u8]], prepared: Vec<Prepared>, kind: BlobKind) -> Result<Vec<Id>> {
+        let mut ids = Vec::with_capacity(prepared.len());
+        // Stream bytes count chunks only: chunk lists show in `new_blobs` and `added_bytes`.
+        let data = kind == BlobKind::Data;
+        for (plaintext, (id, encoded)) in blobs.iter().zip(prepared) {
+            let len = plaintext.len() as u64;
+            ids.push(id);
+            if data {
+                self.stats.total_bytes += len;
+            }
+            if self.has(&id) {
+                if data {
+                    self.stats.deduplicated_bytes += len;
+                }
+                continue;
+            }
+            let encoded = match encoded {
+                Some(e) => e,
+                None => encode_blob(&self.repo.keys, plaintext, self.repo.config.compression_level)?,
+            };
+            self.append(id, kind, &encoded, len).await?;
         }
-        self.add_new(id, plaintext).await?;
-        Ok(id)
+        Ok(ids)
+    }
+
+    /// Ids and encodings of a batch, computed in parallel.
+    fn prepare(&self, blobs: &[&[u8]]) -> Result<Vec<Prepared>> {
+        let one = |plaintext: &[u8]| -> Result<Prepared> {
+            let id = self.repo.keys.blob_id(plaintext);
+            let encoded = if self.has(&id) {
+                None
+            } else {
+                Some(encode_blob(
+                    &self.repo.keys,
+                    plaintext,
+                    self.repo.config.compression_level,
+                )?)
+            };
+            Ok((id, encoded))
+        };
+        let bytes: usize = blobs.iter().map(|b| b.len()).sum();
+        parallel_map(blobs, bytes >= PARALLEL_MIN_BYTES, |b| one(b))
     }
 
     /// Stores a blob known to be absent, under a given id.
-    pub(crate) async fn add_new(&mut self, id: Id, plaintext: &[u8]) -> Result<()> {
+    pub(crate) async fn add_new(&mut self, id: Id, kind: BlobKind, plaintext: &[u8]) -> Result<()> {
         let encoded = encode_blob(&self.repo.keys, plaintext, self.repo.config.compression_level)?;
-        self.pack.add(id, BlobKind::Data, &encoded, plaintext.len() as u64);
+        if kind == BlobKind::Data {
+            self.stats.total_bytes += plaintext.len() as u64;
+        }
+        self.append(id, kind, &encoded, plaintext.len() as u64).await
+    }
+
+    async fn append(&mut self, id: Id, kind: BlobKind, encoded: &[u8], raw_length: u64) -> Result<()> {
+        self.pack.add(id, kind, encoded, raw_length);
         self.pending.insert(id);
-        self.stats.new_bytes += plaintext.len() as u64;
+        if kind == BlobKind::Data {
+            self.stats.new_bytes += raw_length;
+        }
         self.stats.new_blobs += 1;
         if self.pack.len() as u64 >= self.repo.config.pack_size {
             self.flush().await?;
@@ -154,79 +211,169 @@ impl BlobSink {
     }
 }
 
-/// Cuts a byte stream into content-defined chunks.
-pub(crate) struct Chunker {
-    params: ChunkerParams,
-    seed: u64,
+/// Below this many bytes a batch is encoded on the calling thread.
+const PARALLEL_MIN_BYTES: usize = 256 * 1024;
+/// Plaintext gathered before chunks are hashed, compressed and sealed together.
+const BATCH_BYTES: usize = 1024 * 1024;
+
+/// How a stream is cut.
+enum Cutter {
+    Documents(DocumentCutter),
+    Bytes(ByteCutter),
+}
+
+/// Turns one stream (a namespace, an oplog, a file) into chunks, chunk-list blobs and its
+/// [`DataStream`] record. Plaintext is buffered until [`BATCH_BYTES`] of complete chunks are
+/// ready, then the batch goes to the sink at once (and is content-hashed meanwhile).
+pub(crate) struct StreamWriter {
+    cutter: Cutter,
+    /// Plaintext not yet stored: complete chunks (`cuts`), then the open chunk.
     buf: Vec<u8>,
+    /// Lengths of the complete chunks at the start of `buf`.
+    cuts: Vec<usize>,
+    /// Bytes of `buf` covered by `cuts`.
+    cut_bytes: usize,
     hasher: blake3::Hasher,
+    lists: ChunkListBuilder,
     stream: DataStream,
 }
 
-impl Chunker {
-    /// `seed` personalises FastCDC's gear table per repository (derived from the id key), so chunk
-    /// sizes do not reveal content to someone comparing with a known document stream.
-    pub(crate) fn new(params: ChunkerParams, seed: u64) -> Self {
-        Chunker {
-            params,
-            seed,
+impl StreamWriter {
+    /// A document stream (cut between documents).
+    pub(crate) fn for_documents(repo: &Repository) -> Self {
+        Self::new(Cutter::Documents(DocumentCutter::new(
+            repo.config.document_chunker,
+            repo.keys.document_cut_key(),
+        )))
+    }
+
+    /// A byte stream (file contents, cut by FastCDC).
+    pub(crate) fn for_bytes(repo: &Repository) -> Self {
+        Self::new(Cutter::Bytes(ByteCutter::new(
+            repo.config.chunker,
+            repo.keys.chunker_seed(),
+        )))
+    }
+
+    fn new(cutter: Cutter) -> Self {
+        StreamWriter {
+            cutter,
             buf: Vec::new(),
+            cuts: Vec::new(),
+            cut_bytes: 0,
             hasher: blake3::Hasher::new(),
+            lists: ChunkListBuilder::default(),
             stream: DataStream::default(),
         }
     }
 
-    pub(crate) async fn push(&mut self, data: &[u8], sink: &mut BlobSink) -> Result<()> {
+    /// Appends one document (document streams).
+    pub(crate) async fn push_document(&mut self, doc: &[u8], sink: &mut BlobSink) -> Result<()> {
+        self.stream.documents += 1;
+        if let Cutter::Documents(cutter) = &mut self.cutter {
+            let cut = cutter.document(doc);
+            if cut.before {
+                self.close_chunk();
+            }
+            self.buf.extend_from_slice(doc);
+            if cut.after {
+                self.close_chunk();
+            }
+        } else {
+            self.buf.extend_from_slice(doc);
+        }
+        self.stream.bytes += doc.len() as u64;
+        self.store_if_full(sink).await
+    }
+
+    /// Appends bytes (byte streams).
+    pub(crate) async fn push_bytes(&mut self, data: &[u8], sink: &mut BlobSink) -> Result<()> {
         self.buf.extend_from_slice(data);
-        self.hasher.update(data);
         self.stream.bytes += data.len() as u64;
-        // Cut once two maximum-size chunks are buffered: every chunk but the last is then final,
-        // because FastCDC's cut points depend only on the bytes since the previous cut.
-        let threshold = usize::try_from(self.params.max_size)
-            .unwrap_or(usize::MAX)
-            .saturating_mul(2);
-        if self.buf.len() >= threshold {
-            self.cut(false, sink).await?;
+        if let Cutter::Bytes(cutter) = &self.cutter
+            && self.buf.len() - self.cut_bytes >= cutter.window()
+        {
+            let lengths = cutter.cuts(&self.buf[self.cut_bytes..], false);
+            self.cut_bytes += lengths.iter().sum::<usize>();
+            self.cuts.extend(lengths);
+        }
+        self.store_if_full(sink).await
+    }
+
+    /// Documents so far.
+    pub(crate) fn documents(&self) -> u64 {
+        self.stream.documents
+    }
+
+    /// Ends the open chunk where `buf` ends.
+    fn close_chunk(&mut self) {
+        let open = self.buf.len() - self.cut_bytes;
+        if open > 0 {
+            self.cuts.push(open);
+            self.cut_bytes = self.buf.len();
+        }
+    }
+
+    async fn store_if_full(&mut self, sink: &mut BlobSink) -> Result<()> {
+        if self.cut_bytes >= BATCH_BYTES {
+            self.store(sink).await?;
         }
         Ok(())
     }
 
-    async fn cut(&mut self, last: bool, sink: &mut BlobSink) -> Result<()> {
-        let p = self.params;
-        let mut cuts: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::with_level_and_seed(
-            &self.buf,
-            p.min_size,
-            p.avg_size,
-            p.max_size,
-            fastcdc::v2020::Normalization::Level1,
-            self.seed,
-        )
-        .map(|c| (c.offset, c.length))
-        .collect();
-        if !last {
-            cuts.pop();
+    /// Stores the complete chunks (and any chunk-list blobs they finish).
+    async fn store(&mut self, sink: &mut BlobSink) -> Result<()> {
+        if self.cuts.is_empty() {
+            return Ok(());
         }
-        let mut consumed = 0;
-        for (offset, length) in cuts {
-            let end = offset + length;
-            let id = sink.add(&self.buf[offset..end]).await?;
-            self.stream.chunks.push(id);
-            consumed = end;
+        let mut chunks = Vec::with_capacity(self.cuts.len());
+        let mut offset = 0;
+        for &len in &self.cuts {
+            chunks.push(&self.buf[offset..offset + len]);
+            offset += len;
         }
-        self.buf.drain(..consumed);
+        // The content hash of this batch runs beside the chunk encoding.
+        let hasher = &mut self.hasher;
+        let stored = &self.buf[..self.cut_bytes];
+        let prepared = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                hasher.update(stored);
+            });
+            sink.prepare(&chunks)
+        })?;
+        let ids = sink.add_prepared(&chunks, prepared, BlobKind::Data).await?;
+        let groups: Vec<Vec<u8>> = ids.iter().filter_map(|id| self.lists.push(id)).collect();
+        self.store_lists(&groups, sink).await?;
+        self.buf.drain(..self.cut_bytes);
+        self.cuts.clear();
+        self.cut_bytes = 0;
         Ok(())
     }
 
+    async fn store_lists(&mut self, groups: &[Vec<u8>], sink: &mut BlobSink) -> Result<()> {
+        if !groups.is_empty() {
+            let slices: Vec<&[u8]> = groups.iter().map(Vec::as_slice).collect();
+            let ids = sink.add_batch(&slices, BlobKind::ChunkList).await?;
+            self.stream.chunk_lists.extend(ids);
+        }
+        Ok(())
+    }
+
+    /// Stores the rest of the stream and returns its record.
     pub(crate) async fn finish(mut self, sink: &mut BlobSink) -> Result<DataStream> {
-        if !self.buf.is_empty() {
-            self.cut(true, sink).await?;
+        match &self.cutter {
+            Cutter::Documents(_) => self.close_chunk(),
+            Cutter::Bytes(cutter) => {
+                let lengths = cutter.cuts(&self.buf[self.cut_bytes..], true);
+                self.cut_bytes += lengths.iter().sum::<usize>();
+                self.cuts.extend(lengths);
+            }
         }
+        self.store(sink).await?;
+        let last = std::mem::take(&mut self.lists).finish();
+        self.store_lists(last.as_slice(), sink).await?;
         self.stream.content_hash = Id(*self.hasher.finalize().as_bytes());
         Ok(self.stream)
-    }
-
-    pub(crate) fn count_document(&mut self) {
-        self.stream.documents += 1;
     }
 }
 
@@ -391,11 +538,11 @@ impl SnapshotWriter {
         }
         self.refresh_lock().await?;
         self.progress.namespace_started(ns);
-        let chunker = Chunker::new(self.repo.config.chunker, self.repo.keys.chunker_seed());
+        let stream = StreamWriter::for_documents(&self.repo);
         Ok(NamespaceWriter {
             writer: self,
             target: Target::Namespace(Box::new(entry)),
-            chunker,
+            stream,
             first_ts: None,
             last_ts: None,
         })
@@ -404,11 +551,11 @@ impl SnapshotWriter {
     /// Starts the oplog of the current member.
     pub fn begin_oplog(&mut self) -> NamespaceWriter<'_> {
         self.progress.namespace_started("oplog");
-        let chunker = Chunker::new(self.repo.config.chunker, self.repo.keys.chunker_seed());
+        let stream = StreamWriter::for_documents(&self.repo);
         NamespaceWriter {
             writer: self,
             target: Target::Oplog,
-            chunker,
+            stream,
             first_ts: None,
             last_ts: None,
         }
@@ -466,7 +613,7 @@ impl SnapshotWriter {
 pub struct FileWriter<'a> {
     writer: &'a mut SnapshotWriter,
     node: FileNode,
-    chunker: Chunker,
+    stream: StreamWriter,
 }
 
 impl std::fmt::Debug for FileWriter<'_> {
@@ -480,7 +627,7 @@ impl std::fmt::Debug for FileWriter<'_> {
 impl FileWriter<'_> {
     /// Appends file contents.
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.chunker.push(data, &mut self.writer.sink).await?;
+        self.stream.push_bytes(data, &mut self.writer.sink).await?;
         self.writer.progress.bytes(data.len() as u64);
         Ok(())
     }
@@ -490,9 +637,9 @@ impl FileWriter<'_> {
         let FileWriter {
             writer,
             mut node,
-            chunker,
+            stream,
         } = self;
-        let data = chunker.finish(&mut writer.sink).await?;
+        let data = stream.finish(&mut writer.sink).await?;
         node.data = Some(data.clone());
         writer.members[writer.current].files.push(node);
         writer.refresh_lock().await?;
@@ -514,7 +661,7 @@ impl SnapshotWriter {
     pub fn begin_file(&mut self, path: &str, mode: u32, mtime: i64) -> Result<FileWriter<'_>> {
         check_tree_path(path)?;
         self.progress.namespace_started(path);
-        let chunker = Chunker::new(self.repo.config.chunker, self.repo.keys.chunker_seed());
+        let stream = StreamWriter::for_bytes(&self.repo);
         let node = FileNode {
             path: path.to_owned(),
             kind: FileKind::File,
@@ -526,7 +673,7 @@ impl SnapshotWriter {
         Ok(FileWriter {
             writer: self,
             node,
-            chunker,
+            stream,
         })
     }
 
@@ -580,7 +727,7 @@ enum Target {
 pub struct NamespaceWriter<'a> {
     writer: &'a mut SnapshotWriter,
     target: Target,
-    chunker: Chunker,
+    stream: StreamWriter,
     first_ts: Option<Timestamp>,
     last_ts: Option<Timestamp>,
 }
@@ -602,13 +749,12 @@ impl NamespaceWriter<'_> {
             self.last_ts = Some(ts);
         }
         let bytes = doc.as_bytes();
-        self.chunker.count_document();
+        self.stream.push_document(bytes, &mut self.writer.sink).await?;
         // Keep the shared lock fresh during long collections so prune never mistakes this backup
         // (and its not yet indexed packs) for a crashed one.
-        if self.chunker.stream.documents.is_multiple_of(4096) {
+        if self.stream.documents().is_multiple_of(4096) {
             self.writer.refresh_lock().await?;
         }
-        self.chunker.push(bytes, &mut self.writer.sink).await?;
         self.writer.progress.bytes(bytes.len() as u64);
         Ok(())
     }
@@ -618,11 +764,11 @@ impl NamespaceWriter<'_> {
         let NamespaceWriter {
             writer,
             target,
-            chunker,
+            stream,
             first_ts,
             last_ts,
         } = self;
-        let data = chunker.finish(&mut writer.sink).await?;
+        let data = stream.finish(&mut writer.sink).await?;
         let member = &mut writer.members[writer.current];
         match target {
             Target::Namespace(mut entry) => {

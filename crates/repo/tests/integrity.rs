@@ -6,11 +6,12 @@ use bytes::Bytes;
 use common::*;
 use tidemark_repo::check::{CheckOptions, check};
 use tidemark_repo::copy::{CopyOutcome, copy_snapshots};
-use tidemark_repo::forget::{KeepPolicy, forget, prune};
+use tidemark_repo::forget::{KeepPolicy, forget, forget_ids, prune};
 use tidemark_repo::lock::{LockInfo, list_locks};
-use tidemark_repo::pack::pack_key;
+use tidemark_repo::pack::{BlobKind, pack_key};
 use tidemark_repo::{
-    CommitOptions, Id, NamespaceMetadata, RepoError, Repository, SnapshotReader, SnapshotStats, SnapshotWriter, Storage,
+    CommitOptions, Id, InitOptions, NamespaceMetadata, RepoError, Repository, SnapshotReader, SnapshotStats,
+    SnapshotWriter, Storage,
 };
 
 async fn backup(repo: &Repository, namespaces: &[(&str, &[bson::RawDocumentBuf])]) -> (Id, SnapshotStats) {
@@ -111,18 +112,17 @@ async fn stored_objects_do_not_contain_plaintext() {
             "{key} leaks a namespace name"
         );
     }
-    // Control: without encryption the manifest is readable JSON naming the namespace, so the
-    // search above can fail.
+    // Control: without encryption the manifest is JSON naming the namespace once decompressed
+    // (zstd), so the search above can fail.
     let plain_storage = memory().await;
     let plain = Repository::init(plain_storage.clone(), None, &test_options())
         .await
         .unwrap();
     assert!(!plain.is_encrypted());
     backup(&plain, &[("crm.people", &docs)]).await;
-    let leaked = all_objects(&plain_storage)
-        .await
-        .into_iter()
-        .any(|(_, b)| contains(&b, b"\"collection\":\"people\""));
+    let leaked = all_objects(&plain_storage).await.into_iter().any(|(key, b)| {
+        key.starts_with("snapshots/") && contains(&zstd::decode_all(&b[..]).unwrap(), b"\"collection\":\"people\"")
+    });
     assert!(leaked);
     let err = Repository::open(plain_storage.clone(), Some("pw")).await.unwrap_err();
     assert!(matches!(err, RepoError::PasswordMode(_)), "{err}");
@@ -179,7 +179,7 @@ async fn bit_flips_are_detected_and_name_the_namespace() {
 
     // Flip one bit inside the third chunk of shop.a.
     let snap = repo.load_snapshot(&id).await.unwrap();
-    let chunk = snap.members[0].namespaces[0].data.chunks[2];
+    let chunk = chunk_ids(&repo, &snap.members[0].namespaces[0].data).await[2];
     let loc = repo.locate(&chunk).unwrap();
     let key = pack_key(&loc.pack);
     let mut bytes = storage.get(&key).await.unwrap().to_vec();
@@ -251,7 +251,8 @@ async fn damaged_manifest_and_index_are_detected() {
 #[tokio::test]
 async fn crash_before_commit_leaves_a_usable_repository() {
     let (storage, repo) = init_memory().await;
-    let docs = documents(2000, &[], 3);
+    // Enough for several batches, so some pack uploads complete before the crash.
+    let docs = documents(4000, &[], 3);
     {
         let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
         let mut ns = writer
@@ -441,7 +442,17 @@ async fn copy_produces_an_identical_snapshot() {
             (x.name(), x.data.content_hash, x.data.documents),
             (y.name(), y.data.content_hash, y.data.documents)
         );
-        assert_ne!(x.data.chunks, y.data.chunks, "ids are keyed per repository");
+        assert_ne!(x.data.chunk_lists, y.data.chunk_lists, "ids are keyed per repository");
+        assert_ne!(
+            chunk_ids(&source, &x.data).await,
+            chunk_ids(&target, &y.data).await,
+            "ids are keyed per repository"
+        );
+        // The chunk lists were rewritten with the target's ids and stored in the target.
+        for list in &y.data.chunk_lists {
+            assert_eq!(target.locate(list).unwrap().entry.kind, BlobKind::ChunkList);
+            assert!(source.locate(list).is_none());
+        }
     }
     assert_eq!(read_all(&target, &new_id, "db.c").await.unwrap(), concat(&docs));
     assert!(
@@ -459,4 +470,178 @@ async fn copy_produces_an_identical_snapshot() {
     // Copying again is a no-op.
     let again = copy_snapshots(&source, &target, &[id]).await.unwrap();
     assert_eq!(again[0].1, CopyOutcome::AlreadyPresent(new_id));
+}
+
+/// Documents shaped like `tidemark bench`'s: an ObjectId `_id`, small fields and 744 random bytes.
+fn bench_like(n: u64, changed_every: Option<u64>) -> Vec<bson::RawDocumentBuf> {
+    (0..n)
+        .map(|i| {
+            let changed = changed_every.is_some_and(|k| i % k == 7);
+            let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let payload: Vec<u8> = (0..744)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()[0]
+                })
+                .collect();
+            let mut oid = [0u8; 12];
+            oid[4..].copy_from_slice(&i.to_be_bytes());
+            bson::rawdoc! {
+                "_id": bson::oid::ObjectId::from_bytes(oid),
+                "seq": i64::try_from(i).unwrap(),
+                "name": format!("customer-{i:012}"),
+                "score": if changed { -1.5 } else { i as f64 / 7.0 },
+                "active": changed || i % 3 == 0,
+                "payload": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: payload },
+            }
+        })
+        .collect()
+}
+
+/// With the repository's default parameters, a second backup of an unchanged collection adds at
+/// most 1% of the first backup's stored bytes, and one after updating 1% of the documents (spread
+/// over the whole collection) at most 5%.
+#[tokio::test]
+async fn default_parameters_meet_the_dedup_targets() {
+    let storage = memory().await;
+    let options = InitOptions {
+        kdf: test_options().kdf,
+        ..InitOptions::default()
+    };
+    let repo = Repository::init(storage.clone(), Some(PASSWORD), &options)
+        .await
+        .unwrap();
+    let stored = || async {
+        let mut total = 0;
+        for m in storage.list("").await.unwrap() {
+            total += m.size;
+        }
+        total
+    };
+    let docs = bench_like(12_000, None);
+    let empty = stored().await;
+    backup(&repo, &[("bench.large", &docs)]).await;
+    let first = stored().await - empty;
+    backup(&repo, &[("bench.large", &docs)]).await;
+    let unchanged = stored().await - empty - first;
+    let changed_docs = bench_like(12_000, Some(100));
+    let (id, _) = backup(&repo, &[("bench.large", &changed_docs)]).await;
+    let changed = stored().await - empty - first - unchanged;
+    let pct = |b: u64| b as f64 * 100.0 / first as f64;
+    eprintln!(
+        "first {first} bytes; unchanged +{:.2}%; 1% changed +{:.2}%",
+        pct(unchanged),
+        pct(changed)
+    );
+    assert!(pct(unchanged) <= 1.0, "unchanged: +{:.2}%", pct(unchanged));
+    assert!(pct(changed) <= 5.0, "1% changed: +{:.2}%", pct(changed));
+    assert_eq!(
+        read_all(&repo, &id, "bench.large").await.unwrap(),
+        concat(&changed_docs)
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_chunk_list_is_found_by_check_and_restore_and_names_the_namespace() {
+    let (storage, repo) = init_memory().await;
+    let all: Vec<i32> = (0..300).collect();
+    let other = documents(300, &all, 9);
+    let (id, _) = backup(&repo, &[("shop.a", &documents(300, &[], 0)), ("shop.b", &other)]).await;
+    let snap = repo.load_snapshot(&id).await.unwrap();
+    let list = snap.members[0].namespaces[0].data.chunk_lists[1];
+    let loc = repo.locate(&list).unwrap();
+    assert_eq!(loc.entry.kind, BlobKind::ChunkList);
+    let key = pack_key(&loc.pack);
+    let mut bytes = storage.get(&key).await.unwrap().to_vec();
+    bytes[usize::try_from(loc.entry.offset).unwrap() + 30] ^= 0x01;
+    storage.put(&key, Bytes::from(bytes)).await.unwrap();
+
+    // The structural check reads chunk lists, so it finds the damage without --read-data.
+    let report = check(&repo, CheckOptions::default()).await.unwrap();
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("shop.a") && e.contains(&list.to_hex())),
+        "{:?}",
+        report.errors
+    );
+    assert!(
+        !report.errors.iter().any(|e| e.contains("shop.b")),
+        "{:?}",
+        report.errors
+    );
+    let err = read_all(&repo, &id, "shop.a").await.unwrap_err();
+    assert!(
+        matches!(&err, RepoError::NamespaceDamaged { namespace, .. } if namespace == "shop.a"),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&list.to_hex()), "{err}");
+    assert_eq!(read_all(&repo, &id, "shop.b").await.unwrap(), concat(&other));
+    // Prune cannot tell what the damaged list references, so it refuses rather than guess.
+    let err = prune(&repo, true).await.unwrap_err();
+    assert!(err.to_string().contains("shop.a"), "{err}");
+}
+
+#[tokio::test]
+async fn prune_keeps_the_chunk_lists_in_use() {
+    let (storage, repo) = init_memory().await;
+    let old = documents(2000, &[], 0);
+    let (first, _) = backup(&repo, &[("db.c", &old)]).await;
+    let changed: Vec<i32> = (0..20).map(|i| i * 100 + 7).collect();
+    let new = documents(2000, &changed, 1);
+    let (second, _) = backup(&repo, &[("db.c", &new)]).await;
+    forget_ids(&repo, &[first]).await.unwrap();
+    let plan = prune(&repo, false).await.unwrap();
+    assert!(
+        !plan.repack_packs.is_empty() || !plan.delete_packs.is_empty(),
+        "the first snapshot's own chunks and chunk lists were freed: {plan:?}"
+    );
+    let repo = Repository::open(storage, Some(PASSWORD)).await.unwrap();
+    let snap = repo.load_snapshot(&second).await.unwrap();
+    for list in &snap.members[0].namespaces[0].data.chunk_lists {
+        let loc = repo.locate(list).expect("chunk list still indexed");
+        assert_eq!(loc.entry.kind, BlobKind::ChunkList);
+    }
+    let report = check(
+        &repo,
+        CheckOptions {
+            read_data: true,
+            ..CheckOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok() && report.notes.is_empty(), "{report:?}");
+    assert_eq!(read_all(&repo, &second, "db.c").await.unwrap(), concat(&new));
+}
+
+#[tokio::test]
+async fn an_older_format_is_refused_with_both_versions() {
+    let (storage, _) = init_memory().await;
+    let mut config: serde_json::Value = serde_json::from_slice(&storage.get("config").await.unwrap()).unwrap();
+    config["version"] = 1.into();
+    config.as_object_mut().unwrap().remove("document_chunker");
+    storage
+        .put("config", Bytes::from(serde_json::to_vec(&config).unwrap()))
+        .await
+        .unwrap();
+    let err = Repository::open(storage, Some(PASSWORD)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepoError::UnsupportedVersion {
+                found: 1,
+                supported: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("format version 1, this tidemark reads 2"),
+        "{err}"
+    );
 }

@@ -200,7 +200,7 @@ async fn damaged_slice_data_fails_reading_and_check() {
     );
 
     // Flip one byte inside the first blob of the slice.
-    let loc = repo.locate(&a.data.chunks[0]).unwrap();
+    let loc = repo.locate(&chunk_ids(&repo, &a.data).await[0]).unwrap();
     let key = pack_key(&loc.pack);
     let mut bytes = storage.get(&key).await.unwrap().to_vec();
     bytes[usize::try_from(loc.entry.offset).unwrap() + 40] ^= 1;

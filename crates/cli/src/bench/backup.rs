@@ -143,6 +143,15 @@ pub(super) fn bench_backup(
     );
     println!("backup throughput = {ratio:.0}% of dump --archive (target >= 80%)");
     println!(
+        "restore from the repository: {:.1} MB/s",
+        bytes as f64 / 1e6 / restore.seconds.max(1e-9)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(repo.join("config"))?)?;
+    println!(
+        "chunks: documents {}, files {}",
+        config["document_chunker"], config["chunker"]
+    );
+    println!(
         "unchanged database: +{unchanged} bytes = {:.2}% of the first backup (target <= 1%)",
         pct(unchanged)
     );

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bson::{RawDocumentBuf, rawdoc};
-use tidemark_repo::{ChunkerParams, InitOptions, KdfParams, NoProgress, Repository, Storage, StorageConfig};
+use tidemark_repo::chunk_list::for_each_blob;
+use tidemark_repo::pack::BlobKind;
+use tidemark_repo::snapshot::DataStream;
+use tidemark_repo::{ChunkerParams, Id, InitOptions, KdfParams, NoProgress, Repository, Storage, StorageConfig};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -14,6 +17,11 @@ pub fn test_options() -> InitOptions {
     InitOptions {
         chunker: ChunkerParams {
             min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+        },
+        document_chunker: ChunkerParams {
+            min_size: 2048,
             avg_size: 4096,
             max_size: 16384,
         },
@@ -68,6 +76,19 @@ pub fn documents(n: i32, changed: &[i32], version: u64) -> Vec<RawDocumentBuf> {
             rawdoc! { "_id": i, "name": format!("doc-{i}"), "payload": noise(seed, 1000) }
         })
         .collect()
+}
+
+/// The chunk ids of a stream, in order (read through its chunk lists).
+pub async fn chunk_ids(repo: &Repository, data: &DataStream) -> Vec<Id> {
+    let mut out = Vec::new();
+    for_each_blob(repo, data, None, |id, kind| {
+        if kind == BlobKind::Data {
+            out.push(id);
+        }
+    })
+    .await
+    .unwrap();
+    out
 }
 
 pub fn concat(docs: &[RawDocumentBuf]) -> Vec<u8> {

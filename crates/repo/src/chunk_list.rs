@@ -1,0 +1,139 @@
+//! Chunk lists: a stream's chunk ids stored as blobs that deduplicate themselves.
+//!
+//! A stream of a few GiB cut into chunks of a few KiB has hundreds of thousands of chunk ids. Written
+//! inline in every manifest they would cost more than the data an unchanged database adds, so the
+//! manifest holds only the ids of *chunk-list blobs* ([`DataStream::chunk_lists`]), restic's tree idea
+//! applied to one stream. A chunk-list blob is the concatenation of up to [`MAX_GROUP`] chunk ids
+//! (32 bytes each), stored like any other blob (compressed, sealed, keyed id, kind `chunk_list` in
+//! the pack header and index). Groups are cut by content: a group ends after a chunk id whose
+//! first four bytes, read as a little-endian integer, are a multiple of [`AVERAGE_GROUP`]. Chunk
+//! ids are keyed hashes, so that happens at random with probability 1/16, yet for the same ids at
+//! the same places: an unchanged stream yields the same groups (stored once), and a changed chunk
+//! dirties only the group holding it.
+//!
+//! [`for_each_blob`] is the one walker of everything a stream references; check, prune and copy
+//! go through it.
+
+use std::collections::HashSet;
+
+use crate::Repository;
+use crate::crypto::Id;
+use crate::error::{RepoError, Result};
+use crate::pack::{BlobKind, pack_key};
+use crate::snapshot::DataStream;
+
+/// Average number of chunk ids per chunk-list blob.
+pub const AVERAGE_GROUP: u32 = 16;
+/// Most chunk ids in one chunk-list blob.
+pub const MAX_GROUP: usize = 256;
+const ID_LEN: usize = 32;
+
+/// Groups a stream's chunk ids into chunk-list blobs.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkListBuilder {
+    current: Vec<u8>,
+}
+
+impl ChunkListBuilder {
+    /// Appends a chunk id; returns a finished group's plaintext when this id ends one.
+    pub(crate) fn push(&mut self, id: &Id) -> Option<Vec<u8>> {
+        self.current.extend_from_slice(&id.0);
+        let mut first = [0u8; 4];
+        first.copy_from_slice(&id.0[..4]);
+        let boundary = u32::from_le_bytes(first).is_multiple_of(AVERAGE_GROUP);
+        (boundary || self.current.len() >= MAX_GROUP * ID_LEN).then(|| std::mem::take(&mut self.current))
+    }
+
+    /// The last, incomplete group, if any.
+    pub(crate) fn finish(self) -> Option<Vec<u8>> {
+        (!self.current.is_empty()).then_some(self.current)
+    }
+}
+
+/// Parses a chunk-list blob's plaintext.
+pub fn decode_chunk_list(plaintext: &[u8]) -> std::result::Result<Vec<Id>, String> {
+    if plaintext.is_empty() || !plaintext.len().is_multiple_of(ID_LEN) || plaintext.len() > MAX_GROUP * ID_LEN {
+        return Err(format!(
+            "{} bytes is not a list of 1 to {MAX_GROUP} chunk ids",
+            plaintext.len()
+        ));
+    }
+    Ok(plaintext
+        .chunks_exact(ID_LEN)
+        .map(|c| {
+            let mut id = [0u8; ID_LEN];
+            id.copy_from_slice(c);
+            Id(id)
+        })
+        .collect())
+}
+
+/// Reads and verifies one chunk-list blob; the index must list it as a chunk list.
+pub async fn read_chunk_list(repo: &Repository, list: &Id) -> Result<Vec<Id>> {
+    if let Some(loc) = repo.locate(list)
+        && loc.entry.kind != BlobKind::ChunkList
+    {
+        return Err(RepoError::corrupt(
+            format!("{} (blob {list})", pack_key(&loc.pack)),
+            "indexed as a data chunk, referenced as a chunk list",
+        ));
+    }
+    let plaintext = repo.read_blob(list).await?;
+    decode_chunk_list(&plaintext).map_err(|e| RepoError::corrupt(format!("chunk list {list}"), e))
+}
+
+/// Calls `visit` with every blob `data` references, in stream order: each chunk-list blob, then
+/// the chunks it lists. With `visited`, the chunks of a chunk list already in the set are not
+/// visited again (the list itself still is), so walking many snapshots reads each list once.
+/// Fails on the first chunk list that is missing or damaged (the caller names the stream).
+pub async fn for_each_blob(
+    repo: &Repository,
+    data: &DataStream,
+    mut visited: Option<&mut HashSet<Id>>,
+    mut visit: impl FnMut(Id, BlobKind),
+) -> Result<()> {
+    for list in &data.chunk_lists {
+        visit(*list, BlobKind::ChunkList);
+        if visited.as_deref().is_some_and(|seen| seen.contains(list)) {
+            continue;
+        }
+        for chunk in read_chunk_list(repo, list).await? {
+            visit(chunk, BlobKind::Data);
+        }
+        // Only a list read whole counts as visited: a damaged one fails every walk through it.
+        if let Some(seen) = visited.as_deref_mut() {
+            seen.insert(*list);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_content_defined_and_bounded() {
+        let ids: Vec<Id> = (0..5000u32).map(|i| Id::hash(&i.to_le_bytes())).collect();
+        let group = |ids: &[Id]| {
+            let mut b = ChunkListBuilder::default();
+            let mut out: Vec<Vec<u8>> = ids.iter().filter_map(|id| b.push(id)).collect();
+            out.extend(b.finish());
+            out
+        };
+        let groups = group(&ids);
+        let mean = ids.len() / groups.len();
+        assert!((8..32).contains(&mean), "mean group {mean}");
+        assert!(groups.iter().all(|g| g.len() <= MAX_GROUP * ID_LEN));
+        let decoded: Vec<Id> = groups.iter().flat_map(|g| decode_chunk_list(g).unwrap()).collect();
+        assert_eq!(decoded, ids);
+        // Changing one id changes one group (or two, when it was a boundary).
+        let mut changed = ids.clone();
+        changed[2500] = Id::hash(b"other");
+        let other = group(&changed);
+        let kept = other.iter().filter(|g| groups.contains(g)).count();
+        assert!(kept + 2 >= groups.len(), "{kept} of {} groups kept", groups.len());
+        assert!(decode_chunk_list(&[0; 33]).is_err());
+        assert!(decode_chunk_list(&[]).is_err());
+    }
+}
