@@ -218,6 +218,22 @@ fn a_flipped_bit_in_a_pack_names_the_namespace() {
     // Nothing else is blamed on the repository.
     let damaged: Vec<_> = statuses(&report).into_iter().filter(|(_, s)| s == "damaged").collect();
     assert_eq!(damaged.len(), 1, "{damaged:?}");
+
+    // Served, the damaged collection fails its queries with the repository's error; the others answer.
+    let (mut serve, port) = spawn_serve(&repo, &["--snapshot", "latest", "--quiet"], Stdio::null());
+    let answers = pymongo(
+        &format!("mongodb://127.0.0.1:{port}/"),
+        r#"
+print(client.crm.notes.count_documents({}))
+try:
+    client.shop.orders.find_one()
+except pymongo.errors.OperationFailure as e:
+    print(e.code, "shop.orders could not be loaded" in str(e))
+"#,
+    );
+    assert_eq!(answers, "50\n96 True\n");
+    let _ = serve.kill();
+    let _ = serve.wait();
 }
 
 #[test]

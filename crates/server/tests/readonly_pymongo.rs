@@ -31,6 +31,21 @@ fn pymongo_reads_and_every_write_is_refused() {
     writable.terminate();
     let server = support::ServerProcess::start(&["--dbpath", dbpath, "--queryableBackupMode"]);
     support::run_pymongo_script("readonly_pymongo.py", server.port, &["shop", "orders"]);
+    // The official Rust driver sees the same: reads work, a write fails with IllegalOperation (20).
+    runtime.block_on(async {
+        let client = mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{}", server.port))
+            .await
+            .unwrap();
+        let coll = client.database("shop").collection::<mongodb::bson::Document>("orders");
+        assert_eq!(coll.count_documents(doc! {"total": {"$gt": 15.0}}).await.unwrap(), 9);
+        let error = coll.insert_one(doc! {"_id": "new"}).await.unwrap_err();
+        match *error.kind {
+            mongodb::error::ErrorKind::Command(ref c) => {
+                assert_eq!((c.code, c.code_name.as_str()), (20, "IllegalOperation"), "{c:?}");
+            }
+            ref other => panic!("expected a command error, got {other:?}"),
+        }
+    });
     // The data directory is unchanged: a writable server sees the same 20 documents.
     drop(server);
     let again = support::ServerProcess::start(&["--dbpath", dbpath]);
