@@ -388,25 +388,7 @@ async fn drill_locked(args: &Args, repository: &tidemark_repo::Repository) -> Re
         );
     }
 
-    // What the oplog will change, read before the restore replays it.
-    let limit = pitr.as_ref().map(|p| p.point.last);
-    let mut footprint = OplogFootprint::default();
-    let mut oplog_error = read_footprint(reader.oplog(&member), limit, &mut footprint).await;
-    if let Some((after, upto)) = pitr.as_ref().and_then(|p| p.archived) {
-        match tidemark_repo::oplog_archive::read_range(repository, &member.name, after.into(), upto.into()).await {
-            Ok(mut range) => loop {
-                match range.next_entry().await {
-                    Ok(Some(raw)) => match raw.to_document() {
-                        Ok(entry) => footprint.add(&entry),
-                        Err(e) => break oplog_error = Some(format!("archived oplog entry is not valid BSON: {e}")),
-                    },
-                    Ok(None) => break,
-                    Err(e) => break oplog_error = Some(format!("archived oplog: {e}")),
-                }
-            },
-            Err(e) => oplog_error = Some(format!("archived oplog: {e}")),
-        }
-    }
+    let (footprint, oplog_error) = oplog_footprint(repository, &reader, &member, pitr.as_ref()).await;
     let has_oplog = member.oplog.as_ref().is_some_and(|o| o.data.documents > 0);
 
     let restored = match pitr {
@@ -420,30 +402,7 @@ async fn drill_locked(args: &Args, repository: &tidemark_repo::Repository) -> Re
     let damaged = restored.damaged;
     let restore = restored.report;
 
-    let mut reports = Vec::new();
-    for entry in &member.namespaces {
-        let mut report = NamespaceReport::new(entry);
-        let name = entry.name();
-        let started = Instant::now();
-        if let Some((_, message)) = damaged.iter().find(|(ns, _)| *ns == name) {
-            report.problem(Status::Damaged, format!("the repository cannot deliver it: {message}"));
-        } else if let Some(why) = skipped.get(&name) {
-            report.status = Status::Skipped;
-            report.notes.push(format!("not restored: {why}"));
-        } else {
-            check_namespace(&reader, &member, entry, &client, &footprint, &mut report).await;
-            let missing = report.found_documents.is_none_or(|n| n == 0) && entry.data.documents > 0;
-            if !damaged.is_empty() && missing {
-                report.status = Status::NotRestored;
-                report.problems.clear();
-                report
-                    .notes
-                    .push("the restore stopped at the damaged namespace before this one".into());
-            }
-        }
-        report.seconds = started.elapsed().as_secs_f64();
-        reports.push(report);
-    }
+    let reports = check_all(&reader, &member, &client, &footprint, &skipped, &damaged).await;
     let mut failures: Vec<String> = Vec::new();
     if let Some(e) = &oplog_error {
         failures.push(format!("the snapshot's oplog cannot be read: {e}"));
@@ -475,6 +434,42 @@ async fn drill_locked(args: &Args, repository: &tidemark_repo::Repository) -> Re
             }
         )))
     }
+}
+
+/// Checks every namespace of the member on the restored server.
+async fn check_all(
+    reader: &SnapshotReader,
+    member: &Member,
+    client: &Client,
+    footprint: &OplogFootprint,
+    skipped: &HashMap<String, String>,
+    damaged: &[(String, String)],
+) -> Vec<NamespaceReport> {
+    let mut reports = Vec::new();
+    for entry in &member.namespaces {
+        let mut report = NamespaceReport::new(entry);
+        let name = entry.name();
+        let started = Instant::now();
+        if let Some((_, message)) = damaged.iter().find(|(ns, _)| *ns == name) {
+            report.problem(Status::Damaged, format!("the repository cannot deliver it: {message}"));
+        } else if let Some(why) = skipped.get(&name) {
+            report.status = Status::Skipped;
+            report.notes.push(format!("not restored: {why}"));
+        } else {
+            check_namespace(reader, member, entry, client, footprint, &mut report).await;
+            let missing = report.found_documents.is_none_or(|n| n == 0) && entry.data.documents > 0;
+            if !damaged.is_empty() && missing {
+                report.status = Status::NotRestored;
+                report.problems.clear();
+                report
+                    .notes
+                    .push("the restore stopped at the damaged namespace before this one".into());
+            }
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        reports.push(report);
+    }
+    reports
 }
 
 /// What the restore phase produced.
@@ -627,6 +622,35 @@ async fn restore_at(
     bars.done();
     let result = result.map(|r| r.summary).map_err(|f| (f.summary, f.error));
     Ok(Restored::measured(started, member, skipped, result))
+}
+
+/// What the restore's oplog replay will change, read before it runs: the snapshot's oplog (up to the
+/// point with `--at`) and the archived range a roll-forward replays. Returns a read error too.
+async fn oplog_footprint(
+    repository: &tidemark_repo::Repository,
+    reader: &SnapshotReader,
+    member: &Member,
+    pitr: Option<&PitrPlan>,
+) -> (OplogFootprint, Option<String>) {
+    let mut footprint = OplogFootprint::default();
+    let limit = pitr.map(|p| p.point.last);
+    let mut error = read_footprint(reader.oplog(member), limit, &mut footprint).await;
+    if let Some((after, upto)) = pitr.and_then(|p| p.archived) {
+        match tidemark_repo::oplog_archive::read_range(repository, &member.name, after.into(), upto.into()).await {
+            Ok(mut range) => loop {
+                match range.next_entry().await {
+                    Ok(Some(raw)) => match raw.to_document() {
+                        Ok(entry) => footprint.add(&entry),
+                        Err(e) => break error = Some(format!("archived oplog entry is not valid BSON: {e}")),
+                    },
+                    Ok(None) => break,
+                    Err(e) => break error = Some(format!("archived oplog: {e}")),
+                }
+            },
+            Err(e) => error = Some(format!("archived oplog: {e}")),
+        }
+    }
+    (footprint, error)
 }
 
 /// Adds the snapshot oplog's entries up to `limit` (inclusive) to `footprint`; returns a read error.
