@@ -33,7 +33,8 @@ fn plan_json(plan: &PitrPlan) -> Value {
         "point": ts_json(plan.point.last),
         "baseSnapshot": plan.window.base_snapshot.to_string(),
         "replicaSet": plan.window.replica_set,
-        "consistencyTs": ts_json(plan.window.from),
+        "consistencyTs": ts_json(plan.window.from.into()),
+        "windowEnd": ts_json(plan.window.to.into()),
         "snapshotOplog": plan.snapshot_oplog.map(|(first, last)| json!({"first": ts_json(first), "last": ts_json(last)})),
         "archivedOplog": plan.archived.map(|(after, upto)| json!({"after": ts_json(after), "upto": ts_json(upto)})),
     })

@@ -26,13 +26,15 @@ fn tidemark(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// The random writer: `argv[2]` ops file (JSON lines), `argv[3]` seed, `argv[4]` operations,
-/// `argv[5]` weight of renames (a backup with `--oplog` refuses a window containing a rename, as
-/// mongodump does, so renames only go with the archived oplog after the snapshots).
-/// Prints `writing` once under way. Every operation makes exactly one oplog entry.
+/// The random writer: `argv[2]` ops file (JSON lines), `argv[3]` seed, `argv[4]` operations after
+/// the file `argv[5]` appears. Prints `writing` once under way. Every operation makes exactly one
+/// oplog entry. Renames and drops start only once `argv[5]` exists: a backup with `--oplog`
+/// refuses a window containing a rename, as mongodump does, and fails on a collection dropped
+/// while it lists its indexes, so they only go with the archived oplog.
 const WRITER: &str = r#"
-import random, time
-path, seed, count, renames = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+import os, random, time
+path, seed, count, phase2 = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+renames, drops, left = 0, 0, None
 rng = random.Random(seed)
 oplog = client.local["oplog.rs"]
 live = {"app.c0": {}, "app.c1": {}, "other.o0": {}}  # ns -> {_id: doc}
@@ -45,13 +47,19 @@ def coll(ns):
     db, c = ns.split(".", 1)
     return client[db][c]
 next_id = 0
-for k in range(count):
+k = -1
+while left is None or left > 0:
+    k += 1
     if k == 20:
         print("writing", flush=True)
+    if left is None and k > 20 and os.path.exists(phase2):
+        renames, drops, left = 4, 2, count
+    if left is not None:
+        left -= 1
     names = sorted(live)
     app = [n for n in names if n.startswith("app.")]
     kind = rng.choices(["ins", "upd", "del", "create", "drop", "rename", "index", "dropIndex"],
-                       [30, 25, 10, 3, 2, renames, 3, 2])[0]
+                       [30, 25, 10, 3, drops, renames, 3, 2])[0]
     ns = rng.choice(names)
     op = None
     if kind == "ins":
@@ -245,11 +253,92 @@ fn compare(target: &str, ops: &Path, point: &str, selection: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// An oplog timestamp as `(seconds, increment)`.
+type Point = (u32, u32);
+
+/// `t,i` as a pair.
+fn parse_point(p: &str) -> (u32, u32) {
+    let (t, i) = p.split_once(',').unwrap();
+    (t.parse().unwrap(), i.parse().unwrap())
+}
+
+/// Archives the source's oplog after `after` into the repository with the repository's slice
+/// writer: `pieces` contiguous slices, then (with `gap`) a slice that resumes `gap` entries later
+/// and records the hole, as the follower does after an oplog rollover. Returns the `ts` of every
+/// entry archived contiguously, and the hole's `(after, resumed_at)`.
+fn archive_oplog(
+    repo: &Repo,
+    source: &str,
+    after: (u32, u32),
+    pieces: usize,
+    gap: usize,
+) -> (Vec<Point>, Option<(Point, Point)>) {
+    use tidemark_repo::oplog_archive::{SliceStart, SliceWriter};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let storage = tidemark_repo::Storage::open(&repo.url, &tidemark_repo::StorageConfig::default())
+            .await
+            .unwrap();
+        let repository = tidemark_repo::Repository::open(storage, None).await.unwrap();
+        let lock = tidemark_repo::lock::Lock::acquire(repository.storage(), false)
+            .await
+            .unwrap();
+        let client = mongodb::Client::with_uri_str(format!("{source}?directConnection=true"))
+            .await
+            .unwrap();
+        let oplog = client.database("local").collection::<bson::RawDocumentBuf>("oplog.rs");
+        let from = bson::Timestamp {
+            time: after.0,
+            increment: after.1,
+        };
+        let mut cursor = oplog
+            .find(bson::doc! {"ts": {"$gt": from}})
+            .sort(bson::doc! {"$natural": 1})
+            .await
+            .unwrap();
+        let mut entries = Vec::new();
+        while cursor.advance().await.unwrap() {
+            entries.push(bson::RawDocumentBuf::from_bytes(cursor.current().as_bytes().to_vec()).unwrap());
+        }
+        let ts = |e: &bson::RawDocumentBuf| {
+            let t = e.get_timestamp("ts").unwrap();
+            (t.time, t.increment)
+        };
+        let contiguous = entries.len() - if gap > 0 { entries.len() / 4 } else { 0 };
+        let mut start = SliceStart::ContinuesFrom(tidemark_repo::Timestamp { t: after.0, i: after.1 });
+        let size = contiguous.div_ceil(pieces);
+        for piece in entries[..contiguous].chunks(size) {
+            let mut writer = SliceWriter::new(&repository, "rs0", start);
+            for e in piece {
+                writer.write_entry(e).await.unwrap();
+            }
+            let slice = writer.seal().await.unwrap().unwrap();
+            start = SliceStart::ContinuesFrom(slice.last);
+        }
+        let mut hole = None;
+        if gap > 0 {
+            let resume = contiguous + gap;
+            let SliceStart::ContinuesFrom(last) = start else {
+                unreachable!()
+            };
+            let mut writer = SliceWriter::new(&repository, "rs0", SliceStart::GapAfter(last));
+            for e in &entries[resume..] {
+                writer.write_entry(e).await.unwrap();
+            }
+            writer.seal().await.unwrap().unwrap();
+            hole = Some(((last.t, last.i), ts(&entries[resume])));
+        }
+        lock.release().await.unwrap();
+        (entries[..contiguous].iter().map(ts).collect(), hole)
+    })
+}
+
 #[test]
-fn restores_to_snapshot_points_of_a_random_workload_match_the_writers_model() {
+fn restores_to_random_points_of_a_random_workload_match_the_writers_model() {
     let source = Server::start_replica_set();
     let dir = tempfile::tempdir().unwrap();
     let ops = dir.path().join("ops.jsonl");
+    let phase2 = dir.path().join("phase2");
     // Seed documents, recorded for the model.
     let seed = pymongo(
         &source.uri,
@@ -266,8 +355,8 @@ fn restores_to_snapshot_points_of_a_random_workload_match_the_writers_model() {
         .arg(&source.uri)
         .arg(&ops)
         .arg("20261124")
-        .arg("700")
-        .arg("0")
+        .arg("300")
+        .arg(&phase2)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -275,31 +364,27 @@ fn restores_to_snapshot_points_of_a_random_workload_match_the_writers_model() {
     let mut stdout = std::io::BufReader::new(writer.stdout.take().unwrap());
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert_eq!(line.trim(), "writing");
+    // Three fuzzy snapshots while the writer runs, then renames join the workload.
     let points: Vec<String> = (0..3).map(|_| backup(&repo, &source.uri)).collect();
+    std::fs::write(&phase2, "").unwrap();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert!(writer.wait().unwrap().success());
     let written = std::fs::read_to_string(&ops).unwrap();
     let kinds: std::collections::BTreeSet<&str> = written.lines().map(|l| l.split('"').nth(3).unwrap_or("")).collect();
-    assert!(kinds.len() >= 6, "the workload exercised {kinds:?}");
-
-    let everything = r#"{"include": null, "from": "", "to": ""}"#;
-    let key = |p: &String| -> (u64, u64) {
-        let (t, i) = p.split_once(',').unwrap();
-        (t.parse().unwrap(), i.parse().unwrap())
-    };
+    assert_eq!(kinds.len(), 8, "the workload exercised {kinds:?}");
     assert!(
-        key(&points[0]) < key(&points[1]) && key(&points[1]) < key(&points[2]),
+        parse_point(&points[0]) < parse_point(&points[1]) && parse_point(&points[1]) < parse_point(&points[2]),
         "{points:?}"
     );
+
+    let everything = r#"{"include": null, "from": "", "to": ""}"#;
+    // Snapshots alone: each consistency point is restorable, nothing else.
     for (n, point) in points.iter().enumerate() {
         let target = Server::start();
         let out = ok(restore_at(&repo, &target.uri, point, &[]), "restore --at");
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(
-            format!("{},{}", report["consistencyTs"]["t"], report["consistencyTs"]["i"]),
-            *point,
-            "{report}"
-        );
+        let consistency = format!("{},{}", report["consistencyTs"]["t"], report["consistencyTs"]["i"]);
+        assert_eq!(&consistency, point, "{report}");
         assert!(report["oplogApplied"].as_u64().unwrap() > 0, "{report}");
         assert_eq!(compare(&target.uri, &ops, point, everything), "same", "at {point}");
         // The model tells the points apart: the workload wrote between the snapshots.
@@ -310,63 +395,99 @@ fn restores_to_snapshot_points_of_a_random_workload_match_the_writers_model() {
             "{point} vs {other}"
         );
     }
+    let target = Server::start();
+    let (t1, i1) = parse_point(&points[1]);
+    let out = restore_at(&repo, &target.uri, &format!("{t1},{}", i1 + 1), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the nearest restorable points are"),
+        "{}",
+        stderr(&out)
+    );
 
-    // Namespace-aware replay: only app.*, renamed to copy.* (renames into other.* leave the selection).
-    let point = &points[1];
+    // Archive the oplog from the first snapshot on, in three slices, and then a hole.
+    let (archived, hole) = archive_oplog(&repo, &source.uri, parse_point(&points[0]), 3, 12);
+    let (hole_after, hole_resumed) = hole.unwrap();
+    let mut rng = Rng(20_261_124);
+    let mut chosen: Vec<(u32, u32)> = (0..4).map(|_| archived[rng.below(archived.len())]).collect();
+    chosen.push(*archived.last().unwrap());
+    for (t, i) in chosen {
+        let point = format!("{t},{i}");
+        let target = Server::start();
+        let out = ok(restore_at(&repo, &target.uri, &point, &[]), "restore --at");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // The base is the newest snapshot at or before the point.
+        let base = points.iter().rev().find(|p| parse_point(p) <= (t, i)).unwrap();
+        let consistency = format!("{},{}", report["consistencyTs"]["t"], report["consistencyTs"]["i"]);
+        assert_eq!(&consistency, base, "{report}");
+        assert_eq!(
+            compare(&target.uri, &ops, &point, everything),
+            "same",
+            "at {point}: {report}"
+        );
+    }
+
+    // Namespace-aware replay at a point after renames: only app.*, renamed to copy.* (renames into
+    // other.* leave the selection).
+    let point = format!("{},{}", archived.last().unwrap().0, archived.last().unwrap().1);
     let target = Server::start();
     let out = ok(
         restore_at(
             &repo,
             &target.uri,
-            point,
+            &point,
             &["--nsInclude", "app.*", "--nsFrom", "app.*", "--nsTo", "copy.*"],
         ),
         "restore --at with a selection",
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["oplogSkipped"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["entriesPerSecond"].as_f64().unwrap() > 0.0, "{report}");
     assert_eq!(
         compare(
             &target.uri,
             &ops,
-            point,
+            &point,
             r#"{"include": "app.", "from": "app.", "to": "copy."}"#
         ),
         "same"
     );
 
     // Points that are not restorable are refused with an explanation, before anything is written.
-    let (t0, _) = points[0].split_once(',').unwrap();
-    let (t2, i2) = points[2].split_once(',').unwrap();
     let target = Server::start();
-    let before = format!("{},0", t0.parse::<u32>().unwrap() - 3600);
-    let out = restore_at(&repo, &target.uri, &before, &[]);
+    let (t0, _) = parse_point(&points[0]);
+    let out = restore_at(&repo, &target.uri, &format!("{},0", t0 - 3600), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("is before every snapshot: the earliest restorable point is Timestamp("),
         "{}",
         stderr(&out)
     );
-    let after = format!("{t2},{}", i2.parse::<u32>().unwrap() + 1);
-    let out = restore_at(&repo, &target.uri, &after, &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let message = stderr(&out);
-    assert!(
-        message.contains("is after the end of the archived oplog: the last restorable point is Timestamp("),
-        "{message}"
-    );
-    assert!(message.contains(&format!("Timestamp({t2}, {i2})")), "{message}");
-    let (t1, i1) = points[1].split_once(',').unwrap();
-    let between = format!("{t1},{}", i1.parse::<u32>().unwrap() + 1);
-    if between != points[2] {
-        let out = restore_at(&repo, &target.uri, &between, &[]);
+    let inside = format!("{},{}", hole_after.0, hole_after.1 + 1);
+    if parse_point(&inside) < hole_resumed {
+        let out = restore_at(&repo, &target.uri, &inside, &[]);
         assert_eq!(out.status.code(), Some(1));
+        let message = stderr(&out);
         assert!(
-            stderr(&out).contains("the nearest restorable points are"),
-            "{}",
-            stderr(&out)
+            message.contains("is inside a gap of the archived oplog of rs0: no entries are stored between"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("Timestamp({}, {})", hole_after.0, hole_after.1)),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("Timestamp({}, {})", hole_resumed.0, hole_resumed.1)),
+            "{message}"
         );
     }
+    let out = restore_at(&repo, &target.uri, &format!("{},0", hole_resumed.0 + 3600), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is after a gap of the archived oplog of rs0"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         compare(
             &target.uri,
@@ -382,8 +503,25 @@ fn restores_to_snapshot_points_of_a_random_workload_match_the_writers_model() {
     assert!(stderr(&out).contains("invalid --at value: "));
 
     // --dryRun prints the plan only.
-    let out = ok(restore_at(&repo, &target.uri, &points[0], &["--dryRun"]), "dry run");
+    let out = ok(restore_at(&repo, &target.uri, &point, &["--dryRun"]), "dry run");
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(plan["baseSnapshot"].as_str().unwrap().len() >= 8, "{plan}");
+    assert_eq!(plan["baseSnapshot"].as_str().unwrap().len(), 64, "{plan}");
     assert!(plan["snapshotOplog"]["first"]["t"].is_u64(), "{plan}");
+    assert_eq!(
+        plan["archivedOplog"]["upto"]["t"].as_u64(),
+        Some(u64::from(archived.last().unwrap().0)),
+        "{plan}"
+    );
+}
+
+/// A small deterministic generator (xorshift) for the chosen points.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        usize::try_from(self.0 % u64::try_from(n).unwrap()).unwrap()
+    }
 }

@@ -32,11 +32,17 @@ use std::{
 use bson::Timestamp;
 use mongodb::Client;
 use tidemark_oplog::{RestorePoint, point::format_time};
-use tidemark_repo::{Id, Repository, SnapshotReader, export::export_archive, lock::Lock};
+use tidemark_repo::{
+    Id, Repository, SnapshotReader,
+    export::export_archive,
+    lock::Lock,
+    oplog_archive::{OplogRange, PitrTimeline, PitrWindow, pitr_timeline, read_range},
+};
 
 use crate::{
     error::{Error, Result},
     progress::Progress,
+    replay::OplogSource,
     restore::{
         ArchiveStream, RestoreFailure, RestoreOptions, RestoreSource, RestoreSummary, plan_restore, run_restore,
     },
@@ -44,41 +50,6 @@ use crate::{
 
 /// Pipe and output buffer size of the snapshot stream.
 const STREAM_BUFFER: usize = 1 << 20;
-
-/// A span of points restorable from one base snapshot of one replica set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestorableWindow {
-    /// Replica set (snapshot member) name.
-    pub replica_set: String,
-    /// The base snapshot.
-    pub base_snapshot: Id,
-    /// Creation time of the base snapshot (seconds since the epoch).
-    pub snapshot_time: i64,
-    /// The snapshot's consistency timestamp: the first restorable point.
-    pub from: Timestamp,
-    /// The last restorable point (the last oplog entry known after `from`).
-    pub to: Timestamp,
-}
-
-/// Missing oplog of a replica set: nothing is known between `after` and `resumed_at`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OplogGap {
-    /// Replica set name.
-    pub replica_set: String,
-    /// Last entry before the gap.
-    pub after: Timestamp,
-    /// First entry after the gap.
-    pub resumed_at: Timestamp,
-}
-
-/// The restorable windows of a repository, and the gaps between them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Timeline {
-    /// Windows, in no particular order.
-    pub windows: Vec<RestorableWindow>,
-    /// Known gaps of the archived oplog.
-    pub gaps: Vec<OplogGap>,
-}
 
 fn ts(t: tidemark_repo::Timestamp) -> Timestamp {
     t.into()
@@ -93,39 +64,18 @@ fn show(t: Timestamp) -> String {
     format!("Timestamp({}, {}) ({})", t.time, t.increment, format_time(t.time))
 }
 
-/// The restorable windows of `repo`: one per snapshot member with a consistency timestamp.
-///
-/// # Errors
-/// The repository could not list or read its snapshots.
-pub async fn timeline(repo: &Repository) -> Result<Timeline> {
-    let mut windows = Vec::new();
-    for (id, snapshot) in repo.snapshots().await? {
-        let Some(consistency) = snapshot.consistency_ts else {
-            continue;
-        };
-        for member in &snapshot.members {
-            windows.push(RestorableWindow {
-                replica_set: member.name.clone(),
-                base_snapshot: id,
-                snapshot_time: snapshot.time,
-                from: ts(consistency),
-                to: ts(consistency),
-            });
-        }
-    }
-    Ok(Timeline {
-        windows,
-        gaps: Vec::new(),
-    })
-}
-
 /// What a point-in-time restore will do.
 #[derive(Debug, Clone)]
 pub struct PitrPlan {
     /// The point reached.
     pub point: RestorePoint,
-    /// The window used (base snapshot, replica set, restorable span).
-    pub window: RestorableWindow,
+    /// The window used (base snapshot, replica set, restorable span from its consistency
+    /// timestamp to the end of the archived oplog that follows it without a gap).
+    pub window: PitrWindow,
+    /// Creation time of the base snapshot (seconds since the epoch).
+    pub snapshot_time: i64,
+    /// The member of the base snapshot to restore (`None`: its only member).
+    pub member: Option<String>,
     /// The snapshot's captured oplog (first, last), replayed first.
     pub snapshot_oplog: Option<(Timestamp, Timestamp)>,
     /// Archived oplog replayed after the snapshot's: entries after `.0` up to `.1` inclusive.
@@ -145,8 +95,8 @@ impl fmt::Display for PitrPlan {
             f,
             "base snapshot: {} taken {}{set}, consistent at {}",
             w.base_snapshot,
-            tidemark_repo::rfc3339(w.snapshot_time),
-            show(w.from)
+            tidemark_repo::rfc3339(self.snapshot_time),
+            show(ts(w.from))
         )?;
         match self.snapshot_oplog {
             Some((first, last)) => writeln!(f, "replay the snapshot's oplog: {} to {}", show(first), show(last))?,
@@ -167,8 +117,8 @@ impl fmt::Display for PitrPlan {
 ///
 /// # Errors
 /// [`Error::Data`] explaining why `point` is not restorable, with the nearest restorable points.
-pub fn choose_window(timeline: &Timeline, point: &RestorePoint, replica_set: Option<&str>) -> Result<RestorableWindow> {
-    let windows: Vec<&RestorableWindow> = timeline
+pub fn choose_window(timeline: &PitrTimeline, point: &RestorePoint, replica_set: Option<&str>) -> Result<PitrWindow> {
+    let windows: Vec<&PitrWindow> = timeline
         .windows
         .iter()
         .filter(|w| replica_set.is_none_or(|r| w.replica_set == r))
@@ -184,12 +134,12 @@ pub fn choose_window(timeline: &Timeline, point: &RestorePoint, replica_set: Opt
     let p = key(point.last);
     if let Some(best) = windows
         .iter()
-        .filter(|w| key(w.from) <= p && p <= key(w.to))
-        .max_by_key(|w| (key(w.from), w.snapshot_time))
+        .filter(|w| key(ts(w.from)) <= p && p <= key(ts(w.to)))
+        .max_by_key(|w| (w.from, w.base_snapshot))
     {
         return Ok((*best).clone());
     }
-    let Some(first) = windows.iter().map(|w| w.from).min_by_key(|t| key(*t)) else {
+    let Some(first) = windows.iter().map(|w| ts(w.from)).min_by_key(|t| key(*t)) else {
         return Err(Error::Data(match replica_set {
             Some(r) => format!("no snapshot of replica set {r} has a consistency timestamp (back up with --oplog)"),
             None => "the repository has no snapshot with a consistency timestamp (back up with --oplog)".into(),
@@ -203,12 +153,12 @@ pub fn choose_window(timeline: &Timeline, point: &RestorePoint, replica_set: Opt
     }
     let before = windows
         .iter()
-        .map(|w| w.to)
+        .map(|w| ts(w.to))
         .filter(|t| key(*t) < p)
         .max_by_key(|t| key(*t));
     let after = windows
         .iter()
-        .map(|w| w.from)
+        .map(|w| ts(w.from))
         .filter(|t| key(*t) > p)
         .min_by_key(|t| key(*t));
     let nearest = match (before, after) {
@@ -217,26 +167,69 @@ pub fn choose_window(timeline: &Timeline, point: &RestorePoint, replica_set: Opt
         (None, Some(a)) => format!("the next restorable point is {}", show(a)),
         (None, None) => String::new(),
     };
+    if let Some(gap) = timeline
+        .gaps
+        .iter()
+        .filter(|g| windows.iter().any(|w| w.replica_set == g.replica_set))
+        .find(|g| key(ts(g.after)) < p && p < key(ts(g.resumed_at)))
+    {
+        return Err(Error::Data(format!(
+            "{point} is inside a gap of the archived oplog of {}: no entries are stored between {} and {} (the source's oplog rolled over before they were archived); {nearest}",
+            gap.replica_set,
+            show(ts(gap.after)),
+            show(ts(gap.resumed_at))
+        )));
+    }
+    // A hole after the last restorable point breaks every chain from an earlier base.
+    if let Some(gap) = timeline
+        .gaps
+        .iter()
+        .filter(|g| windows.iter().any(|w| w.replica_set == g.replica_set))
+        .filter(|g| key(ts(g.after)) < p && before.is_none_or(|b| key(ts(g.after)) >= key(b)))
+        .min_by_key(|g| g.after)
+    {
+        return Err(Error::Data(format!(
+            "{point} is after a gap of the archived oplog of {} (no entries are stored between {} and {}) and no snapshot was taken after the gap before it; {nearest}",
+            gap.replica_set,
+            show(ts(gap.after)),
+            show(ts(gap.resumed_at))
+        )));
+    }
     if after.is_none() {
         return Err(Error::Data(format!(
             "{point} is after the end of the archived oplog: {nearest} (archive the oplog with `tidemark oplog follow`, or take a new backup)"
         )));
     }
-    if let Some(gap) = timeline
-        .gaps
-        .iter()
-        .filter(|g| windows.iter().any(|w| w.replica_set == g.replica_set))
-        .find(|g| key(g.after) < p && p < key(g.resumed_at))
-    {
-        return Err(Error::Data(format!(
-            "{point} is inside a gap of the archived oplog: no entries are stored between {} and {} (the oplog rolled over before they were archived); {nearest}",
-            show(gap.after),
-            show(gap.resumed_at)
-        )));
-    }
     Err(Error::Data(format!(
         "{point} is not covered by any snapshot's oplog: {nearest}"
     )))
+}
+
+/// The archive's timeline ([`pitr_timeline`]), plus the consistency point of every snapshot it
+/// has no window for (a snapshot whose replica set has no archived oplog, or whose member has no
+/// name while the archive holds none or several sets): each is restorable on its own.
+///
+/// # Errors
+/// The repository could not list its snapshots or slices.
+pub async fn restorable_timeline(repo: &Repository) -> Result<PitrTimeline> {
+    let mut timeline = pitr_timeline(repo).await?;
+    for (id, snapshot) in repo.snapshots().await? {
+        let Some(consistency) = snapshot.consistency_ts else {
+            continue;
+        };
+        if timeline.windows.iter().any(|w| w.base_snapshot == id) {
+            continue;
+        }
+        for member in &snapshot.members {
+            timeline.windows.push(PitrWindow {
+                replica_set: member.name.clone(),
+                base_snapshot: id,
+                from: consistency,
+                to: consistency,
+            });
+        }
+    }
+    Ok(timeline)
 }
 
 /// Plans a point-in-time restore of `repo` to `point` (`member`: the replica set, when the
@@ -245,24 +238,33 @@ pub fn choose_window(timeline: &Timeline, point: &RestorePoint, replica_set: Opt
 /// # Errors
 /// Repository errors, or an explanation of why `point` is not restorable.
 pub async fn plan_pitr(repo: &Repository, point: RestorePoint, member: Option<&str>) -> Result<PitrPlan> {
-    let timeline = timeline(repo).await?;
+    let timeline = restorable_timeline(repo).await?;
     let window = choose_window(&timeline, &point, member)?;
     let snapshot = repo.load_snapshot(&window.base_snapshot).await?;
-    let snapshot_oplog = snapshot
-        .members
-        .iter()
-        .find(|m| m.name == window.replica_set)
-        .and_then(|m| m.oplog.as_ref())
+    // A member recorded without a name stands for the only replica set (see `pitr_timeline`).
+    let (member, base) = match snapshot.members.iter().find(|m| m.name == window.replica_set) {
+        Some(m) => (Some(m.name.clone()), m),
+        None => match snapshot.members.as_slice() {
+            [only] => (None, only),
+            _ => {
+                return Err(Error::Data(format!(
+                    "snapshot {} has no member {}",
+                    window.base_snapshot, window.replica_set
+                )));
+            }
+        },
+    };
+    let snapshot_oplog = base
+        .oplog
+        .as_ref()
         .and_then(|o| o.window)
         .map(|w| (ts(w.first), ts(w.last)));
-    let upto = if key(point.last) <= key(window.to) {
-        point.last
-    } else {
-        window.to
-    };
-    let archived = (key(point.last) > key(window.from)).then_some((window.from, upto));
+    let from = ts(window.from);
+    let archived = (key(point.last) > key(from)).then_some((from, point.last));
     Ok(PitrPlan {
         point,
+        snapshot_time: snapshot.time,
+        member,
         window,
         snapshot_oplog,
         archived,
@@ -298,7 +300,7 @@ struct SnapshotExport {
 
 impl SnapshotExport {
     /// Starts exporting member `member` of snapshot `id` as an archive into a pipe.
-    fn start(repo: &Repository, id: Id, member: String) -> Result<(ArchiveStream, Self)> {
+    fn start(repo: &Repository, id: Id, member: Option<String>) -> Result<(ArchiveStream, Self)> {
         let (reader, writer) = std::io::pipe().map_err(crate::error::io_error(
             "error creating a pipe for the snapshot stream",
             "pipe",
@@ -317,7 +319,7 @@ impl SnapshotExport {
                 runtime.block_on(async move {
                     let snapshot = SnapshotReader::open(&repo, &id).await?;
                     let out = BufWriter::with_capacity(STREAM_BUFFER, writer);
-                    let (out, _) = export_archive(&snapshot, Some(&member), out).await?;
+                    let (out, _) = export_archive(&snapshot, member.as_deref(), out).await?;
                     out.into_inner()
                         .map_err(std::io::IntoInnerError::into_error)
                         .and_then(|mut pipe| pipe.flush())
@@ -389,18 +391,32 @@ async fn restore_locked(
             summary: RestoreSummary::default(),
         })
     };
-    let (stream, export) =
-        SnapshotExport::start(repo, plan.window.base_snapshot, plan.window.replica_set.clone()).map_err(fail)?;
+    // Opened before the snapshot streams: a range the archive cannot deliver fails before any write.
+    let archived = match plan.archived {
+        Some((after, upto)) => Some(
+            read_range(repo, &plan.window.replica_set, after.into(), upto.into())
+                .await
+                .map_err(|e| fail(e.into()))?,
+        ),
+        None => None,
+    };
+    let (stream, export) = SnapshotExport::start(repo, plan.window.base_snapshot, plan.member.clone()).map_err(fail)?;
     let mut options = options.clone();
     options.source = RestoreSource::Stream(stream);
     options.gzip = false;
     options.oplog_file = None;
     options.oplog_replay = plan.snapshot_oplog.is_some();
     options.oplog_limit = plan.point.exclusive_limit();
-    let restore_plan = match plan_restore(&options) {
+    let mut restore_plan = match plan_restore(&options) {
         Ok(p) => p,
         Err(e) => return Err(fail(export.finish().unwrap_or(e))),
     };
+    if let Some(range) = archived {
+        restore_plan.continue_oplog(Box::new(ArchivedOplog {
+            range,
+            replica_set: plan.window.replica_set.clone(),
+        }));
+    }
     let result = run_restore(client, restore_plan, &options, progress).await;
     match (result, export.finish()) {
         (Ok(summary), None) => Ok(summary),
@@ -410,5 +426,135 @@ async fn restore_locked(
             Err(failure)
         }
         (Err(failure), None) => Err(failure),
+    }
+}
+
+/// Archived oplog slices as the restore engine's continuation of the snapshot's oplog.
+struct ArchivedOplog {
+    range: OplogRange,
+    replica_set: String,
+}
+
+impl OplogSource for ArchivedOplog {
+    fn next_entry(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<bson::RawDocumentBuf>>> + Send + '_>> {
+        Box::pin(async move { Ok(self.range.next_entry().await?) })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "the archived oplog of {} after {}",
+            self.replica_set,
+            show(ts(self.range.position()))
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tidemark_repo::oplog_archive::OplogGap;
+
+    use super::*;
+
+    fn t(t: u32, i: u32) -> tidemark_repo::Timestamp {
+        tidemark_repo::Timestamp { t, i }
+    }
+
+    fn window(id: u8, from: tidemark_repo::Timestamp, to: tidemark_repo::Timestamp) -> PitrWindow {
+        PitrWindow {
+            replica_set: "rs0".into(),
+            base_snapshot: Id([id; 32]),
+            from,
+            to,
+        }
+    }
+
+    /// Snapshot 1 at 100 with oplog to 150, a hole (150, 200), snapshot 2 at 210 with oplog to 300,
+    /// snapshot 3 at 250 (inside the second window).
+    fn timeline() -> PitrTimeline {
+        PitrTimeline {
+            windows: vec![
+                window(1, t(100, 1), t(150, 3)),
+                window(2, t(210, 1), t(300, 0)),
+                window(3, t(250, 2), t(300, 0)),
+            ],
+            gaps: vec![OplogGap {
+                replica_set: "rs0".into(),
+                after: t(150, 3),
+                resumed_at: t(200, 1),
+            }],
+        }
+    }
+
+    fn at(time: u32, increment: u32) -> RestorePoint {
+        RestorePoint::at_timestamp(Timestamp { time, increment })
+    }
+
+    fn refusal(point: RestorePoint) -> String {
+        choose_window(&timeline(), &point, None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_newest_base_whose_window_reaches_the_point_is_chosen() {
+        let tl = timeline();
+        let base = |p| choose_window(&tl, &p, None).unwrap().base_snapshot.0[0];
+        assert_eq!(base(at(100, 1)), 1, "a consistency point itself");
+        assert_eq!(base(at(150, 3)), 1, "the end of a window is inclusive");
+        assert_eq!(base(at(249, 0)), 2);
+        assert_eq!(base(at(250, 2)), 3, "newest base with consistency_ts <= point");
+        assert_eq!(base(at(300, 0)), 3);
+        let second = tidemark_oplog::parse_restore_point("1970-01-01T00:04:59Z").unwrap();
+        assert_eq!(base(second), 3, "a time includes its whole second");
+    }
+
+    #[test]
+    fn unrestorable_points_are_explained() {
+        assert_eq!(
+            refusal(at(100, 0)),
+            "Timestamp(100, 0) is before every snapshot: the earliest restorable point is Timestamp(100, 1) (1970-01-01T00:01:40Z)"
+        );
+        assert_eq!(
+            refusal(at(300, 1)),
+            "Timestamp(300, 1) is after the end of the archived oplog: the last restorable point is Timestamp(300, 0) (1970-01-01T00:05:00Z) (archive the oplog with `tidemark oplog follow`, or take a new backup)"
+        );
+        assert_eq!(
+            refusal(at(170, 0)),
+            "Timestamp(170, 0) is inside a gap of the archived oplog of rs0: no entries are stored between Timestamp(150, 3) (1970-01-01T00:02:30Z) and Timestamp(200, 1) (1970-01-01T00:03:20Z) (the source's oplog rolled over before they were archived); the nearest restorable points are Timestamp(150, 3) (1970-01-01T00:02:30Z) and Timestamp(210, 1) (1970-01-01T00:03:30Z)"
+        );
+        // After the gap but before the next snapshot: the archive resumed, but no base precedes it.
+        assert!(
+            refusal(at(205, 0)).starts_with("Timestamp(205, 0) is after a gap of the archived oplog of rs0 (no entries are stored between Timestamp(150, 3) (1970-01-01T00:02:30Z) and Timestamp(200, 1) (1970-01-01T00:03:20Z)) and no snapshot was taken after the gap before it; the nearest restorable points are Timestamp(150, 3)"),
+            "{}",
+            refusal(at(205, 0))
+        );
+        // Between windows without a known gap.
+        let mut tl = timeline();
+        tl.gaps.clear();
+        assert!(
+            choose_window(&tl, &at(205, 0), None)
+                .unwrap_err()
+                .to_string()
+                .starts_with("Timestamp(205, 0) is not covered by any snapshot's oplog: the nearest restorable points are Timestamp(150, 3)")
+        );
+    }
+
+    #[test]
+    fn several_replica_sets_need_a_choice() {
+        let mut tl = timeline();
+        tl.windows.push(PitrWindow {
+            replica_set: "rs1".into(),
+            ..window(4, t(100, 1), t(400, 0))
+        });
+        let err = choose_window(&tl, &at(120, 0), None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the repository holds several replica sets (rs0, rs1); choose one with --member"
+        );
+        assert_eq!(
+            choose_window(&tl, &at(350, 0), Some("rs1")).unwrap().base_snapshot.0[0],
+            4
+        );
+        assert!(choose_window(&tl, &at(120, 0), Some("rs9")).is_err());
     }
 }

@@ -161,6 +161,15 @@ impl IndexCatalog {
         self.collections.remove(ns);
     }
 
+    /// Moves a collection's indexes and options to its new name (oplog `renameCollection`); the
+    /// target's entry, if any, is replaced (a rename with `dropTarget`).
+    pub fn rename_collection(&mut self, from: &str, to: &str) {
+        self.collections.remove(to);
+        if let Some(entry) = self.collections.remove(from) {
+            self.collections.insert(to.to_owned(), entry);
+        }
+    }
+
     /// Forgets every collection of a database (oplog `dropDatabase`).
     pub fn drop_database(&mut self, db: &str) {
         let prefix = format!("{db}.");

@@ -405,6 +405,15 @@ impl Replayer {
                         .push(apply_ops_command(&entry, self.options.bypass_document_validation));
                 }
             }
+            "renameCollection" => {
+                // Indexes still to be built follow the collection (a point-in-time replay sees
+                // renames; mongodump refuses them in its window).
+                if let (Ok(from), Ok(to)) = (entry.o.get_str("renameCollection"), entry.o.get_str("to")) {
+                    self.catalog.rename_collection(from, to);
+                }
+                step.commands
+                    .push(apply_ops_command(&entry, self.options.bypass_document_validation));
+            }
             "create" => {
                 if let Some(ns) = target(&entry.o, "create") {
                     self.catalog.record_options(&ns, &entry.o);

@@ -345,6 +345,51 @@ fn renames_within_out_of_and_into_the_selection() {
 }
 
 #[test]
+fn indexes_to_build_follow_renamed_collections() {
+    let mut r = replayer(&["shop.a", "shop.b"]);
+    push(
+        &mut r,
+        &cmd(
+            1,
+            "shop",
+            doc! {"createIndexes": "a", "v": 2, "key": {"x": 1}, "name": "x_1"},
+        ),
+    );
+    push(
+        &mut r,
+        &cmd(
+            2,
+            "shop",
+            doc! {"createIndexes": "b", "v": 2, "key": {"y": 1}, "name": "y_1"},
+        ),
+    );
+    push(
+        &mut r,
+        &cmd(
+            3,
+            "shop",
+            doc! {"renameCollection": "shop.a", "to": "shop.b", "dropTarget": true},
+        ),
+    );
+    let built: Vec<(String, String)> = r
+        .catalog()
+        .create_indexes_commands(tidemark_oplog::IndexBuildOptions::default())
+        .unwrap()
+        .into_iter()
+        .map(|(db, coll, c)| {
+            let names: Vec<&str> = c
+                .get_array("indexes")
+                .unwrap()
+                .iter()
+                .map(|i| i.as_document().unwrap().get_str("name").unwrap())
+                .collect();
+            (format!("{db}.{coll}"), names.join(","))
+        })
+        .collect();
+    assert_eq!(built, [("archive.b".to_owned(), "x_1".to_owned())]);
+}
+
+#[test]
 fn renames_inside_transactions_and_apply_ops_are_routed() {
     let mut r = replayer(&["shop.a"]);
     let entry = cmd(
