@@ -207,6 +207,8 @@ fn backup(repo: &Repo, uri: &str) -> String {
             "--uri",
             uri,
             "--oplog",
+            "--replica-set",
+            "rs0",
             "--json",
         ]),
         "backup",
@@ -262,75 +264,54 @@ fn parse_point(p: &str) -> (u32, u32) {
     (t.parse().unwrap(), i.parse().unwrap())
 }
 
-/// Archives the source's oplog after `after` into the repository with the repository's slice
-/// writer: `pieces` contiguous slices, then (with `gap`) a slice that resumes `gap` entries later
-/// and records the hole, as the follower does after an oplog rollover. Returns the `ts` of every
-/// entry archived contiguously, and the hole's `(after, resumed_at)`.
-fn archive_oplog(
-    repo: &Repo,
-    source: &str,
-    after: (u32, u32),
-    pieces: usize,
-    gap: usize,
-) -> (Vec<Point>, Option<(Point, Point)>) {
-    use tidemark_repo::oplog_archive::{SliceStart, SliceWriter};
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let storage = tidemark_repo::Storage::open(&repo.url, &tidemark_repo::StorageConfig::default())
-            .await
-            .unwrap();
-        let repository = tidemark_repo::Repository::open(storage, None).await.unwrap();
-        let lock = tidemark_repo::lock::Lock::acquire(repository.storage(), false)
-            .await
-            .unwrap();
-        let client = mongodb::Client::with_uri_str(format!("{source}?directConnection=true"))
-            .await
-            .unwrap();
-        let oplog = client.database("local").collection::<bson::RawDocumentBuf>("oplog.rs");
-        let from = bson::Timestamp {
-            time: after.0,
-            increment: after.1,
-        };
-        let mut cursor = oplog
-            .find(bson::doc! {"ts": {"$gt": from}})
-            .sort(bson::doc! {"$natural": 1})
-            .await
-            .unwrap();
-        let mut entries = Vec::new();
-        while cursor.advance().await.unwrap() {
-            entries.push(bson::RawDocumentBuf::from_bytes(cursor.current().as_bytes().to_vec()).unwrap());
-        }
-        let ts = |e: &bson::RawDocumentBuf| {
-            let t = e.get_timestamp("ts").unwrap();
-            (t.time, t.increment)
-        };
-        let contiguous = entries.len() - if gap > 0 { entries.len() / 4 } else { 0 };
-        let mut start = SliceStart::ContinuesFrom(tidemark_repo::Timestamp { t: after.0, i: after.1 });
-        let size = contiguous.div_ceil(pieces);
-        for piece in entries[..contiguous].chunks(size) {
-            let mut writer = SliceWriter::new(&repository, "rs0", start);
-            for e in piece {
-                writer.write_entry(e).await.unwrap();
-            }
-            let slice = writer.seal().await.unwrap().unwrap();
-            start = SliceStart::ContinuesFrom(slice.last);
-        }
-        let mut hole = None;
-        if gap > 0 {
-            let resume = contiguous + gap;
-            let SliceStart::ContinuesFrom(last) = start else {
-                unreachable!()
-            };
-            let mut writer = SliceWriter::new(&repository, "rs0", SliceStart::GapAfter(last));
-            for e in &entries[resume..] {
-                writer.write_entry(e).await.unwrap();
-            }
-            writer.seal().await.unwrap().unwrap();
-            hole = Some(((last.t, last.i), ts(&entries[resume])));
-        }
-        lock.release().await.unwrap();
-        (entries[..contiguous].iter().map(ts).collect(), hole)
-    })
+/// `tidemark oplog follow` on `repo` from `uri`, with `extra` arguments.
+fn follow_command(repo: &Repo, uri: &str, extra: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    cmd.args([
+        "oplog",
+        "follow",
+        "--uri",
+        uri,
+        "--repo",
+        &repo.url,
+        "--insecure-no-password",
+        "--quiet",
+    ])
+    .args(extra)
+    .env_remove("TIDEMARK_PASSWORD")
+    .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// Archives everything committed now and seals (`oplog follow --once`).
+fn follow_once(repo: &Repo, uri: &str) -> std::process::Output {
+    follow_command(repo, uri, &["--once"]).output().unwrap()
+}
+
+/// A follower running in the background, sealing slices often.
+fn spawn_follower(repo: &Repo, uri: &str) -> std::process::Child {
+    follow_command(repo, uri, &["--seal-interval", "200ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `ts` of every entry of the source's oplog after `after`, in order.
+fn source_oplog_after(uri: &str, after: Point) -> Vec<Point> {
+    let out = pymongo(
+        uri,
+        &format!(
+            "from bson import Timestamp\nfor e in client.local['oplog.rs'].find({{'ts': {{'$gt': Timestamp({}, {})}}}}).sort('$natural', 1):\n    print(e['ts'].time, e['ts'].inc)",
+            after.0, after.1
+        ),
+    );
+    out.lines()
+        .map(|l| {
+            let (t, i) = l.split_once(' ').unwrap();
+            (t.parse().unwrap(), i.parse().unwrap())
+        })
+        .collect()
 }
 
 #[test]
@@ -364,11 +345,30 @@ fn restores_to_random_points_of_a_random_workload_match_the_writers_model() {
     let mut stdout = std::io::BufReader::new(writer.stdout.take().unwrap());
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert_eq!(line.trim(), "writing");
-    // Three fuzzy snapshots while the writer runs, then renames join the workload.
-    let points: Vec<String> = (0..3).map(|_| backup(&repo, &source.uri)).collect();
+    // Three fuzzy snapshots while the writer runs; the follower archives from the first one on,
+    // is killed (SIGKILL) in the middle and restarted; then renames and drops join the workload.
+    let mut points = vec![backup(&repo, &source.uri)];
+    // A first slice continuing from the first snapshot (a follower with no slice yet starts at the
+    // newest snapshot), then a long-running follower.
+    let first = follow_once(&repo, &source.uri);
+    assert!(first.status.success(), "oplog follow --once: {}", stderr(&first));
+    let mut follower = spawn_follower(&repo, &source.uri);
+    points.push(backup(&repo, &source.uri));
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    points.push(backup(&repo, &source.uri));
+    let mut follower = spawn_follower(&repo, &source.uri);
     std::fs::write(&phase2, "").unwrap();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert!(writer.wait().unwrap().success());
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    let caught_up = follow_once(&repo, &source.uri);
+    assert!(
+        caught_up.status.success(),
+        "oplog follow --once: {}",
+        stderr(&caught_up)
+    );
     let written = std::fs::read_to_string(&ops).unwrap();
     let kinds: std::collections::BTreeSet<&str> = written.lines().map(|l| l.split('"').nth(3).unwrap_or("")).collect();
     assert_eq!(kinds.len(), 8, "the workload exercised {kinds:?}");
@@ -376,40 +376,14 @@ fn restores_to_random_points_of_a_random_workload_match_the_writers_model() {
         parse_point(&points[0]) < parse_point(&points[1]) && parse_point(&points[1]) < parse_point(&points[2]),
         "{points:?}"
     );
+    let archived = source_oplog_after(&source.uri, parse_point(&points[0]));
+    assert!(archived.len() > 300, "{}", archived.len());
 
+    // The three consistency points, random points of the window, and its end.
     let everything = r#"{"include": null, "from": "", "to": ""}"#;
-    // Snapshots alone: each consistency point is restorable, nothing else.
-    for (n, point) in points.iter().enumerate() {
-        let target = Server::start();
-        let out = ok(restore_at(&repo, &target.uri, point, &[]), "restore --at");
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let consistency = format!("{},{}", report["consistencyTs"]["t"], report["consistencyTs"]["i"]);
-        assert_eq!(&consistency, point, "{report}");
-        assert!(report["oplogApplied"].as_u64().unwrap() > 0, "{report}");
-        assert_eq!(compare(&target.uri, &ops, point, everything), "same", "at {point}");
-        // The model tells the points apart: the workload wrote between the snapshots.
-        let other = &points[(n + 1) % points.len()];
-        assert_ne!(
-            compare(&target.uri, &ops, other, everything),
-            "same",
-            "{point} vs {other}"
-        );
-    }
-    let target = Server::start();
-    let (t1, i1) = parse_point(&points[1]);
-    let out = restore_at(&repo, &target.uri, &format!("{t1},{}", i1 + 1), &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("the nearest restorable points are"),
-        "{}",
-        stderr(&out)
-    );
-
-    // Archive the oplog from the first snapshot on, in three slices, and then a hole.
-    let (archived, hole) = archive_oplog(&repo, &source.uri, parse_point(&points[0]), 3, 12);
-    let (hole_after, hole_resumed) = hole.unwrap();
     let mut rng = Rng(20_261_124);
-    let mut chosen: Vec<(u32, u32)> = (0..4).map(|_| archived[rng.below(archived.len())]).collect();
+    let mut chosen: Vec<Point> = points.iter().map(|p| parse_point(p)).collect();
+    chosen.extend((0..3).map(|_| archived[rng.below(archived.len())]));
     chosen.push(*archived.last().unwrap());
     for (t, i) in chosen {
         let point = format!("{t},{i}");
@@ -420,15 +394,20 @@ fn restores_to_random_points_of_a_random_workload_match_the_writers_model() {
         let base = points.iter().rev().find(|p| parse_point(p) <= (t, i)).unwrap();
         let consistency = format!("{},{}", report["consistencyTs"]["t"], report["consistencyTs"]["i"]);
         assert_eq!(&consistency, base, "{report}");
+        assert!(report["oplogApplied"].as_u64().unwrap() > 0, "{report}");
         assert_eq!(
             compare(&target.uri, &ops, &point, everything),
             "same",
             "at {point}: {report}"
         );
+        // The model tells points apart: the workload wrote after each snapshot.
+        if point == points[0] {
+            assert_ne!(compare(&target.uri, &ops, &points[1], everything), "same");
+        }
     }
 
-    // Namespace-aware replay at a point after renames: only app.*, renamed to copy.* (renames into
-    // other.* leave the selection).
+    // Namespace-aware replay at the end, after renames and drops: only app.*, renamed to copy.*
+    // (renames into other.* leave the selection).
     let point = format!("{},{}", archived.last().unwrap().0, archived.last().unwrap().1);
     let target = Server::start();
     let out = ok(
@@ -463,28 +442,13 @@ fn restores_to_random_points_of_a_random_workload_match_the_writers_model() {
         "{}",
         stderr(&out)
     );
-    let inside = format!("{},{}", hole_after.0, hole_after.1 + 1);
-    if parse_point(&inside) < hole_resumed {
-        let out = restore_at(&repo, &target.uri, &inside, &[]);
-        assert_eq!(out.status.code(), Some(1));
-        let message = stderr(&out);
-        assert!(
-            message.contains("is inside a gap of the archived oplog of rs0: no entries are stored between"),
-            "{message}"
-        );
-        assert!(
-            message.contains(&format!("Timestamp({}, {})", hole_after.0, hole_after.1)),
-            "{message}"
-        );
-        assert!(
-            message.contains(&format!("Timestamp({}, {})", hole_resumed.0, hole_resumed.1)),
-            "{message}"
-        );
-    }
-    let out = restore_at(&repo, &target.uri, &format!("{},0", hole_resumed.0 + 3600), &[]);
+    let (tl, il) = *archived.last().unwrap();
+    let out = restore_at(&repo, &target.uri, &format!("{},0", tl + 3600), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("is after a gap of the archived oplog of rs0"),
+        stderr(&out).contains(&format!(
+            "is after the end of the archived oplog: the last restorable point is Timestamp({tl}, {il})"
+        )),
         "{}",
         stderr(&out)
     );
@@ -509,9 +473,100 @@ fn restores_to_random_points_of_a_random_workload_match_the_writers_model() {
     assert!(plan["snapshotOplog"]["first"]["t"].is_u64(), "{plan}");
     assert_eq!(
         plan["archivedOplog"]["upto"]["t"].as_u64(),
-        Some(u64::from(archived.last().unwrap().0)),
+        Some(u64::from(tl)),
         "{plan}"
     );
+}
+
+#[test]
+fn a_point_in_an_oplog_gap_is_refused_with_the_nearest_restorable_points() {
+    // A 1 MiB oplog that rolls over while the follower is stopped.
+    let source = Server::start_replica_set_with(tidemark_server::ServerConfig {
+        oplog_size_mb: Some(1),
+        ..tidemark_server::ServerConfig::default()
+    });
+    pymongo(
+        &source.uri,
+        "client.app.t.insert_many([{'_id': i} for i in range(100)])",
+    );
+    let repo = init_repo();
+    let base = parse_point(&backup(&repo, &source.uri));
+    assert!(follow_once(&repo, &source.uri).status.success());
+    pymongo(&source.uri, "client.app.t.insert_one({'_id': 'marker'})");
+    assert!(follow_once(&repo, &source.uri).status.success());
+    let before_gap = *source_oplog_after(&source.uri, base).last().unwrap();
+    pymongo(
+        &source.uri,
+        "for k in range(30):\n    client.app.big.insert_many([{'pad': 'y' * 1000} for i in range(100)])",
+    );
+    let out = follow_once(&repo, &source.uri);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a one-shot follow that records a gap fails: {}",
+        stderr(&out)
+    );
+    let resumed = source_oplog_after(&source.uri, (0, 0))[0];
+    assert!(resumed > before_gap);
+
+    let target = Server::start();
+    // The end of the window before the gap is restorable.
+    let end = format!("{},{}", before_gap.0, before_gap.1);
+    ok(
+        restore_at(&repo, &target.uri, &end, &["--drop"]),
+        "restore --at the end of the window",
+    );
+    let state = pymongo(
+        &target.uri,
+        "print(client.app.t.count_documents({}), client.app.big.count_documents({}))",
+    );
+    assert_eq!(state.trim(), "101 0");
+    // Inside the gap: refused, naming the gap and the nearest restorable point.
+    let inside = format!("{},{}", before_gap.0, before_gap.1 + 1);
+    if parse_point(&inside) < resumed {
+        let out = restore_at(&repo, &target.uri, &inside, &[]);
+        assert_eq!(out.status.code(), Some(1));
+        let message = stderr(&out);
+        assert!(
+            message.contains(&format!(
+                "is inside a gap of the archived oplog of rs0: no entries are stored between Timestamp({}, {})",
+                before_gap.0, before_gap.1
+            )),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!(
+                "the last restorable point is Timestamp({}, {})",
+                before_gap.0, before_gap.1
+            )),
+            "{message}"
+        );
+    }
+    // After the gap, with no snapshot after it: refused too; a new snapshot makes it restorable.
+    let newest = *source_oplog_after(&source.uri, (0, 0)).last().unwrap();
+    let newest = format!("{},{}", newest.0, newest.1);
+    let out = restore_at(&repo, &target.uri, &newest, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is after a gap of the archived oplog of rs0"),
+        "{}",
+        stderr(&out)
+    );
+    let second = backup(&repo, &source.uri);
+    let out = ok(
+        restore_at(&repo, &target.uri, &second, &["--drop"]),
+        "restore --at the new base",
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        format!("{},{}", report["consistencyTs"]["t"], report["consistencyTs"]["i"]),
+        second
+    );
+    let state = pymongo(
+        &target.uri,
+        "print(client.app.t.count_documents({}), client.app.big.count_documents({}))",
+    );
+    assert_eq!(state.trim(), "101 3000");
 }
 
 /// A small deterministic generator (xorshift) for the chosen points.

@@ -40,6 +40,11 @@ impl Server {
 impl Server {
     /// Starts an in-memory single-node replica set `rs0` and initiates it.
     pub fn start_replica_set() -> Self {
+        Self::start_replica_set_with(ServerConfig::default())
+    }
+
+    /// Starts an in-memory single-node replica set `rs0` with `config` otherwise, and initiates it.
+    pub fn start_replica_set_with(config: ServerConfig) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -47,7 +52,7 @@ impl Server {
             .unwrap();
         let config = ServerConfig {
             repl_set: Some("rs0".to_owned()),
-            ..ServerConfig::default()
+            ..config
         };
         let server = runtime.block_on(tidemark_server::testing::start_test_server(config));
         let uri = format!("{}/", server.uri());
