@@ -14,7 +14,7 @@ mod dump_support;
 
 use std::path::Path;
 
-use dump_support::{Server, pymongo, stderr};
+use dump_support::{Server, pymongo, pymongo_program, pymongo_with_args, stderr};
 
 /// Runs `tidemark` (stdin closed, no repository password in the environment).
 fn tidemark(args: &[&str]) -> std::process::Output {
@@ -25,6 +25,28 @@ fn tidemark(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// The writer's model of the database: what each operation does, as MongoDB documents it.
+const MODEL: &str = r#"
+def apply(live, indexes, op):
+    ns = op["ns"]
+    if op["op"] == "ins":
+        live[ns][op["doc"]["_id"]] = op["doc"]
+    elif op["op"] == "upd":
+        live[ns][op["id"]] = dict(live[ns][op["id"]], v=op["v"], u=True)
+    elif op["op"] == "del":
+        del live[ns][op["id"]]
+    elif op["op"] == "create":
+        live[ns], indexes[ns] = {}, set()
+    elif op["op"] == "drop":
+        del live[ns], indexes[ns]
+    elif op["op"] == "rename":
+        live[op["to"]], indexes[op["to"]] = live.pop(ns), indexes.pop(ns)
+    elif op["op"] == "index":
+        indexes[ns].add(op["name"])
+    elif op["op"] == "dropIndex":
+        indexes[ns].discard(op["name"])
+"#;
 
 /// The random writer: `argv[2]` ops file (JSON lines), `argv[3]` seed, `argv[4]` operations after
 /// the file `argv[5]` appears. Prints `writing` once under way. Every operation makes exactly one
@@ -98,23 +120,7 @@ while left is None or left > 0:
         op = {"op": "dropIndex", "ns": ns, "name": name}
     if op is None:
         continue
-    # The writer's own model of the database.
-    if op["op"] == "ins":
-        live[ns][op["doc"]["_id"]] = op["doc"]
-    elif op["op"] == "upd":
-        live[ns][op["id"]] = dict(live[ns][op["id"]], v=op["v"], u=True)
-    elif op["op"] == "del":
-        del live[ns][op["id"]]
-    elif op["op"] == "create":
-        live[ns], indexes[ns] = {}, set()
-    elif op["op"] == "drop":
-        del live[ns], indexes[ns]
-    elif op["op"] == "rename":
-        live[op["to"]], indexes[op["to"]] = live.pop(ns), indexes.pop(ns)
-    elif op["op"] == "index":
-        indexes[ns].add(op["name"])
-    elif op["op"] == "dropIndex":
-        indexes[ns].discard(op["name"])
+    apply(live, indexes, op)
     op["ts"] = last_ts()
     out.write(json.dumps(op) + "\n")
     out.flush()
@@ -137,23 +143,7 @@ for seed_ns, docs in json.loads(open(sys.argv[2] + ".seed").read()).items():
 for op in ops:
     if tuple(op["ts"]) > (t, i):
         break
-    ns = op["ns"]
-    if op["op"] == "ins":
-        live[ns][op["doc"]["_id"]] = op["doc"]
-    elif op["op"] == "upd":
-        live[ns][op["id"]] = dict(live[ns][op["id"]], v=op["v"], u=True)
-    elif op["op"] == "del":
-        del live[ns][op["id"]]
-    elif op["op"] == "create":
-        live[ns], indexes[ns] = {}, set()
-    elif op["op"] == "drop":
-        del live[ns], indexes[ns]
-    elif op["op"] == "rename":
-        live[op["to"]], indexes[op["to"]] = live.pop(ns), indexes.pop(ns)
-    elif op["op"] == "index":
-        indexes[ns].add(op["name"])
-    elif op["op"] == "dropIndex":
-        indexes[ns].discard(op["name"])
+    apply(live, indexes, op)
 want = {}
 for ns in live:
     if sel["include"] is not None and not ns.startswith(sel["include"]):
@@ -235,24 +225,10 @@ fn restore_at(repo: &Repo, target: &str, point: &str, extra: &[&str]) -> std::pr
 }
 
 fn compare(target: &str, ops: &Path, point: &str, selection: &str) -> String {
-    let program = format!(
-        "import sys, json, pymongo\nclient = pymongo.MongoClient(sys.argv[1], directConnection=True)\n{COMPARE}"
-    );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(program)
-        .arg(target)
-        .arg(ops)
-        .arg(point)
-        .arg(selection)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "compare failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let ops = ops.display().to_string();
+    pymongo_with_args(target, &format!("{MODEL}{COMPARE}"), &[&ops, point, selection])
+        .trim()
+        .to_owned()
 }
 
 /// An oplog timestamp as `(seconds, increment)`.
@@ -330,9 +306,7 @@ fn restores_to_random_points_of_a_random_workload_match_the_writers_model() {
 
     let mut writer = std::process::Command::new("python3")
         .arg("-c")
-        .arg(format!(
-            "import sys, json, pymongo\nclient = pymongo.MongoClient(sys.argv[1], directConnection=True)\n{WRITER}"
-        ))
+        .arg(pymongo_program(&format!("{MODEL}{WRITER}")))
         .arg(&source.uri)
         .arg(&ops)
         .arg("20261124")

@@ -67,6 +67,25 @@ fn integer(value: &Bson) -> Option<i64> {
 }
 
 impl OplogEntry {
+    /// An entry with every field absent: `ts` zero, empty `op`, `ns` and `o`.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self {
+            ts: timestamp_zero(),
+            t: None,
+            v: 0,
+            op: String::new(),
+            ns: String::new(),
+            o: Document::new(),
+            o2: None,
+            ui: None,
+            lsid: None,
+            txn_number: None,
+            prev_op_time: None,
+            multi_op_type: None,
+        }
+    }
+
     /// Decodes an entry from raw bytes (see [`OplogEntry::from_document`]).
     ///
     /// # Errors
@@ -87,20 +106,7 @@ impl OplogEntry {
                 value.element_type()
             ))
         };
-        let mut entry = Self {
-            ts: timestamp_zero(),
-            t: None,
-            v: 0,
-            op: String::new(),
-            ns: String::new(),
-            o: Document::new(),
-            o2: None,
-            ui: None,
-            lsid: None,
-            txn_number: None,
-            prev_op_time: None,
-            multi_op_type: None,
-        };
+        let mut entry = Self::empty();
         for (key, value) in doc {
             match (key.as_str(), value) {
                 (_, Bson::Null) => {}

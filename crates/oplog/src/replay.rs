@@ -465,9 +465,6 @@ fn inner_txn_op(op: &Document, outer: &OplogEntry) -> Result<OplogEntry, OplogEr
         o,
         o2: op.get_document("o2").ok().cloned(),
         ui,
-        lsid: None,
-        txn_number: None,
-        prev_op_time: None,
-        multi_op_type: None,
+        ..OplogEntry::empty()
     })
 }

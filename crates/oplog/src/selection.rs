@@ -221,11 +221,6 @@ fn command_on(like: &OplogEntry, destination: &str, name: &str, rest: Document) 
         op: "c".into(),
         ns: format!("{db}.$cmd"),
         o,
-        o2: None,
-        ui: None,
-        lsid: None,
-        txn_number: None,
-        prev_op_time: None,
-        multi_op_type: None,
+        ..OplogEntry::empty()
     }
 }

@@ -115,13 +115,16 @@ pub fn restore_counts(out: &Output) -> (u64, u64) {
 
 /// Runs a pymongo script; `client` is connected to `uri`; the script prints its result.
 pub fn pymongo(uri: &str, script: &str) -> String {
-    let program = format!(
-        "import sys, json, pymongo, bson\nfrom bson import json_util\nclient = pymongo.MongoClient(sys.argv[1], directConnection=True)\n{script}\n"
-    );
+    pymongo_with_args(uri, script, &[])
+}
+
+/// [`pymongo`] with more arguments for the script (`sys.argv[2]` on).
+pub fn pymongo_with_args(uri: &str, script: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg("-c")
-        .arg(program)
+        .arg(pymongo_program(script))
         .arg(uri)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -130,6 +133,13 @@ pub fn pymongo(uri: &str, script: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A Python program running `script` with `client` connected to `sys.argv[1]`.
+pub fn pymongo_program(script: &str) -> String {
+    format!(
+        "import sys, json, pymongo, bson\nfrom bson import json_util\nclient = pymongo.MongoClient(sys.argv[1], directConnection=True)\n{script}\n"
+    )
 }
 
 /// Everything pymongo sees on a server, outside admin/config/local: per collection its type,
