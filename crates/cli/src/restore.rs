@@ -250,6 +250,18 @@ fn validate(args: &Args) -> Result<(Option<String>, Option<String>), CliError> {
     if args.oplog_replay_workers.is_some_and(|n| n <= 0) {
         return usage("oplogReplayWorkers must be positive");
     }
+    if args.repository.at.is_some() {
+        if args.oplog_replay || args.oplog_limit.is_some() || args.oplog_file.is_some() {
+            return usage(
+                "--at replays the oplog up to the point itself: remove --oplogReplay, --oplogLimit and --oplogFile",
+            );
+        }
+        if target.is_some() || args.archive.is_some() || args.repository.out.is_some() || args.dbpath.is_some() {
+            return usage(
+                "--at restores into a server: give a connection string, not a target, --archive, --out or --dbpath",
+            );
+        }
+    }
     Ok((uri, target))
 }
 
@@ -348,16 +360,6 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     }
     let mut options = options(args, target.clone())?;
     if let Some(at) = &args.repository.at {
-        if args.oplog_replay || args.oplog_limit.is_some() || args.oplog_file.is_some() {
-            return Err(CliError::usage(
-                "--at replays the oplog up to the point itself: remove --oplogReplay, --oplogLimit and --oplogFile",
-            ));
-        }
-        if target.is_some() || args.archive.is_some() || args.repository.out.is_some() || args.dbpath.is_some() {
-            return Err(CliError::usage(
-                "--at restores into a server: give a connection string, not a target, --archive, --out or --dbpath",
-            ));
-        }
         let conn = args.conn.to_options(uri.as_deref())?;
         return crate::restore_pitr::run(at, &args.repository, &conn, &options, &args.output);
     }
@@ -462,6 +464,46 @@ mod tests {
         full.extend_from_slice(argv);
         let w = Wrapper::try_parse_from(full).map_err(|e| e.to_string())?;
         validate(&w.args).map(|_| ()).map_err(|e| e.error.to_string())
+    }
+
+    #[test]
+    fn point_in_time_options() {
+        let at = ["--repo", "r", "--at", "1,1"];
+        let with = |extra: &[&str]| {
+            let mut argv = at.to_vec();
+            argv.extend_from_slice(extra);
+            check(&argv)
+        };
+        assert_eq!(with(&[]), Ok(()));
+        assert_eq!(
+            with(&["--oplogReplay"]).unwrap_err(),
+            "--at replays the oplog up to the point itself: remove --oplogReplay, --oplogLimit and --oplogFile"
+        );
+        for extra in [&["dump/"][..], &["--archive=a"], &["--out", "d"], &["--dbpath", "d"]] {
+            assert_eq!(
+                with(extra).unwrap_err(),
+                "--at restores into a server: give a connection string, not a target, --archive, --out or --dbpath",
+                "{extra:?}"
+            );
+        }
+        assert_eq!(
+            with(&[
+                "mongodb://h:1",
+                "--nsInclude",
+                "a.*",
+                "--nsFrom",
+                "a.*",
+                "--nsTo",
+                "b.*"
+            ]),
+            Ok(())
+        );
+        assert!(
+            with(&["--snapshot", "latest"])
+                .unwrap_err()
+                .contains("cannot be used with")
+        );
+        assert!(check(&["--at", "1,1"]).unwrap_err().contains("--repo"));
     }
 
     #[test]

@@ -175,6 +175,32 @@ fn a_transaction_committed_after_the_point_is_not_applied_at_all() {
 }
 
 #[test]
+fn a_large_transaction_whose_last_entry_is_after_the_point_is_not_applied_at_all() {
+    let point = RestorePoint::at_timestamp(ts(2));
+    let options = ReplayOptions::new(point.exclusive_limit(), false, false);
+    let mut r = Replayer::new(options, IndexCatalog::new()).with_selection(selection(&[]));
+    let chunk = |i: u32, partial: bool| {
+        let mut o = doc! {"applyOps": [{"op": "i", "ns": "shop.a", "o": {"_id": i}}]};
+        if partial {
+            o.insert("partialTxn", true);
+        }
+        txn(i, o)
+    };
+    assert!(push(&mut r, &chunk(1, true)).is_empty());
+    assert!(push(&mut r, &chunk(2, true)).is_empty());
+    let step = r.push(OplogEntry::from_document(&chunk(3, false)).unwrap()).unwrap();
+    assert!(step.stop && step.commands.is_empty());
+    assert_eq!((r.applied(), r.open_transactions()), (0, 1));
+    // The same transaction with the point at its last entry is applied whole.
+    let point = RestorePoint::at_timestamp(ts(3));
+    let options = ReplayOptions::new(point.exclusive_limit(), false, false);
+    let mut r = Replayer::new(options, IndexCatalog::new()).with_selection(selection(&[]));
+    push(&mut r, &chunk(1, true));
+    push(&mut r, &chunk(2, true));
+    assert_eq!(push(&mut r, &chunk(3, false)).len(), 3);
+}
+
+#[test]
 fn collection_ddl_follows_the_selection() {
     let mut r = replayer(&[]);
     assert_eq!(
