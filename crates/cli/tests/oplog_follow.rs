@@ -79,7 +79,34 @@ from pymongo import WriteConcern
 c.app.get_collection('items', write_concern=WriteConcern('majority')).insert_one({'_id': 'end'})
 ";
 
-fn start_writer(uri: &str, stop_file: &Path) -> Child {
+/// A child process killed when the test ends, even by a failed assertion.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Guard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn spawn(args: &[&str]) -> Guard {
+    Guard(tidemark(args).spawn().unwrap())
+}
+
+fn start_writer(uri: &str, stop_file: &Path) -> Guard {
     let mut child = Command::new("python3")
         .arg("-c")
         .arg(WRITER)
@@ -93,7 +120,7 @@ fn start_writer(uri: &str, stop_file: &Path) -> Child {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "writing");
-    child
+    Guard(child)
 }
 
 /// Writes the raw bytes of the source's oplog entries with `after < ts <= upto` (after = None: from
@@ -218,7 +245,7 @@ fn follows_a_replica_set_through_restarts_kills_and_a_failover_without_gaps_or_d
         hidden: true,
         ..ReplSetOptions::processes(3, binary)
     };
-    let set = rt.block_on(ReplSet::start(options)).unwrap();
+    let mut set = rt.block_on(ReplSet::start(options)).unwrap();
     let uri = set.uri();
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
@@ -271,7 +298,7 @@ fn follows_a_replica_set_through_restarts_kills_and_a_failover_without_gaps_or_d
 
     // Long-running, with a failover in the middle, ended by SIGTERM.
     let long = [&follow[..], &["--seal-interval", "300ms"]].concat();
-    let mut child = tidemark(&long).spawn().unwrap();
+    let mut child = spawn(&long);
     let rx = event_stream(&mut child);
     wait_sealed(&rx, 2);
     let primary = rt.block_on(set.wait_for_primary(Duration::from_secs(10))).unwrap();
@@ -284,10 +311,11 @@ fn follows_a_replica_set_through_restarts_kills_and_a_failover_without_gaps_or_d
     rt.block_on(set.wait_for_caught_up(other, primary, Duration::from_secs(10)))
         .unwrap();
     rt.block_on(set.step_up(other)).unwrap();
-    assert_eq!(
-        rt.block_on(set.wait_for_primary(Duration::from_secs(10))).unwrap(),
-        other
-    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rt.block_on(set.primary()) != Some(other) {
+        assert!(Instant::now() < deadline, "member {other} did not become primary");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::fs::remove_file(&pause).unwrap();
     wait_sealed(&rx, 2);
     // A second snapshot while the follower runs (snapshots and the follower share the lock).
@@ -306,6 +334,13 @@ fn follows_a_replica_set_through_restarts_kills_and_a_failover_without_gaps_or_d
     let backup2: serde_json::Value = serde_json::from_str(backup2.trim()).unwrap();
     let base2_ts = ts_json(&backup2["oplog_window"]["last"]);
     wait_sealed(&rx, 1);
+    // The hidden member it reads goes away: the follower moves to a secondary and goes on.
+    rt.block_on(set.kill(2));
+    let seen = wait_sealed(&rx, 2);
+    assert!(
+        seen.iter().any(|e| e["event"] == "member" && e["role"] == "secondary"),
+        "{seen:?}"
+    );
     assert!(
         Command::new("kill")
             .arg("-TERM")
@@ -324,7 +359,7 @@ fn follows_a_replica_set_through_restarts_kills_and_a_failover_without_gaps_or_d
     );
 
     // Killed with SIGKILL mid-run: the unsealed entries are read again by the next run.
-    let mut child = tidemark(&long).spawn().unwrap();
+    let mut child = spawn(&long);
     let rx = event_stream(&mut child);
     wait_sealed(&rx, 2);
     std::thread::sleep(Duration::from_millis(150));
@@ -587,7 +622,7 @@ print(e.time, e.inc, m.time, m.inc)
     );
     // A long-running follower (no end point of its own) reads them but must hold them back.
     let long: Vec<&str> = once.iter().copied().filter(|a| *a != "--once").collect();
-    let mut child = tidemark(&long).spawn().unwrap();
+    let mut child = spawn(&long);
     let rx = event_stream(&mut child);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut statuses = 0;

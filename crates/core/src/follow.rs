@@ -164,6 +164,9 @@ pub struct FollowSummary {
     pub gaps: Vec<OplogGap>,
 }
 
+/// Bytes of entries read but not yet majority-committed that the follower keeps in memory.
+const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+
 /// Consecutive failed attempts to read before a one-shot run gives up.
 const ONCE_ATTEMPTS: u32 = 10;
 
@@ -363,8 +366,8 @@ impl Follower {
         opts.hosts = vec![ServerAddress::parse(host).map_err(|e| Error::Options(format!("member host {host}: {e}")))?];
         opts.direct_connection = Some(true);
         opts.repl_set_name = None;
-        opts.server_selection_timeout = Some(Duration::from_secs(5));
-        opts.connect_timeout = Some(Duration::from_secs(3));
+        opts.server_selection_timeout = Some(Duration::from_secs(2));
+        opts.connect_timeout = Some(Duration::from_secs(2));
         Client::with_options(opts).context(|| format!("error creating a client for {host}"))
     }
 
@@ -589,6 +592,7 @@ impl Follower {
         on_event: &mut (dyn FnMut(FollowEvent) + Send),
     ) -> Result<SessionEnd> {
         let mut pending: VecDeque<RawDocumentBuf> = VecDeque::new();
+        let mut pending_bytes = 0usize;
         let mut last_majority_poll = Instant::now();
         let mut last_status = Instant::now();
         let mut last_health = Instant::now();
@@ -596,7 +600,14 @@ impl Follower {
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(SessionEnd::Done);
             }
-            let read = self.next_entry(&mut cursor).await?;
+            // While the majority point stalls (secondaries down), entries wait in memory; past a
+            // bound, reading pauses instead (the cursor keeps its place in the oplog).
+            let read = if pending_bytes >= MAX_PENDING_BYTES {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                None
+            } else {
+                self.next_entry(&mut cursor).await?
+            };
             let idle = match read {
                 Some(Ok(entry)) => {
                     let ts = ts_of(&entry)?;
@@ -604,6 +615,7 @@ impl Follower {
                         // The resume entry itself (or older, after a gap reopen that re-reads).
                         continue;
                     }
+                    pending_bytes += entry.as_bytes().len();
                     pending.push_back(entry);
                     false
                 }
@@ -649,6 +661,7 @@ impl Follower {
                 let entry = pending
                     .pop_front()
                     .ok_or_else(|| Error::Data("pending entry vanished".into()))?;
+                pending_bytes -= entry.as_bytes().len();
                 self.archive(&entry).await?;
             }
             if let Some(writer) = &self.writer
