@@ -22,6 +22,7 @@ use crate::CliError;
 
 mod backup;
 mod follow;
+mod pitr;
 mod replay;
 
 /// Arguments of `tidemark bench`.
@@ -101,6 +102,16 @@ enum What {
         #[arg(long, default_value_t = 4)]
         writers: usize,
     },
+    /// `tidemark restore --at` of a base snapshot plus an archived oplog written by an
+    /// application-like load: entries/s of the replay; the result must have the source's `dbHash`.
+    Pitr {
+        /// Oplog entries to write after the base snapshot (about).
+        #[arg(long, default_value_t = 300_000)]
+        entries: u64,
+        /// The `tidemark-server` binary (by default the one next to this executable).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+    },
     /// Archive and directory read/write throughput on generated data.
     Format {
         /// Amount of document data to generate, in MiB.
@@ -140,6 +151,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             chunk_size,
         } => backup::bench_backup(*size_mib, server_bin.clone(), dir.as_deref(), *chunk_size),
         What::Server { documents, server_bin } => bench_server(*documents, server_bin.clone()),
+        What::Pitr { entries, server_bin } => pitr::bench_pitr(*entries, server_bin.clone()),
         What::Follow { seconds, writers } => follow::bench_follow(*seconds, (*writers).max(1)),
         What::Dump {
             size_mib,
@@ -456,9 +468,15 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(bin: &Path, dbpath: Option<PathBuf>) -> anyhow::Result<Self> {
+        Self::start_with(bin, dbpath, &[])
+    }
+
+    /// [`ServerProcess::start`] with more server options (`--replSet rs0`, ...).
+    fn start_with(bin: &Path, dbpath: Option<PathBuf>, extra: &[&str]) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut cmd = Command::new(bin);
         cmd.args(["--port", &port.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(dbpath) = dbpath {
