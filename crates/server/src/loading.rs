@@ -7,7 +7,8 @@
 //! [`LoadGate`]. Reads that look at documents (`find`, `count`, `distinct`, `aggregate`, the
 //! statistics and hash commands) wait until their collection is complete; a command whose
 //! collections cannot be told in advance (a view, `aggregate: 1`, a pipeline with `$lookup`,
-//! `$unionWith` or `$graphLookup`, a database-wide command) waits for the whole database. A
+//! `$unionWith` or `$graphLookup`, a database-wide command) waits for the whole database, and
+//! `usersInfo`/`rolesInfo` wait for the `admin` database, where users and roles are kept. A
 //! loader asks [`LoadGate::next`] what to load, which hands out the namespaces somebody is waiting
 //! for first, and reports [`LoadGate::loaded`] or [`LoadGate::failed`]; a failed namespace makes
 //! its readers fail with the loader's message instead of waiting forever.
@@ -111,6 +112,10 @@ impl LoadGate {
     /// Blocks until every namespace `command` on `db` reads is complete; fails if one of them could
     /// not be loaded.
     pub fn wait_for_command(&self, command: &str, db: &str, body: &Document) -> CommandResult<()> {
+        // Users and roles of every database live in admin's system collections.
+        if matches!(command, "usersInfo" | "rolesInfo") {
+            return self.wait_for_command("find", "admin", &Document::new());
+        }
         if !DOCUMENT_READS.contains(&command) {
             return Ok(());
         }
