@@ -6,7 +6,8 @@
 //! earlier snapshots. Each chunk's id is the keyed BLAKE3 of its plaintext; chunks already in the
 //! index (or written earlier in this snapshot) are only referenced. New chunks are compressed,
 //! sealed and appended to a pack, which is uploaded when it reaches the configured size. Chunks
-//! are handled in batches of a few MiB whose hashing, compression and sealing run on every core.
+//! are handled in batches of 1 MiB whose hashing, compression and sealing run on every core while
+//! the next batch is read.
 //! A stream's chunk ids are grouped into chunk-list blobs ([`crate::chunk_list`]) stored the same
 //! way, and the manifest records only those.
 //!
@@ -86,11 +87,11 @@ impl BlobSink {
     /// thread); only blobs absent from the index and from this sink are encoded. Appending to
     /// packs stays sequential, so pack contents follow stream order.
     pub(crate) async fn add_batch(&mut self, blobs: &[&[u8]], kind: BlobKind) -> Result<Vec<Id>> {
-        let prepared = self.prepare(blobs)?;
+        let prepared = prepare(&self.repo, blobs)?;
         self.add_prepared(blobs, prepared, kind).await
     }
 
-    /// The sequential half of [`BlobSink::add_batch`], for batches prepared by [`BlobSink::prepare`].
+    /// The sequential half of [`BlobSink::add_batch`], for batches made by [`prepare`].
     async fn add_prepared(&mut self, blobs: &[&[u8]], prepared: Vec<Prepared>, kind: BlobKind) -> Result<Vec<Id>> {
         let mut ids = Vec::with_capacity(prepared.len());
         // Stream bytes count chunks only: chunk lists show in `new_blobs` and `added_bytes`.
@@ -114,25 +115,6 @@ impl BlobSink {
             self.append(id, kind, &encoded, len).await?;
         }
         Ok(ids)
-    }
-
-    /// Ids and encodings of a batch, computed in parallel.
-    fn prepare(&self, blobs: &[&[u8]]) -> Result<Vec<Prepared>> {
-        let one = |plaintext: &[u8]| -> Result<Prepared> {
-            let id = self.repo.keys.blob_id(plaintext);
-            let encoded = if self.has(&id) {
-                None
-            } else {
-                Some(encode_blob(
-                    &self.repo.keys,
-                    plaintext,
-                    self.repo.config.compression_level,
-                )?)
-            };
-            Ok((id, encoded))
-        };
-        let bytes: usize = blobs.iter().map(|b| b.len()).sum();
-        parallel_map(blobs, bytes >= PARALLEL_MIN_BYTES, |b| one(b))
     }
 
     /// Stores a blob known to be absent, under a given id.
@@ -211,6 +193,67 @@ impl BlobSink {
     }
 }
 
+/// Ids and encodings of a batch, computed on every core. Blobs the index already has are not
+/// encoded; the sink's own pending blobs are checked later, by [`BlobSink::add_prepared`] (this
+/// runs beside it, on another batch).
+fn prepare(repo: &Repository, blobs: &[&[u8]]) -> Result<Vec<Prepared>> {
+    let one = |plaintext: &[u8]| -> Result<Prepared> {
+        let id = repo.keys.blob_id(plaintext);
+        let encoded = if repo.has_blob(&id) {
+            None
+        } else {
+            Some(encode_blob(&repo.keys, plaintext, repo.config.compression_level)?)
+        };
+        Ok((id, encoded))
+    };
+    let bytes: usize = blobs.iter().map(|b| b.len()).sum();
+    parallel_map(blobs, bytes >= PARALLEL_MIN_BYTES, |b| one(b))
+}
+
+/// `data` cut into pieces of the given lengths.
+fn split<'a>(data: &'a [u8], lengths: &[usize]) -> Vec<&'a [u8]> {
+    let mut out = Vec::with_capacity(lengths.len());
+    let mut offset = 0;
+    for &len in lengths {
+        out.push(&data[offset..offset + len]);
+        offset += len;
+    }
+    out
+}
+
+/// A batch of complete chunks on its way to the sink.
+struct Batch {
+    /// The chunks' plaintext, concatenated.
+    data: Vec<u8>,
+    /// Chunk lengths.
+    cuts: Vec<usize>,
+    /// The stream's content hash, updated with `data`.
+    hasher: blake3::Hasher,
+    /// Ids and encodings (once prepared).
+    prepared: Vec<Prepared>,
+}
+
+impl Batch {
+    fn chunks(&self) -> Vec<&[u8]> {
+        split(&self.data, &self.cuts)
+    }
+
+    /// Hashes, compresses and seals the batch (on every core) and adds it to the content hash.
+    fn prepare(mut self, repo: &Repository) -> Result<Batch> {
+        let data = &self.data;
+        let chunks = split(data, &self.cuts);
+        let hasher = &mut self.hasher;
+        let prepared = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                hasher.update(data);
+            });
+            prepare(repo, &chunks)
+        })?;
+        self.prepared = prepared;
+        Ok(self)
+    }
+}
+
 /// Below this many bytes a batch is encoded on the calling thread.
 const PARALLEL_MIN_BYTES: usize = 256 * 1024;
 /// Plaintext gathered before chunks are hashed, compressed and sealed together.
@@ -233,37 +276,39 @@ pub(crate) struct StreamWriter {
     cuts: Vec<usize>,
     /// Bytes of `buf` covered by `cuts`.
     cut_bytes: usize,
-    hasher: blake3::Hasher,
+    /// The content hash, while no batch is being prepared (a batch carries it meanwhile).
+    hasher: Option<blake3::Hasher>,
+    /// The batch being prepared on the blocking pool while the next one fills.
+    in_flight: Option<tokio::task::JoinHandle<Result<Batch>>>,
     lists: ChunkListBuilder,
     stream: DataStream,
+    repo: Repository,
 }
 
 impl StreamWriter {
     /// A document stream (cut between documents).
     pub(crate) fn for_documents(repo: &Repository) -> Self {
-        Self::new(Cutter::Documents(DocumentCutter::new(
-            repo.config.document_chunker,
-            repo.keys.document_cut_key(),
-        )))
+        let cutter = DocumentCutter::new(repo.config.document_chunker, repo.keys.document_cut_key());
+        Self::new(repo, Cutter::Documents(cutter))
     }
 
     /// A byte stream (file contents, cut by FastCDC).
     pub(crate) fn for_bytes(repo: &Repository) -> Self {
-        Self::new(Cutter::Bytes(ByteCutter::new(
-            repo.config.chunker,
-            repo.keys.chunker_seed(),
-        )))
+        let cutter = ByteCutter::new(repo.config.chunker, repo.keys.chunker_seed());
+        Self::new(repo, Cutter::Bytes(cutter))
     }
 
-    fn new(cutter: Cutter) -> Self {
+    fn new(repo: &Repository, cutter: Cutter) -> Self {
         StreamWriter {
             cutter,
             buf: Vec::new(),
             cuts: Vec::new(),
             cut_bytes: 0,
-            hasher: blake3::Hasher::new(),
+            hasher: Some(blake3::Hasher::new()),
+            in_flight: None,
             lists: ChunkListBuilder::default(),
             stream: DataStream::default(),
+            repo: repo.clone(),
         }
     }
 
@@ -321,33 +366,43 @@ impl StreamWriter {
         Ok(())
     }
 
-    /// Stores the complete chunks (and any chunk-list blobs they finish).
+    /// Sends the complete chunks to be prepared in the background, after storing the batch
+    /// prepared before (and any chunk-list blobs it finishes): reading the next batch, encoding
+    /// this one and uploading packs overlap.
     async fn store(&mut self, sink: &mut BlobSink) -> Result<()> {
         if self.cuts.is_empty() {
             return Ok(());
         }
-        let mut chunks = Vec::with_capacity(self.cuts.len());
-        let mut offset = 0;
-        for &len in &self.cuts {
-            chunks.push(&self.buf[offset..offset + len]);
-            offset += len;
-        }
-        // The content hash of this batch runs beside the chunk encoding.
-        let hasher = &mut self.hasher;
-        let stored = &self.buf[..self.cut_bytes];
-        let prepared = std::thread::scope(|scope| {
-            scope.spawn(|| {
-                hasher.update(stored);
-            });
-            sink.prepare(&chunks)
-        })?;
-        let ids = sink.add_prepared(&chunks, prepared, BlobKind::Data).await?;
-        let groups: Vec<Vec<u8>> = ids.iter().filter_map(|id| self.lists.push(id)).collect();
-        self.store_lists(&groups, sink).await?;
-        self.buf.drain(..self.cut_bytes);
-        self.cuts.clear();
+        self.settle(sink).await?;
+        let rest = self.buf.split_off(self.cut_bytes);
+        let batch = Batch {
+            data: std::mem::replace(&mut self.buf, rest),
+            cuts: std::mem::take(&mut self.cuts),
+            hasher: self
+                .hasher
+                .take()
+                .ok_or_else(|| RepoError::Usage("stream hasher missing".into()))?,
+            prepared: Vec::new(),
+        };
         self.cut_bytes = 0;
+        let repo = self.repo.clone();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || batch.prepare(&repo)));
         Ok(())
+    }
+
+    /// Stores the batch in flight, if any, into the sink (in stream order).
+    async fn settle(&mut self, sink: &mut BlobSink) -> Result<()> {
+        let Some(handle) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let mut batch = handle
+            .await
+            .map_err(|e| RepoError::Usage(format!("chunk encoding task failed: {e}")))??;
+        let prepared = std::mem::take(&mut batch.prepared);
+        let ids = sink.add_prepared(&batch.chunks(), prepared, BlobKind::Data).await?;
+        self.hasher = Some(batch.hasher);
+        let groups: Vec<Vec<u8>> = ids.iter().filter_map(|id| self.lists.push(id)).collect();
+        self.store_lists(&groups, sink).await
     }
 
     async fn store_lists(&mut self, groups: &[Vec<u8>], sink: &mut BlobSink) -> Result<()> {
@@ -370,9 +425,14 @@ impl StreamWriter {
             }
         }
         self.store(sink).await?;
+        self.settle(sink).await?;
         let last = std::mem::take(&mut self.lists).finish();
         self.store_lists(last.as_slice(), sink).await?;
-        self.stream.content_hash = Id(*self.hasher.finalize().as_bytes());
+        let hasher = self
+            .hasher
+            .take()
+            .ok_or_else(|| RepoError::Usage("stream hasher missing".into()))?;
+        self.stream.content_hash = Id(*hasher.finalize().as_bytes());
         Ok(self.stream)
     }
 }
