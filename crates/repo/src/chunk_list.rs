@@ -70,16 +70,30 @@ pub fn decode_chunk_list(plaintext: &[u8]) -> std::result::Result<Vec<Id>, Strin
 
 /// Reads and verifies one chunk-list blob; the index must list it as a chunk list.
 pub async fn read_chunk_list(repo: &Repository, list: &Id) -> Result<Vec<Id>> {
-    if let Some(loc) = repo.locate(list)
-        && loc.entry.kind != BlobKind::ChunkList
-    {
-        return Err(RepoError::corrupt(
-            format!("{} (blob {list})", pack_key(&loc.pack)),
-            "indexed as a data chunk, referenced as a chunk list",
-        ));
+    let mut lists = read_chunk_lists(repo, std::slice::from_ref(list)).await?;
+    lists.pop().ok_or_else(|| RepoError::Usage("no chunk list read".into()))
+}
+
+/// Reads and verifies several chunk-list blobs at once (neighbours in a pack share one read).
+pub async fn read_chunk_lists(repo: &Repository, lists: &[Id]) -> Result<Vec<Vec<Id>>> {
+    for list in lists {
+        if let Some(loc) = repo.locate(list)
+            && loc.entry.kind != BlobKind::ChunkList
+        {
+            return Err(RepoError::corrupt(
+                format!("{} (blob {list})", pack_key(&loc.pack)),
+                "indexed as a data chunk, referenced as a chunk list",
+            ));
+        }
     }
-    let plaintext = repo.read_blob(list).await?;
-    decode_chunk_list(&plaintext).map_err(|e| RepoError::corrupt(format!("chunk list {list}"), e))
+    let plaintexts = repo.read_blobs(lists).await?;
+    lists
+        .iter()
+        .zip(plaintexts)
+        .map(|(list, plaintext)| {
+            decode_chunk_list(&plaintext).map_err(|e| RepoError::corrupt(format!("chunk list {list}"), e))
+        })
+        .collect()
 }
 
 /// Calls `visit` with every blob `data` references, in stream order: each chunk-list blob, then

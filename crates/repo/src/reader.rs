@@ -1,6 +1,6 @@
 //! Reading snapshots back: namespaces and their raw documents, verified.
 //!
-//! Chunks are read one chunk-list blob at a time: the list's chunks are fetched with as few ranged
+//! Chunks are read 32 chunk-list blobs at a time: the lists' chunks are fetched with as few ranged
 //! reads as their places in the packs allow and decoded on every core. Every chunk list and chunk
 //! is checked against its keyed id when read (see [`crate::pack::decode_blob`]), the
 //! document framing is checked as chunks are joined (documents may span chunk boundaries), and
@@ -14,7 +14,7 @@ use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use std::collections::VecDeque;
 
-use crate::chunk_list::read_chunk_list;
+use crate::chunk_list::read_chunk_lists;
 use crate::snapshot::{DataStream, FileNode, Member, NamespaceEntry, Snapshot, member_label};
 
 /// Largest document accepted: MongoDB's 16 MiB BSON limit plus the 16 KiB internal headroom.
@@ -248,12 +248,17 @@ impl DocumentStream {
     }
 }
 
-/// A stream's chunks in order, read one chunk-list blob at a time.
+/// A stream's chunks in order, read a group of chunk lists at a time: the lists with one ranged
+/// read (a batch's lists lie together in a pack), then their chunks with as few as their places
+/// allow, so an object store sees reads of about a MiB rather than one per chunk.
 #[derive(Debug)]
 struct ChunkSource {
     lists: VecDeque<Id>,
     ready: VecDeque<Vec<u8>>,
 }
+
+/// Chunk lists read together (about 16 chunks each).
+const LISTS_PER_READ: usize = 32;
 
 impl ChunkSource {
     fn new(lists: Vec<Id>) -> Self {
@@ -263,15 +268,14 @@ impl ChunkSource {
         }
     }
 
-    /// The next chunk's plaintext; errors name the chunk list (and the chunk) at fault.
+    /// The next chunk's plaintext.
     async fn next(&mut self, repo: &Repository) -> Result<Option<Vec<u8>>> {
-        while self.ready.is_empty() {
-            let Some(list) = self.lists.pop_front() else {
-                return Ok(None);
-            };
-            let in_list = |e: RepoError| RepoError::Usage(format!("chunk list {list}: {e}"));
-            let chunks = read_chunk_list(repo, &list).await.map_err(in_list)?;
-            self.ready = repo.read_blobs(&chunks).await.map_err(in_list)?.into();
+        if self.ready.is_empty() && !self.lists.is_empty() {
+            let take = self.lists.len().min(LISTS_PER_READ);
+            let lists: Vec<Id> = self.lists.drain(..take).collect();
+            // Errors name the blob at fault (list or chunk); the caller names the stream.
+            let chunks: Vec<Id> = read_chunk_lists(repo, &lists).await?.into_iter().flatten().collect();
+            self.ready = repo.read_blobs(&chunks).await?.into();
         }
         Ok(self.ready.pop_front())
     }
