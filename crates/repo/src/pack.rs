@@ -17,6 +17,8 @@
 //! `(pack, offset, length)`. Index objects are only ever added (by backups and copies) or replaced
 //! as a whole (by prune, which writes the new index before deleting the old ones).
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Id, MasterKeys};
@@ -71,10 +73,38 @@ pub fn pack_key(id: &Id) -> String {
     format!("data/{}/{}", &hex[..2], hex)
 }
 
+thread_local! {
+    /// zstd contexts, reused: creating one costs more than compressing a chunk of a few KiB.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// zstd at `level` with this thread's reused context.
+fn compress(plaintext: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|slot| {
+        let compressor = match slot {
+            Some((l, c)) if *l == level => c,
+            _ => &mut slot.insert((level, zstd::bulk::Compressor::new(level)?)).1,
+        };
+        compressor.compress(plaintext)
+    })
+}
+
+/// zstd decompression (at most `capacity` bytes) with this thread's reused context.
+fn decompress(compressed: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        let decompressor = match slot {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(compressed, capacity)
+    })
+}
+
 /// Compresses and seals one blob.
 pub fn encode_blob(keys: &MasterKeys, plaintext: &[u8], level: i32) -> Result<Vec<u8>> {
-    let compressed = zstd::bulk::compress(plaintext, level)
-        .map_err(|e| RepoError::Usage(format!("zstd compression failed: {e}")))?;
+    let compressed =
+        compress(plaintext, level).map_err(|e| RepoError::Usage(format!("zstd compression failed: {e}")))?;
     Ok(keys.seal(&compressed))
 }
 
@@ -109,8 +139,8 @@ pub fn decode_blob(keys: &MasterKeys, stored: &[u8], entry: &PackEntry, pack: &I
     let compressed = keys.open(stored, &object())?;
     let capacity = usize::try_from(entry.raw_length)
         .map_err(|_| RepoError::corrupt(object(), "blob length does not fit in memory"))?;
-    let plaintext = zstd::bulk::decompress(&compressed, capacity)
-        .map_err(|e| RepoError::corrupt(object(), format!("zstd: {e}")))?;
+    let plaintext =
+        decompress(&compressed, capacity).map_err(|e| RepoError::corrupt(object(), format!("zstd: {e}")))?;
     if plaintext.len() as u64 != entry.raw_length {
         return Err(RepoError::corrupt(
             object(),
