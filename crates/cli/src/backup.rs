@@ -14,7 +14,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use tidemark_core::dump::{ArchiveOutput, DumpOptions, DumpTarget, plan_dump, run_dump};
 use tidemark_repo::import::{ImportStats, import_archive, import_directory};
-use tidemark_repo::{CommitOptions, NoProgress, SnapshotWriter};
+use tidemark_core::connection::ConnectionOptions;
+use tidemark_repo::{CommitOptions, Id, NoProgress, Repository, SnapshotStats, SnapshotWriter, Timestamp};
 
 use crate::CliError;
 use crate::dump::ConnArgs;
@@ -52,9 +53,10 @@ pub(crate) struct Args {
     /// Host or cluster label (defaults to this host's name); forget groups snapshots by it.
     #[arg(long)]
     label: Option<String>,
-    /// Replica set name recorded for the member.
-    #[arg(long, default_value = "")]
-    replica_set: String,
+    /// Replica set name recorded for the member (default: the set name the server reports, which is
+    /// what `oplog follow` records, so the snapshot and the archived oplog form one restorable window).
+    #[arg(long)]
+    replica_set: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -70,11 +72,12 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     runtime()?.block_on(async {
         let repo = open(&args.repo).await?;
         let mut writer = SnapshotWriter::new(&repo, Arc::new(NoProgress)).await?;
-        writer.set_member(&args.replica_set, "replset");
         let imported = if let Some(dir) = &args.from_dump {
+            writer.set_member(args.replica_set.as_deref().unwrap_or_default(), "replset");
             import_directory(&mut writer, dir, args.gzip).await?
         } else if let Some(archive) = &args.from_archive {
             // Unpacked losslessly into a temporary dump directory, then imported like one.
+            writer.set_member(args.replica_set.as_deref().unwrap_or_default(), "replset");
             let temp = tempfile::tempdir().context("create a temporary directory for the archive")?;
             let dst = temp.path().join("dump");
             let options = tidemark_format::convert::ConvertOptions { input_gzip: None, output_gzip: false };
@@ -82,7 +85,13 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
                 .with_context(|| format!("unpack archive {}", archive.display()))?;
             import_directory(&mut writer, &dst, false).await?
         } else {
-            stream_from_server(args, &mut writer).await?
+            let conn = args.conn.to_options(None)?;
+            let set = match &args.replica_set {
+                Some(name) => name.clone(),
+                None => reported_set_name(&conn).await?,
+            };
+            writer.set_member(&set, "replset");
+            stream_from_server(conn, args.db.clone(), args.oplog, &mut writer).await?
         };
         let window = writer.oplog_window();
         let options = CommitOptions {
@@ -116,12 +125,72 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     })
 }
 
+/// What a backup of a server stored (see [`snapshot_server`]).
+pub(crate) struct ServerSnapshot {
+    /// The snapshot.
+    pub(crate) id: Id,
+    /// Sizes and deduplication.
+    pub(crate) stats: SnapshotStats,
+    /// Namespaces stored (oplog excluded).
+    pub(crate) namespaces: u64,
+    /// Documents stored (oplog entries included).
+    pub(crate) documents: u64,
+    /// The point the snapshot is consistent at (the last oplog entry captured).
+    pub(crate) consistency: Option<Timestamp>,
+}
+
+/// `tidemark backup --uri URI --oplog --replica-set SET --tag ...` as a function, for the demo.
+pub(crate) async fn snapshot_server(
+    repo: &Repository,
+    uri: &str,
+    replica_set: &str,
+    tags: Vec<String>,
+) -> anyhow::Result<ServerSnapshot> {
+    let mut conn = ConnectionOptions::default();
+    conn.uri = Some(uri.to_owned());
+    let mut writer = SnapshotWriter::new(repo, Arc::new(NoProgress)).await?;
+    writer.set_member(replica_set, "replset");
+    let imported = stream_from_server(conn, None, true, &mut writer)
+        .await
+        .map_err(|e| e.error)?;
+    let consistency = writer.oplog_window().map(|w| w.last);
+    let options = CommitOptions {
+        oplog_window: None,
+        consistency_ts: consistency,
+        tags,
+        label: None,
+    };
+    let (id, stats) = writer.commit(options).await?;
+    Ok(ServerSnapshot {
+        id,
+        stats,
+        namespaces: imported.namespaces,
+        documents: imported.documents,
+        consistency,
+    })
+}
+
+/// The replica set name the server reports in `hello` (`""` for a standalone).
+async fn reported_set_name(conn: &ConnectionOptions) -> Result<String, CliError> {
+    let client = tidemark_core::connection::connect(conn, "tidemark-backup").await?;
+    let hello = client
+        .database("admin")
+        .run_command(bson::doc! {"hello": 1})
+        .await
+        .context("run hello to learn the replica set name")?;
+    Ok(hello.get_str("setName").unwrap_or_default().to_owned())
+}
+
 /// Dumps the server on a separate thread as an archive into a pipe and imports it as it arrives.
-async fn stream_from_server(args: &Args, writer: &mut SnapshotWriter) -> Result<ImportStats, CliError> {
-    let conn = args.conn.to_options(None)?;
+async fn stream_from_server(
+    conn: ConnectionOptions,
+    db: Option<String>,
+    oplog: bool,
+    writer: &mut SnapshotWriter,
+) -> Result<ImportStats, CliError> {
     let mut options = DumpOptions::default();
-    options.db.clone_from(&args.db);
-    options.oplog = args.oplog;
+    options.db = db;
+    options.oplog = oplog;
     // One collection at a time: the snapshot stores namespaces one after the other.
     options.parallel = 1;
     let (input, output) = std::io::pipe().context("create a pipe for the dump stream")?;

@@ -1,27 +1,45 @@
-//! `tidemark demo`: the whole backup-and-restore story on an embedded server, with no setup.
+//! `tidemark demo`: the whole backup story on an embedded replica set, with no setup.
 //!
-//! It starts an in-memory `tidemark-server`, loads a sample shop dataset (collections with
-//! secondary and unique indexes, a view, a capped collection, mixed BSON types), dumps it with the
-//! same engine as `tidemark dump` (directory, then gzip'd archive), inspects and fully verifies the
-//! archive, restores it into a second, empty server with the engine of `tidemark restore`, and proves
-//! the copy is exact: per collection, the documents (byte for byte, in `_id` order), the indexes
-//! and the options must be identical. Every step is narrated with its figures, and the run ends with
-//! the commands to use against a real MongoDB. Exit status 0 only when the copy is exact.
+//! An operator's questions are "is my backup consistent, can I get back to the moment before the
+//! mistake, and does the restore really work?". The demo answers them on data it creates, with the
+//! same engines the commands use, and proves every answer instead of asserting it:
+//!
+//! 1. it starts a three-member replica set of `tidemark-server` in this process (one member hidden,
+//!    the one a backup should read) and loads a sample shop database;
+//! 2. a workload keeps inserting, updating and deleting orders while `oplog follow` archives the
+//!    committed oplog into a local encrypted repository and `backup --oplog` takes a snapshot;
+//! 3. the workload pauses once: the demo records that moment's oplog timestamp and a fingerprint of
+//!    every collection (documents in `_id` order hashed byte for byte, indexes, options), then writes
+//!    for a few more seconds, as if a mistake happened after the moment to recover;
+//! 4. `restore --at` that moment into a fresh server (base snapshot, then the snapshot's oplog and
+//!    the archived oplog replayed up to the moment) must give exactly the recorded fingerprints;
+//! 5. `verify` drills the snapshot (restore into an embedded server, every namespace checked against
+//!    the manifest), a second backup shows deduplication, and the snapshot is exported as a
+//!    mongodump archive that `inspect --verify` checks.
+//!
+//! Every step is narrated with its figures, and the run ends with the commands to use against a
+//! real MongoDB. Exit status 0 only when the restored copy is exact and the drill passes.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bson::{Bson, Document, RawDocumentBuf, doc, oid::ObjectId, rawdoc};
 use mongodb::Client;
 use sha2::{Digest as _, Sha256};
-use tidemark_core::dump::{DumpOptions, DumpTarget, plan_dump, run_dump};
-use tidemark_core::restore::{RestoreOptions, RestoreSource, plan_restore, run_restore};
+use tidemark_core::connection::ConnectionOptions;
+use tidemark_core::follow::{FollowEvent, FollowOptions, follow};
+use tidemark_core::pitr::{plan_pitr, run_pitr, timeline};
+use tidemark_core::restore::RestoreOptions;
 use tidemark_core::{NoProgress, Progress};
 use tidemark_format::inspect::{InspectOptions, inspect};
+use tidemark_oplog::RestorePoint;
+use tidemark_repo::{InitOptions, Repository, SnapshotReader, Storage, StorageConfig};
 use tidemark_server::ServerConfig;
+use tidemark_server::testing::replset::{ReplSet, ReplSetOptions};
 use tidemark_server::testing::start_test_server;
 
 use crate::CliError;
@@ -32,7 +50,10 @@ pub(crate) struct Args {
     /// Number of orders to generate (customers and events scale with it).
     #[arg(long, default_value_t = 50_000)]
     orders: u64,
-    /// Keep the dump files in this directory instead of a temporary one.
+    /// Seconds the workload writes after the moment that is restored later.
+    #[arg(long, default_value_t = 3)]
+    after_secs: u64,
+    /// Keep the repository and the exported archive in this directory instead of a temporary one.
     #[arg(long)]
     keep: Option<PathBuf>,
 }
@@ -59,35 +80,45 @@ impl Narrator {
     }
 }
 
+/// The collections of the sample database, the view last.
+const COLLECTIONS: [&str; 5] = ["customers", "orders", "products", "events", "big_orders"];
+/// The demo repository's password (the repository is encrypted like any other).
+const PASSWORD: &str = "tidemark-demo";
+
 async fn demo(args: &Args) -> anyhow::Result<()> {
     let mut n = Narrator {
         step: 0,
         started: Instant::now(),
     };
-    println!("Tidemark demo: back up a MongoDB deployment, restore it elsewhere, and prove the copy is exact.");
+    println!(
+        "Tidemark demo: back up a live replica set, archive its oplog, restore to a moment in the past, and prove it."
+    );
 
-    n.step("Start an embedded MongoDB-compatible server (tidemark-server, in memory)");
-    let source = start_test_server(ServerConfig::ephemeral()).await;
-    let source_uri = source.uri();
-    let client = Client::with_uri_str(&source_uri)
-        .await
-        .context("connect to the source server")?;
+    n.step("Start an embedded replica set (three tidemark-server members, one hidden)");
+    let set = ReplSet::start(ReplSetOptions {
+        hidden: true,
+        ..ReplSetOptions::in_process(3)
+    })
+    .await
+    .context("start the replica set")?;
+    let uri = set.uri();
+    let client = Client::with_uri_str(&uri).await.context("connect to the replica set")?;
     let build = client.database("admin").run_command(doc! {"buildInfo": 1}).await?;
     n.say(format!(
-        "listening on {source_uri}, reporting MongoDB {}",
+        "{uri} (reporting MongoDB {}); the hidden member is not in the URI, as drivers never use it",
         build.get_str("version").unwrap_or("?")
     ));
 
     n.step("Load a sample shop database");
     let started = Instant::now();
     let loaded = load_dataset(&client, args.orders).await?;
-    let secs = started.elapsed().as_secs_f64();
     n.say(format!(
-        "{} documents ({:.1} MB of BSON) in {secs:.2} s: customers, orders, products, a capped events log, a view",
+        "{} documents ({:.1} MB of BSON) in {:.2} s: customers, orders, products, a capped events log, a view",
         loaded.documents,
-        loaded.bytes as f64 / 1e6
+        loaded.bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
     ));
-    n.say("indexes: customers.email (unique), orders {customer: 1, created: -1}, orders.status, products.price");
+    n.say("indexes: customers.email (unique), orders {customer: 1, created: -1}, orders.status (partial), products.price");
 
     let scratch: (PathBuf, Option<tempfile::TempDir>) = match &args.keep {
         Some(dir) => {
@@ -100,119 +131,301 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
         }
     };
     let (work, _guard) = scratch;
-    let dump_dir = work.join("dump");
-    let archive = work.join("shop.archive.gz");
-    for p in [&dump_dir, &archive] {
+    let repo_dir = work.join("repository");
+    let archive = work.join("snapshot.archive");
+    for p in [&repo_dir, &archive] {
         if p.exists() {
             bail!("{} already exists; choose an empty --keep directory", p.display());
         }
     }
 
-    n.step("Dump it like mongodump: a directory, then a gzip'd archive");
-    let progress: Arc<dyn Progress> = Arc::new(NoProgress);
-    for (target, gzip, label) in [
-        (DumpTarget::Directory(dump_dir.clone()), false, "directory"),
-        (DumpTarget::Archive(Some(archive.clone())), true, "gzip archive"),
-    ] {
-        let mut options = DumpOptions::default();
-        options.target = target;
-        options.gzip = gzip;
-        let started = Instant::now();
-        let plan = plan_dump(&client, &options, progress.as_ref()).await?;
-        let summary = run_dump(&client, &plan, &options, progress.clone()).await?;
-        let secs = started.elapsed().as_secs_f64();
-        let on_disk = disk_usage(if gzip { &archive } else { &dump_dir });
-        n.say(format!(
-            "{label}: {} namespaces, {} documents in {secs:.2} s ({:.0} MB/s), {:.1} MB on disk",
-            summary.namespaces.len(),
-            summary.documents,
-            loaded.bytes as f64 / 1e6 / secs.max(1e-9),
-            on_disk as f64 / 1e6
-        ));
-    }
-    n.say(format!("files in {}", work.display()));
-
-    n.step("Inspect the archive and verify it (every document decoded, every CRC-64 checked)");
-    let summary = inspect(
-        &archive,
-        &InspectOptions {
-            verify: true,
-            gzip: None,
-        },
-    )?;
-    for ns in summary.namespaces.iter().filter(|ns| ns.namespace.starts_with("shop.")) {
-        n.say(format!(
-            "{:<16} {:<11} {:>7} documents  indexes: {}",
-            ns.namespace,
-            ns.kind,
-            ns.documents,
-            ns.indexes.join(", ")
-        ));
-    }
-    if summary.problem_count() > 0 {
-        bail!("the archive has {} problem(s)", summary.problem_count());
-    }
+    n.step("Create an encrypted backup repository on local disk");
+    let repo_url = repo_dir.to_string_lossy().into_owned();
+    let storage = Storage::open(&repo_url, &StorageConfig::default()).await?;
+    let repo = Repository::init(storage, Some(PASSWORD), &InitOptions::default()).await?;
     n.say(format!(
-        "{} documents, {:.1} MB, no problems",
-        summary.documents,
-        summary.bytes as f64 / 1e6
+        "{repo_url}: content-defined chunks, BLAKE3 ids, zstd, XChaCha20-Poly1305 (key from argon2id)"
     ));
 
-    n.step("Restore the archive into a second, empty server, like mongorestore");
+    n.step("Start a writing workload and archive the oplog continuously (tidemark oplog follow)");
+    let workload = Workload::start(client.clone(), 1);
+    let archived_upto = Arc::new(AtomicU64::new(0));
+    let stop_follower = Arc::new(AtomicBool::new(false));
+    let follower = {
+        let repo = repo.clone();
+        let mut connection = ConnectionOptions::default();
+        connection.uri = Some(uri.clone());
+        let options = FollowOptions {
+            connection,
+            seal_interval: Duration::from_secs(1),
+            ..FollowOptions::default()
+        };
+        let stop = stop_follower.clone();
+        let upto = archived_upto.clone();
+        tokio::spawn(async move {
+            let mut member = String::new();
+            let mut on_event = |event: FollowEvent| match event {
+                FollowEvent::Member { host, role } => member = format!("{host} ({})", role.name()),
+                FollowEvent::Status(status) => {
+                    if let Some(last) = status.last {
+                        upto.store(u64::from(last.t) << 32 | u64::from(last.i), Ordering::SeqCst);
+                    }
+                }
+                FollowEvent::Sealed(slice) => {
+                    upto.fetch_max(u64::from(slice.last.t) << 32 | u64::from(slice.last.i), Ordering::SeqCst);
+                }
+                _ => {}
+            };
+            let summary = follow(&repo, &options, stop, &mut on_event).await;
+            (summary, member)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    n.say(format!(
+        "workload: inserts, updates and deletes on shop.orders ({} writes so far); slices sealed every second",
+        workload.writes()
+    ));
+
+    n.step("Back up the live replica set into the repository (tidemark backup --oplog)");
+    let started = Instant::now();
+    let first = crate::backup::snapshot_server(&repo, &uri, "rs0", vec!["demo".into()]).await?;
+    let secs = started.elapsed().as_secs_f64();
+    n.say(format!(
+        "snapshot {}: {} namespaces, {} documents, {:.1} MB in {secs:.2} s ({:.0} MB/s) while {} writes ran",
+        &first.id.to_hex()[..8],
+        first.namespaces,
+        first.documents,
+        first.stats.total_bytes as f64 / 1e6,
+        first.stats.total_bytes as f64 / 1e6 / secs.max(1e-9),
+        workload.writes()
+    ));
+    n.say(format!(
+        "stored {:.1} MB after compression and encryption; consistent at {}",
+        first.stats.added_bytes as f64 / 1e6,
+        first.consistency.map_or("?".into(), |t| t.to_string())
+    ));
+
+    n.step("Keep writing, then record the moment to come back to");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes_before = workload.stop().await?;
+    let moment = last_write(&client).await?;
+    let mut recorded = Vec::new();
+    for name in COLLECTIONS {
+        recorded.push(fingerprint(&client, "shop", name).await?);
+    }
+    let orders_then = recorded[1].documents;
+    n.say(format!(
+        "moment {moment}: {writes_before} writes since the workload started; shop.orders holds {orders_then} documents"
+    ));
+    n.say("fingerprint of every collection recorded (documents byte for byte in _id order, indexes, options)");
+    let workload = Workload::start(client.clone(), 2);
+    tokio::time::sleep(Duration::from_secs(args.after_secs)).await;
+    let writes_after = workload.stop().await?;
+    let end = last_write(&client).await?;
+    n.say(format!(
+        "then {writes_after} more writes for {} s (the 'mistake'), up to {end}",
+        args.after_secs
+    ));
+
+    n.step("Wait for the archive to catch up and stop the follower");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let end_key = u64::from(end.time) << 32 | u64::from(end.increment);
+    while archived_upto.load(Ordering::SeqCst) < end_key {
+        if Instant::now() > deadline {
+            bail!("the oplog follower did not archive up to {end} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_follower.store(true, Ordering::SeqCst);
+    let (summary, member) = follower.await.context("the follower task failed")?;
+    let summary = summary?;
+    n.say(format!(
+        "read from {member}: {} entries in {} slices ({:.1} KB), no gap",
+        summary.entries,
+        summary.slices,
+        summary.bytes as f64 / 1e3
+    ));
+    if !summary.gaps.is_empty() {
+        bail!("the follower recorded gaps: {:?}", summary.gaps);
+    }
+    let windows = timeline(&repo).await?;
+    for w in &windows.windows {
+        n.say(format!(
+            "restorable window of {}: {} .. {} (base snapshot {})",
+            w.replica_set,
+            w.from,
+            w.to,
+            &w.base_snapshot.to_hex()[..8]
+        ));
+    }
+
+    n.step("Restore to the recorded moment into a new, empty server (tidemark restore --at)");
     let target = start_test_server(ServerConfig::ephemeral()).await;
     let target_client = Client::with_uri_str(target.uri())
         .await
         .context("connect to the target server")?;
-    let mut options = RestoreOptions::default();
-    options.source = RestoreSource::Archive(Some(archive.clone()));
-    options.gzip = true;
-    let started = Instant::now();
-    let plan = plan_restore(&options)?;
-    let restored = run_restore(&target_client, plan, &options, progress.clone())
+    let point = RestorePoint::at_timestamp(moment);
+    let plan = plan_pitr(&repo, point, None).await?;
+    let progress: Arc<dyn Progress> = Arc::new(NoProgress);
+    let report = run_pitr(&target_client, &repo, plan, &RestoreOptions::default(), progress)
         .await
-        .map_err(|failure| anyhow::anyhow!("{failure:?}"))?;
-    let secs = started.elapsed().as_secs_f64();
+        .map_err(|failure| anyhow::anyhow!("{}", failure.error))?;
     n.say(format!(
-        "into {} in {secs:.2} s: {}",
-        target.uri(),
-        restored.result_line()
+        "base snapshot {} restored, oplog replayed up to {moment} inclusive: {} in {:.2} s{}",
+        &report.plan.window.base_snapshot.to_hex()[..8],
+        report.summary.result_line(),
+        report.seconds,
+        report
+            .replay_rate()
+            .map_or(String::new(), |rate| format!(" ({rate:.0} oplog entries/s)"))
     ));
 
-    n.step("Prove the copy is exact: documents byte for byte, indexes and options");
+    n.step("Prove the restored copy is the database as it was at that moment");
     let mut exact = true;
-    for name in ["customers", "orders", "products", "events", "big_orders"] {
-        let a = fingerprint(&client, "shop", name).await?;
-        let b = fingerprint(&target_client, "shop", name).await?;
-        let same = a == b;
+    for (name, then) in COLLECTIONS.iter().zip(&recorded) {
+        let restored = fingerprint(&target_client, "shop", name).await?;
+        let same = &restored == then;
         exact &= same;
         n.say(format!(
             "shop.{name:<11} {:>7} documents  sha256 {}  {}",
-            a.documents,
-            &a.content_hash[..16],
+            then.documents,
+            &then.content_hash[..16],
             if same { "identical" } else { "DIFFERENT" }
         ));
         if !same {
-            n.say(format!("source: {a:?}"));
-            n.say(format!("copy:   {b:?}"));
+            n.say(format!("then:     {then:?}"));
+            n.say(format!("restored: {restored:?}"));
         }
     }
+    let now_orders = fingerprint(&client, "shop", "orders").await?;
+    n.say(format!(
+        "(the live shop.orders has moved on: {} documents, sha256 {})",
+        now_orders.documents,
+        &now_orders.content_hash[..16]
+    ));
     if !exact {
-        bail!("the restored copy differs from the source");
+        bail!("the point-in-time restore differs from the recorded state");
     }
 
+    n.step("Drill the snapshot (tidemark verify): restore it into an embedded server and check it");
+    // VERIFY-STEP
+
+    n.step("Back up again: unchanged data is deduplicated");
+    let started = Instant::now();
+    let second = crate::backup::snapshot_server(&repo, &uri, "rs0", vec!["demo".into()]).await?;
+    n.say(format!(
+        "snapshot {} in {:.2} s: {:.1} MB of documents, {:.2} MB new, {:.2} MB added to storage ({:.1}% of the first)",
+        &second.id.to_hex()[..8],
+        started.elapsed().as_secs_f64(),
+        second.stats.total_bytes as f64 / 1e6,
+        second.stats.new_bytes as f64 / 1e6,
+        second.stats.added_bytes as f64 / 1e6,
+        100.0 * second.stats.added_bytes as f64 / first.stats.added_bytes.max(1) as f64
+    ));
+
+    n.step("Export the snapshot as a mongodump archive and check it (tidemark repo export, inspect --verify)");
+    let reader = SnapshotReader::open(&repo, &second.id).await?;
+    let file = std::fs::File::create(&archive).with_context(|| format!("create {}", archive.display()))?;
+    let (_, exported) = tidemark_repo::export::export_archive(&reader, None, std::io::BufWriter::new(file)).await?;
+    let summary = inspect(&archive, &InspectOptions { verify: true, gzip: None })?;
+    if summary.problem_count() > 0 {
+        bail!("the exported archive has {} problem(s)", summary.problem_count());
+    }
+    n.say(format!(
+        "{}: {} namespaces, {} documents, every document decoded and every CRC-64 checked; mongorestore reads it",
+        archive.display(),
+        exported.namespaces,
+        summary.documents
+    ));
+
     n.step("Do the same with your own MongoDB");
-    n.say("tidemark dump --uri mongodb://HOST:27017 --oplog --archive=backup.archive --gzip");
-    n.say("tidemark inspect --verify backup.archive");
-    n.say("tidemark restore --uri mongodb://OTHER:27017 --archive=backup.archive --gzip --oplogReplay --drop");
-    n.say("tidemark convert backup.archive backup-dir        # archive -> mongodump directory");
+    n.say("export TIDEMARK_PASSWORD=...");
+    n.say("tidemark repo init --repo s3://bucket/prod          # or a local directory");
+    n.say("tidemark oplog follow --uri mongodb://rs0-a,rs0-b,rs0-c/?replicaSet=rs0 --repo s3://bucket/prod &");
+    n.say("tidemark backup --uri mongodb://rs0-a,rs0-b,rs0-c/?replicaSet=rs0 --oplog --repo s3://bucket/prod");
+    n.say("tidemark snapshots --pitr --repo s3://bucket/prod");
+    n.say("tidemark restore --uri mongodb://NEWHOST:27017 --repo s3://bucket/prod --at 2026-11-24T18:03:12Z");
+    n.say("tidemark verify --repo s3://bucket/prod --snapshot latest");
+    n.say("tidemark dump --uri mongodb://HOST:27017 --oplog --archive=backup.archive --gzip   # mongodump's formats");
     println!(
-        "\nDone in {:.1} s: the restored copy is exact.",
+        "\nDone in {:.1} s: the restore to {moment} is exact and the drill passed.",
         n.started.elapsed().as_secs_f64()
     );
     drop(target_client);
     drop(client);
     target.shutdown().await;
-    source.shutdown().await;
+    drop(set);
+    Ok(())
+}
+
+/// The newest write of the set: `lastWrite.opTime.ts` from the primary's `hello`.
+async fn last_write(client: &Client) -> anyhow::Result<bson::Timestamp> {
+    let hello = client.database("admin").run_command(doc! {"hello": 1}).await?;
+    hello
+        .get_document("lastWrite")
+        .and_then(|w| w.get_document("opTime"))
+        .and_then(|o| o.get_timestamp("ts"))
+        .context("hello without lastWrite.opTime.ts")
+}
+
+/// Inserts, updates and deletes orders until stopped.
+struct Workload {
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Workload {
+    fn start(client: Client, seed: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(run_workload(client, seed, stop.clone(), writes.clone()));
+        Workload { stop, writes, task }
+    }
+
+    fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Stops after the write in flight; returns the number of acknowledged writes.
+    async fn stop(self) -> anyhow::Result<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.context("the workload task failed")??;
+        Ok(self.writes.load(Ordering::SeqCst))
+    }
+}
+
+async fn run_workload(client: Client, seed: u64, stop: Arc<AtomicBool>, writes: Arc<AtomicU64>) -> anyhow::Result<()> {
+    let orders = client.database("shop").collection::<Document>("orders");
+    let mut rng = Rng(0x0DDB_A11_u64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut next = seed << 40;
+    while !stop.load(Ordering::SeqCst) {
+        let batch: Vec<Document> = (0..20)
+            .map(|_| {
+                next += 1;
+                doc! {
+                    "_id": ObjectId::from_bytes({
+                        let mut id = [0u8; 12];
+                        id[..8].copy_from_slice(&(0x6570_0000_0000_0000_u64 + next).to_be_bytes());
+                        id
+                    }),
+                    "customer": i64::try_from(rng.below(1000)).unwrap_or(0),
+                    "total": (rng.below(100_000) as f64) / 100.0,
+                    "status": "placed",
+                    "created": bson::DateTime::now(),
+                }
+            })
+            .collect();
+        orders.insert_many(batch).await?;
+        let status = STATUSES[usize::try_from(rng.below(4)).unwrap_or(0)];
+        let customer = i64::try_from(rng.below(1000)).unwrap_or(0);
+        orders
+            .update_many(doc! {"customer": customer}, doc! {"$set": {"status": status}, "$inc": {"revision": 1}})
+            .await?;
+        orders.delete_one(doc! {"customer": customer, "status": "delivered"}).await?;
+        writes.fetch_add(22, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+    }
     Ok(())
 }
 
@@ -236,7 +449,6 @@ impl Rng {
         self.next() % n.max(1)
     }
 }
-
 const COUNTRIES: [&str; 8] = ["FR", "DE", "US", "JP", "BR", "IN", "NG", "AU"];
 const STATUSES: [&str; 4] = ["placed", "paid", "shipped", "delivered"];
 
@@ -426,11 +638,3 @@ async fn fingerprint(client: &Client, db: &str, name: &str) -> anyhow::Result<Fi
     })
 }
 
-fn disk_usage(path: &Path) -> u64 {
-    if path.is_file() {
-        return std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    }
-    std::fs::read_dir(path)
-        .map(|entries| entries.flatten().map(|e| disk_usage(&e.path())).sum())
-        .unwrap_or(0)
-}

@@ -43,7 +43,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the whole story on an embedded server: load data, dump, verify, restore, prove the copy exact.
+    /// Run the whole story on an embedded replica set: workload, oplog archive, backup, restore to a moment, drill.
     Demo(demo::Args),
     /// Print BSON files as Extended JSON, one document per line (like `bsondump`).
     Bsondump(bsondump::Args),
