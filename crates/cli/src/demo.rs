@@ -32,7 +32,7 @@ use mongodb::Client;
 use sha2::{Digest as _, Sha256};
 use tidemark_core::connection::ConnectionOptions;
 use tidemark_core::follow::{FollowEvent, FollowOptions, follow};
-use tidemark_core::pitr::{plan_pitr, run_pitr, timeline};
+use tidemark_core::pitr::{plan_pitr, restorable_timeline, run_pitr};
 use tidemark_core::restore::RestoreOptions;
 use tidemark_core::{NoProgress, Progress};
 use tidemark_format::inspect::{InspectOptions, inspect};
@@ -248,7 +248,7 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
     if !summary.gaps.is_empty() {
         bail!("the follower recorded gaps: {:?}", summary.gaps);
     }
-    let windows = timeline(&repo).await?;
+    let windows = restorable_timeline(&repo).await?;
     for w in &windows.windows {
         n.say(format!(
             "restorable window of {}: {} .. {} (base snapshot {})",
