@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tidemark_core::connection::ConnectionOptions;
 use tidemark_core::dump::{ArchiveOutput, DumpOptions, DumpTarget, plan_dump, run_dump};
 use tidemark_repo::import::{ImportStats, import_archive, import_directory};
-use tidemark_core::connection::ConnectionOptions;
 use tidemark_repo::{CommitOptions, Id, NoProgress, Repository, SnapshotStats, SnapshotWriter, Timestamp};
 
 use crate::CliError;

@@ -232,13 +232,33 @@ fn redact(uri: &str) -> String {
     }
 }
 
+/// `tidemark verify --snapshot ID` on a repository that is already open (the demo's drill): prints
+/// the report and returns whether every namespace matched.
+pub(crate) async fn drill_snapshot(repository: &tidemark_repo::Repository, snapshot: &str) -> anyhow::Result<bool> {
+    /// The command line `tidemark verify` would be given.
+    #[derive(clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        args: Args,
+    }
+    let url = repository.storage().url().to_owned();
+    let line = <Line as clap::Parser>::try_parse_from(["verify", "--repo", &url, "--snapshot", snapshot, "--quiet"])
+        .context("drill options")?;
+    Ok(drill_open(&line.args, repository).await.map_err(|e| e.error)?.is_none())
+}
+
 /// Runs the drill and prints its report; returns the failure summary when something does not match
 /// (an error is a drill that could not run).
 async fn drill(args: &Args) -> Result<Option<String>, CliError> {
     let repository = open(&args.repo).await?;
+    drill_open(args, &repository).await
+}
+
+/// The drill on an open repository, under a shared lock.
+async fn drill_open(args: &Args, repository: &tidemark_repo::Repository) -> Result<Option<String>, CliError> {
     // Shared: a prune (exclusive) cannot delete packs while the drill reads them.
     let lock = Lock::acquire(repository.storage(), false).await?;
-    let (result, released) = lock.hold_during(drill_locked(args, &repository)).await;
+    let (result, released) = lock.hold_during(drill_locked(args, repository)).await;
     released.context("release the repository lock")?;
     result
 }
