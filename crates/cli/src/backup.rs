@@ -3,7 +3,8 @@
 //! The source is either an existing dump directory (`--from-dump`, made by `tidemark dump` or the
 //! real mongodump) or archive (`--from-archive`, unpacked losslessly first), or a server. From a
 //! server nothing is staged on disk: the dump engine runs on its own thread and writes an archive
-//! (one collection at a time) into an OS pipe, which is imported into the snapshot as it arrives,
+//! (several collections at once, as `dump` does) into an OS pipe, which is imported into the
+//! snapshot as it arrives (one open stream per collection),
 //! so reading the server and chunking, compressing, encrypting and uploading overlap. With
 //! `--oplog` the snapshot's consistency timestamp is the last oplog entry captured, the point a
 //! restore with oplog replay reaches.
@@ -191,8 +192,6 @@ async fn stream_from_server(
     let mut options = DumpOptions::default();
     options.db = db;
     options.oplog = oplog;
-    // One collection at a time: the snapshot stores namespaces one after the other.
-    options.parallel = 1;
     let (input, output) = std::io::pipe().context("create a pipe for the dump stream")?;
     options.target = DumpTarget::Stream(ArchiveOutput::new(output));
     let dumper = std::thread::Builder::new()

@@ -7,19 +7,21 @@
 //! a deduplicated, encrypted snapshot; exporting the snapshot gives the same files back.
 //!
 //! [`import_archive`] does the same from a `mongodump --archive` stream read once, front to back
-//! (a pipe from the dump engine, so a backup stages nothing on disk). The stream must hold one
-//! namespace at a time (written with one concurrent collection): each namespace's documents go
-//! straight into the snapshot as they arrive; prelude entries without data (views, empty
-//! collections) are stored with their metadata only.
+//! (a pipe from the dump engine, so a backup stages nothing on disk). Namespaces may interleave
+//! (several collections dumped at once): each namespace's documents go straight into its own open
+//! stream of the snapshot as they arrive; prelude entries without data (views, empty collections)
+//! are stored with their metadata only.
 
 use std::io::Read;
 use std::path::Path;
 
-use tidemark_format::archive::{ArchiveEvent, ArchiveReader, PreludeEntry};
+use std::collections::HashMap;
+
+use tidemark_format::archive::{ArchiveEventRef, ArchiveReader, PreludeEntry};
 use tidemark_format::directory::{DiscoverOptions, EntryKind, discover};
 
 use crate::error::{RepoError, Result};
-use crate::writer::{NamespaceMetadata, SnapshotWriter};
+use crate::writer::{NamespaceMetadata, OpenNamespace, SnapshotWriter};
 
 /// What an import stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -123,7 +125,9 @@ fn is_oplog(entry: &PreludeEntry) -> bool {
 }
 
 /// Streams an uncompressed archive into the writer's current member (records the header's server
-/// version). `origin` names the input in errors. Fails if the archive interleaves namespaces.
+/// version). `origin` names the input in errors. Namespaces may interleave (an archive written
+/// with several concurrent collections): each one is open in the snapshot from its first segment
+/// to its end block.
 pub async fn import_archive<R: Read>(writer: &mut SnapshotWriter, input: R, origin: &str) -> Result<ImportStats> {
     let mut reader = ArchiveReader::new(input).map_err(|e| archive_error(origin, e))?;
     writer.set_server_version(&reader.header().server_version);
@@ -131,63 +135,61 @@ pub async fn import_archive<R: Read>(writer: &mut SnapshotWriter, input: R, orig
     // Prelude entry of each data namespace.
     let owners: Vec<usize> = reader.namespaces().iter().map(|n| n.prelude_index).collect();
     let mut stored = vec![false; prelude.len()];
+    let mut open: HashMap<usize, OpenNamespace> = HashMap::new();
     let mut stats = ImportStats::default();
-    let next = |reader: &mut ArchiveReader<R>| reader.next_event().map_err(|e| archive_error(origin, e));
-    while let Some(event) = next(&mut reader)? {
-        let (namespace, started) = match event {
-            ArchiveEvent::SegmentStart { namespace, .. } => (namespace, true),
-            ArchiveEvent::NamespaceEnd { namespace, .. } => (namespace, false),
-            ArchiveEvent::Document { namespace, .. } => {
-                return Err(archive_error(
-                    origin,
-                    format!("document of namespace {namespace} outside a segment"),
-                ));
-            }
+    let name_of = |index: usize| format!("{}.{}", prelude[index].db, prelude[index].collection);
+    loop {
+        let event = reader.next_event_ref().map_err(|e| archive_error(origin, e))?;
+        let Some(event) = event else { break };
+        let namespace = match &event {
+            ArchiveEventRef::SegmentStart { namespace, .. }
+            | ArchiveEventRef::Document { namespace, .. }
+            | ArchiveEventRef::NamespaceEnd { namespace, .. } => *namespace,
         };
         let index = *owners
             .get(namespace)
             .ok_or_else(|| archive_error(origin, format!("unknown namespace {namespace}")))?;
-        let entry = &prelude[index];
         if stored[index] {
             return Err(archive_error(
                 origin,
-                format!(
-                    "{}.{} appears twice (namespaces must not interleave)",
-                    entry.db, entry.collection
-                ),
+                format!("{} has data after its end block", name_of(index)),
             ));
         }
-        stored[index] = true;
-        let name = format!("{}.{}", entry.db, entry.collection);
-        let mut ns = if is_oplog(entry) {
-            stats.oplog = true;
-            writer.begin_oplog()
-        } else {
-            stats.namespaces += 1;
-            writer.begin_namespace(&name, prelude_metadata(entry)).await?
-        };
-        // Documents until this namespace's end; other namespaces' segments are an error.
-        let mut open = started;
-        while open {
-            match next(&mut reader)? {
-                Some(ArchiveEvent::Document { namespace: n, document }) if n == namespace => {
-                    ns.write_document(&document).await?;
-                    stats.documents += 1;
+        let entry = &prelude[index];
+        if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(index)
+            && !matches!(event, ArchiveEventRef::Document { .. })
+        {
+            let started = if is_oplog(entry) {
+                stats.oplog = true;
+                writer.open_oplog()
+            } else {
+                stats.namespaces += 1;
+                writer.open_namespace(&name_of(index), prelude_metadata(entry)).await?
+            };
+            slot.insert(started);
+        }
+        match event {
+            ArchiveEventRef::SegmentStart { .. } => {}
+            ArchiveEventRef::Document { document, .. } => {
+                let target = open.get_mut(&index).ok_or_else(|| {
+                    archive_error(origin, format!("document of {} outside a segment", name_of(index)))
+                })?;
+                writer.write_open(target, document).await?;
+                stats.documents += 1;
+            }
+            ArchiveEventRef::NamespaceEnd { .. } => {
+                if let Some(done) = open.remove(&index) {
+                    writer.finish_open(done).await?;
                 }
-                Some(ArchiveEvent::SegmentStart { namespace: n, .. }) if n == namespace => {}
-                Some(ArchiveEvent::NamespaceEnd { namespace: n, .. }) if n == namespace => open = false,
-                Some(_) => {
-                    return Err(archive_error(
-                        origin,
-                        format!(
-                            "{name} is interleaved with another namespace (write the archive with one concurrent collection)"
-                        ),
-                    ));
-                }
-                None => return Err(archive_error(origin, format!("the archive ends inside {name}"))),
+                stored[index] = true;
             }
         }
-        ns.finish().await?;
+    }
+    if let Some(index) = open.keys().min() {
+        return Err(archive_error(
+            origin,
+            format!("the archive ends inside {}", name_of(*index)),
+        ));
     }
     // Entries without data blocks (views, and tools that skip empty namespaces), oplog last.
     let mut rest: Vec<usize> = (0..prelude.len()).filter(|i| !stored[*i]).collect();

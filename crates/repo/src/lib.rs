@@ -63,4 +63,6 @@ pub use repository::{ChunkerParams, Config, InitOptions, Repository};
 pub use snapshot::{OplogWindow, Snapshot, SnapshotStats, Timestamp};
 pub use tidemark_storage::{ObjectMeta, Storage, StorageConfig, StorageError};
 pub use util::rfc3339;
-pub use writer::{CommitOptions, NamespaceMetadata, NamespaceWriter, NoProgress, Progress, SnapshotWriter};
+pub use writer::{
+    CommitOptions, NamespaceMetadata, NamespaceWriter, NoProgress, OpenNamespace, Progress, SnapshotWriter,
+};

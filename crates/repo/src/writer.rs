@@ -568,6 +568,20 @@ impl SnapshotWriter {
 
     /// Starts a namespace `db.collection` of the current member.
     pub async fn begin_namespace(&mut self, ns: &str, metadata: NamespaceMetadata) -> Result<NamespaceWriter<'_>> {
+        let open = self.open_namespace(ns, metadata).await?;
+        Ok(NamespaceWriter { writer: self, open })
+    }
+
+    /// Starts the oplog of the current member.
+    pub fn begin_oplog(&mut self) -> NamespaceWriter<'_> {
+        let open = self.open_oplog();
+        NamespaceWriter { writer: self, open }
+    }
+
+    /// Starts a namespace of the current member that does not borrow the writer, so several can
+    /// be open at once (an archive whose namespaces interleave); write with
+    /// [`SnapshotWriter::write_open`], end with [`SnapshotWriter::finish_open`].
+    pub async fn open_namespace(&mut self, ns: &str, metadata: NamespaceMetadata) -> Result<OpenNamespace> {
         let (db, collection) = split_namespace(ns)?;
         let mut entry = NamespaceEntry {
             db: db.to_owned(),
@@ -598,27 +612,72 @@ impl SnapshotWriter {
         }
         self.refresh_lock().await?;
         self.progress.namespace_started(ns);
-        let stream = StreamWriter::for_documents(&self.repo);
-        Ok(NamespaceWriter {
-            writer: self,
+        Ok(OpenNamespace {
+            member: self.current,
             target: Target::Namespace(Box::new(entry)),
-            stream,
+            stream: StreamWriter::for_documents(&self.repo),
             first_ts: None,
             last_ts: None,
         })
     }
 
-    /// Starts the oplog of the current member.
-    pub fn begin_oplog(&mut self) -> NamespaceWriter<'_> {
+    /// [`SnapshotWriter::open_namespace`] for the current member's oplog.
+    pub fn open_oplog(&mut self) -> OpenNamespace {
         self.progress.namespace_started("oplog");
-        let stream = StreamWriter::for_documents(&self.repo);
-        NamespaceWriter {
-            writer: self,
+        OpenNamespace {
+            member: self.current,
             target: Target::Oplog,
-            stream,
+            stream: StreamWriter::for_documents(&self.repo),
             first_ts: None,
             last_ts: None,
         }
+    }
+
+    /// Appends one document to an open namespace (its bytes are stored exactly).
+    pub async fn write_open(&mut self, open: &mut OpenNamespace, doc: &RawDocument) -> Result<()> {
+        if matches!(open.target, Target::Oplog)
+            && let Ok(ts) = doc.get_timestamp("ts")
+        {
+            let ts = Timestamp::from(ts);
+            open.first_ts.get_or_insert(ts);
+            open.last_ts = Some(ts);
+        }
+        let bytes = doc.as_bytes();
+        open.stream.push_document(bytes, &mut self.sink).await?;
+        // Keep the shared lock fresh during long collections so prune never mistakes this backup
+        // (and its not yet indexed packs) for a crashed one.
+        if open.stream.documents().is_multiple_of(4096) {
+            self.refresh_lock().await?;
+        }
+        self.progress.bytes(bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Ends an open namespace and records it in its member.
+    pub async fn finish_open(&mut self, open: OpenNamespace) -> Result<DataStream> {
+        let OpenNamespace {
+            member,
+            target,
+            stream,
+            first_ts,
+            last_ts,
+        } = open;
+        let data = stream.finish(&mut self.sink).await?;
+        let member = &mut self.members[member];
+        match target {
+            Target::Namespace(mut entry) => {
+                entry.data = data.clone();
+                member.namespaces.push(*entry);
+            }
+            Target::Oplog => {
+                let window = first_ts.zip(last_ts).map(|(first, last)| OplogWindow { first, last });
+                member.oplog = Some(OplogEntry {
+                    window,
+                    data: data.clone(),
+                });
+            }
+        }
+        Ok(data)
     }
 
     /// Uploads the remaining data, the index, then the manifest (the commit point).
@@ -783,13 +842,26 @@ enum Target {
     Oplog,
 }
 
-/// Streams one namespace's documents.
-pub struct NamespaceWriter<'a> {
-    writer: &'a mut SnapshotWriter,
+/// A namespace being written that does not borrow its [`SnapshotWriter`] (see
+/// [`SnapshotWriter::open_namespace`]).
+pub struct OpenNamespace {
+    member: usize,
     target: Target,
     stream: StreamWriter,
     first_ts: Option<Timestamp>,
     last_ts: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for OpenNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenNamespace").finish_non_exhaustive()
+    }
+}
+
+/// Streams one namespace's documents.
+pub struct NamespaceWriter<'a> {
+    writer: &'a mut SnapshotWriter,
+    open: OpenNamespace,
 }
 
 impl std::fmt::Debug for NamespaceWriter<'_> {
@@ -801,48 +873,11 @@ impl std::fmt::Debug for NamespaceWriter<'_> {
 impl NamespaceWriter<'_> {
     /// Appends one document (its bytes are stored exactly).
     pub async fn write_document(&mut self, doc: &RawDocument) -> Result<()> {
-        if matches!(self.target, Target::Oplog)
-            && let Ok(ts) = doc.get_timestamp("ts")
-        {
-            let ts = Timestamp::from(ts);
-            self.first_ts.get_or_insert(ts);
-            self.last_ts = Some(ts);
-        }
-        let bytes = doc.as_bytes();
-        self.stream.push_document(bytes, &mut self.writer.sink).await?;
-        // Keep the shared lock fresh during long collections so prune never mistakes this backup
-        // (and its not yet indexed packs) for a crashed one.
-        if self.stream.documents().is_multiple_of(4096) {
-            self.writer.refresh_lock().await?;
-        }
-        self.writer.progress.bytes(bytes.len() as u64);
-        Ok(())
+        self.writer.write_open(&mut self.open, doc).await
     }
 
     /// Ends the namespace and records it in the snapshot.
     pub async fn finish(self) -> Result<DataStream> {
-        let NamespaceWriter {
-            writer,
-            target,
-            stream,
-            first_ts,
-            last_ts,
-        } = self;
-        let data = stream.finish(&mut writer.sink).await?;
-        let member = &mut writer.members[writer.current];
-        match target {
-            Target::Namespace(mut entry) => {
-                entry.data = data.clone();
-                member.namespaces.push(*entry);
-            }
-            Target::Oplog => {
-                let window = first_ts.zip(last_ts).map(|(first, last)| OplogWindow { first, last });
-                member.oplog = Some(OplogEntry {
-                    window,
-                    data: data.clone(),
-                });
-            }
-        }
-        Ok(data)
+        self.writer.finish_open(self.open).await
     }
 }

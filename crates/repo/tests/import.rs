@@ -151,3 +151,59 @@ async fn a_real_archive_streams_in() {
         );
     }
 }
+
+/// An archive whose namespaces interleave (as a dump of several collections at once writes it)
+/// streams in: every namespace comes back byte for byte, with its count and content hash.
+#[tokio::test]
+async fn an_interleaved_archive_streams_in() {
+    use tidemark_format::archive::{ArchiveHeader, ArchiveWriter, PreludeEntry};
+    use tidemark_repo::import::import_archive;
+
+    let names = ["a", "b", "c"];
+    let docs: Vec<Vec<bson::RawDocumentBuf>> = (0..3u64)
+        .map(|n| {
+            let changed: Vec<i32> = (0..1500).collect();
+            documents(1500, &changed, n + 1)
+        })
+        .collect();
+    let entries: Vec<PreludeEntry> = names
+        .iter()
+        .map(|c| PreludeEntry::new("shop", *c, "", "collection"))
+        .collect();
+    let header = ArchiveHeader::new(4, "7.0.0", "test");
+    let mut archive = ArchiveWriter::new(Vec::new(), &header, &entries).unwrap();
+    // Round robin in runs of 7 documents: every namespace has many segments.
+    for start in (0..1500).step_by(7) {
+        for (n, set) in docs.iter().enumerate() {
+            for d in &set[start..(start + 7).min(1500)] {
+                archive.write_document(n, d).unwrap();
+            }
+        }
+    }
+    for n in 0..3 {
+        archive.close_namespace(n).unwrap();
+    }
+    let bytes = archive.finish().unwrap();
+
+    let (_, repo) = init_memory().await;
+    let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
+    let stats = import_archive(&mut writer, &bytes[..], "test archive").await.unwrap();
+    assert_eq!((stats.namespaces, stats.documents), (3, 4500));
+    let (id, _) = writer.commit(CommitOptions::default()).await.unwrap();
+    let reader = SnapshotReader::open(&repo, &id).await.unwrap();
+    for (name, set) in names.iter().zip(&docs) {
+        let (member, entry) = reader.find_namespace(&format!("shop.{name}")).unwrap();
+        let mut stream = reader.documents(member, entry);
+        let mut got = Vec::new();
+        while let Some(d) = stream.next_document().await.unwrap() {
+            got.extend_from_slice(d.as_bytes());
+        }
+        assert_eq!(got, concat(set), "shop.{name}");
+    }
+    // A truncated archive (cut inside the data) is an error naming where it stopped.
+    let cut = &bytes[..bytes.len() / 2];
+    let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
+    let err = import_archive(&mut writer, cut, "test archive").await.unwrap_err();
+    assert!(err.to_string().contains("test archive"), "{err}");
+    writer.abort().await.unwrap();
+}
