@@ -530,3 +530,38 @@ async fn directory_fixture_oplogs_replay_to_the_documented_state() {
     assert_eq!(names, ["_id_", "a_1", "b_1"]);
     assert_eq!(docs(&client.database("commit_index"), "test").await.len(), 1);
 }
+
+/// mongod accepts, in `applyOps` as in replication, the errors that only say a command entry's effect
+/// is already there (`acceptableErrors` in `repl/oplog.cpp`): a restore of a fuzzy dump replays the
+/// `create` of a collection the dump already holds. Anything else still fails.
+#[tokio::test]
+async fn command_entries_whose_effect_is_already_there_succeed() {
+    let (_s, client) = start().await;
+    let db = client.database("f");
+    db.create_collection("there").await.unwrap();
+    let admin = client.database("admin");
+    let idempotent = [
+        doc! { "op": "c", "ns": "f.$cmd", "o": { "create": "there" } },
+        doc! { "op": "c", "ns": "f.$cmd", "o": { "drop": "never" } },
+        doc! { "op": "c", "ns": "f.$cmd", "o": { "dropIndexes": "there", "index": "no_such_index" } },
+        doc! { "op": "c", "ns": "f.$cmd", "o": { "dropIndexes": "never", "index": "x_1" } },
+        doc! { "op": "c", "ns": "f.$cmd", "o": { "collMod": "never", "validationLevel": "off" } },
+        doc! { "op": "c", "ns": "f.$cmd", "o": { "renameCollection": "f.never", "to": "f.other" } },
+        doc! { "op": "c", "ns": "nothing.$cmd", "o": { "dropDatabase": 1 } },
+    ];
+    for entry in idempotent {
+        let reply = admin
+            .run_command(doc! { "applyOps": [entry.clone()] })
+            .await
+            .unwrap_or_else(|e| panic!("{entry}: {e}"));
+        assert_eq!(reply.get_i32("applied"), Ok(1), "{entry}: {reply}");
+    }
+    let names = db.list_collection_names().await.unwrap();
+    assert_eq!(names, vec!["there".to_owned()]);
+    // Not an "already there" error: still refused, with mongod's code.
+    let err = admin
+        .run_command(doc! { "applyOps": [{ "op": "i", "ns": "f.never", "o": { "_id": 1 } }] })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(26));
+}

@@ -315,6 +315,22 @@ fn already_applied(e: &CommandError) -> bool {
     matches!(e.code, 26 | 27 | 48 | 85 | 86)
 }
 
+/// The errors mongod accepts from a command entry in every application mode, `applyOps` included, so
+/// that replaying an entry whose effect is already there succeeds (the `acceptableErrors` of
+/// `kOpsMap` in mongod's `repl/oplog.cpp`): a `create` of a collection a fuzzy dump already restored,
+/// a `drop` of one it never saw. 26 NamespaceNotFound, 27 IndexNotFound, 48 NamespaceExists,
+/// 68 IndexAlreadyExists.
+fn acceptable_error(command: &str, code: i32) -> bool {
+    match command {
+        "create" => code == 48,
+        "createIndexes" | "commitIndexBuild" | "startIndexBuild" => matches!(code, 68 | 26),
+        "abortIndexBuild" | "drop" | "dropDatabase" | "convertToCapped" | "emptycapped" => code == 26,
+        "collMod" | "dropIndexes" | "deleteIndexes" | "dropIndex" | "deleteIndex" => matches!(code, 26 | 27),
+        "renameCollection" => matches!(code, 26 | 48),
+        _ => false,
+    }
+}
+
 fn apply_command(
     txn: &mut WriteTxn<'_>,
     ns: &str,
@@ -334,111 +350,115 @@ fn apply_command(
             "Empty command object in oplog entry: {entry}"
         )));
     };
-    let result = match name.as_str() {
-        "create" => cmd_create(txn, db, first, o, entry),
-        "drop" => {
-            let ns = coll_ns(db, first, name)?;
-            match txn.catalog().collection(&ns) {
-                Some(_) => txn.apply(Mutation::DropCollection { ns }),
-                None => Ok(()),
+    // A closure, so that the early returns of the arms still go through the acceptable errors below.
+    let mut apply = || -> CommandResult<()> {
+        match name.as_str() {
+            "create" => cmd_create(txn, db, first, o, entry),
+            "drop" => {
+                let ns = coll_ns(db, first, name)?;
+                match txn.catalog().collection(&ns) {
+                    Some(_) => txn.apply(Mutation::DropCollection { ns }),
+                    None => Ok(()),
+                }
             }
-        }
-        "dropDatabase" => {
-            if txn.catalog().database(db).is_some() {
-                txn.apply(Mutation::DropDatabase { db: db.to_string() })
-            } else {
+            "dropDatabase" => {
+                if txn.catalog().database(db).is_some() {
+                    txn.apply(Mutation::DropDatabase { db: db.to_string() })
+                } else {
+                    Ok(())
+                }
+            }
+            "createIndexes" => {
+                let ns = coll_ns(db, first, name)?;
+                let mut spec = Document::new();
+                for (k, v) in o.iter().skip(1) {
+                    if k != "ns" {
+                        spec.insert(k.clone(), v.clone());
+                    }
+                }
+                create_index(txn, &ns, spec)
+            }
+            "commitIndexBuild" | "startIndexBuild" | "abortIndexBuild" if options.mode == ApplyMode::Primary => {
+                Err(CommandError::new(
+                    115,
+                    "CommandNotSupported",
+                    format!("Applying '{name}' through applyOps is not supported"),
+                ))
+            }
+            "commitIndexBuild" => {
+                let ns = coll_ns(db, first, name)?;
+                for spec in o.get_array("indexes").map(Vec::as_slice).unwrap_or_default() {
+                    if let Bson::Document(spec) = spec {
+                        create_index(txn, &ns, spec.clone())?;
+                    }
+                }
                 Ok(())
             }
-        }
-        "createIndexes" => {
-            let ns = coll_ns(db, first, name)?;
-            let mut spec = Document::new();
-            for (k, v) in o.iter().skip(1) {
-                if k != "ns" {
-                    spec.insert(k.clone(), v.clone());
-                }
+            "startIndexBuild" | "abortIndexBuild" => Ok(()),
+            "dropIndexes" | "deleteIndexes" | "dropIndex" | "deleteIndex" => {
+                let ns = coll_ns(db, first, name)?;
+                drop_indexes(txn, &ns, o.get("index"))
             }
-            create_index(txn, &ns, spec)
-        }
-        "commitIndexBuild" | "startIndexBuild" | "abortIndexBuild" if options.mode == ApplyMode::Primary => {
-            Err(CommandError::new(
-                115,
-                "CommandNotSupported",
-                format!("Applying '{name}' through applyOps is not supported"),
-            ))
-        }
-        "commitIndexBuild" => {
-            let ns = coll_ns(db, first, name)?;
-            for spec in o.get_array("indexes").map(Vec::as_slice).unwrap_or_default() {
-                if let Bson::Document(spec) = spec {
-                    create_index(txn, &ns, spec.clone())?;
-                }
+            "collMod" => {
+                let ns = coll_ns(db, first, name)?;
+                coll_mod(txn, &ns, o)
             }
-            Ok(())
-        }
-        "startIndexBuild" | "abortIndexBuild" => Ok(()),
-        "dropIndexes" | "deleteIndexes" | "dropIndex" | "deleteIndex" => {
-            let ns = coll_ns(db, first, name)?;
-            drop_indexes(txn, &ns, o.get("index"))
-        }
-        "collMod" => {
-            let ns = coll_ns(db, first, name)?;
-            coll_mod(txn, &ns, o)
-        }
-        "renameCollection" => {
-            let Bson::String(from) = first else {
-                return Err(CommandError::type_mismatch(
-                    "'renameCollection' must be a string namespace",
-                ));
-            };
-            let from = Namespace::parse(from)?;
-            let to = match o.get("to") {
-                Some(Bson::String(s)) => Namespace::parse(s)?,
-                _ => {
+            "renameCollection" => {
+                let Bson::String(from) = first else {
                     return Err(CommandError::type_mismatch(
-                        "renameCollection oplog entry needs a string 'to'",
+                        "'renameCollection' must be a string namespace",
                     ));
-                }
-            };
-            if txn.catalog().collection(&from).is_none() {
-                return Err(CommandError::namespace_not_found(format!(
-                    "Source collection {from} does not exist"
-                )));
-            }
-            let drop_target = match o.get("dropTarget") {
-                None | Some(Bson::Null) | Some(Bson::Boolean(false)) => false,
-                Some(_) => true,
-            };
-            if txn.catalog().collection(&to).is_some() {
-                if !drop_target {
-                    return Err(CommandError::namespace_exists(format!("target namespace exists: {to}")));
-                }
-                txn.apply(Mutation::DropCollection { ns: to.clone() })?;
-            }
-            txn.apply(Mutation::RenameCollection { from, to })
-        }
-        "applyOps" => {
-            if depth >= MAX_NESTING {
-                return Err(CommandError::bad_value("applyOps nested too deeply"));
-            }
-            let Bson::Array(ops) = first else {
-                return Err(CommandError::type_mismatch(
-                    "'applyOps' must be an array of oplog entries",
-                ));
-            };
-            for op in ops {
-                let Bson::Document(op) = op else {
-                    return Err(CommandError::type_mismatch("'applyOps' entries must be objects"));
                 };
-                apply_in(txn, op, options, depth + 1)?;
+                let from = Namespace::parse(from)?;
+                let to = match o.get("to") {
+                    Some(Bson::String(s)) => Namespace::parse(s)?,
+                    _ => {
+                        return Err(CommandError::type_mismatch(
+                            "renameCollection oplog entry needs a string 'to'",
+                        ));
+                    }
+                };
+                if txn.catalog().collection(&from).is_none() {
+                    return Err(CommandError::namespace_not_found(format!(
+                        "Source collection {from} does not exist"
+                    )));
+                }
+                let drop_target = match o.get("dropTarget") {
+                    None | Some(Bson::Null) | Some(Bson::Boolean(false)) => false,
+                    Some(_) => true,
+                };
+                if txn.catalog().collection(&to).is_some() {
+                    if !drop_target {
+                        return Err(CommandError::namespace_exists(format!("target namespace exists: {to}")));
+                    }
+                    txn.apply(Mutation::DropCollection { ns: to.clone() })?;
+                }
+                txn.apply(Mutation::RenameCollection { from, to })
             }
-            Ok(())
+            "applyOps" => {
+                if depth >= MAX_NESTING {
+                    return Err(CommandError::bad_value("applyOps nested too deeply"));
+                }
+                let Bson::Array(ops) = first else {
+                    return Err(CommandError::type_mismatch(
+                        "'applyOps' must be an array of oplog entries",
+                    ));
+                };
+                for op in ops {
+                    let Bson::Document(op) = op else {
+                        return Err(CommandError::type_mismatch("'applyOps' entries must be objects"));
+                    };
+                    apply_in(txn, op, options, depth + 1)?;
+                }
+                Ok(())
+            }
+            other => Err(CommandError::bad_value(format!(
+                "Unknown oplog command '{other}' in entry {entry}"
+            ))),
         }
-        other => Err(CommandError::bad_value(format!(
-            "Unknown oplog command '{other}' in entry {entry}"
-        ))),
     };
-    match result {
+    match apply() {
+        Err(e) if acceptable_error(name, e.code) => Ok(()),
         Err(e) if options.mode == ApplyMode::Secondary && already_applied(&e) => Ok(()),
         r => r,
     }
