@@ -303,8 +303,28 @@ async fn cursor_documents(client: &Client, db: &str, command: Document) -> Resul
     Ok(out)
 }
 
-async fn list_indexes(client: &Client, db: &str, coll: &str) -> Result<Vec<Document>> {
-    cursor_documents(client, db, doc! {"listIndexes": coll, "cursor": {}}).await
+/// Indexes of `db.coll`. A collection dropped after it was listed has none: mongodump's driver
+/// answers NamespaceNotFound with an empty index list and the dump goes on; so does this one, with
+/// a warning.
+async fn list_indexes(client: &Client, db: &str, coll: &str, progress: &dyn Progress) -> Result<Vec<Document>> {
+    let listed = cursor_documents(client, db, doc! {"listIndexes": coll, "cursor": {}}).await;
+    Ok(absent_if_dropped(listed, &format!("{db}.{coll}"), progress)?.unwrap_or_default())
+}
+
+/// `None` (with a warning) when `result` failed only because the collection no longer exists.
+///
+/// A collection listed by the plan may be dropped before its turn comes: its indexes and
+/// documents are then empty, as for mongodump, instead of failing the whole dump.
+fn absent_if_dropped<T>(result: Result<T>, ns: &str, progress: &dyn Progress) -> Result<Option<T>> {
+    match result {
+        Err(e) if e.is_namespace_not_found() => {
+            progress.log(&format!(
+                "the collection {ns} appears to have been dropped after the dump started"
+            ));
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
 }
 
 async fn estimated_count(client: &Client, db: &str, coll: &str) -> Option<u64> {
@@ -450,7 +470,7 @@ pub async fn plan_dump(client: &Client, options: &DumpOptions, progress: &dyn Pr
                     }
                     let count = estimated_count(client, db, &buckets).await;
                     (
-                        list_indexes(client, db, &name).await?,
+                        list_indexes(client, db, &name, progress).await?,
                         Some((db.clone(), buckets.clone())),
                         buckets,
                         count,
@@ -459,7 +479,7 @@ pub async fn plan_dump(client: &Client, options: &DumpOptions, progress: &dyn Pr
                 _ => {
                     let count = estimated_count(client, db, &name).await;
                     (
-                        list_indexes(client, db, &name).await?,
+                        list_indexes(client, db, &name, progress).await?,
                         Some((db.clone(), name.clone())),
                         name.clone(),
                         count,
@@ -820,9 +840,13 @@ async fn dump_collection(
                 let collection = collection.clone();
                 let tx = tx.clone();
                 let what = format!("{db}.{coll}");
+                let progress = progress.clone();
                 readers.spawn(async move {
                     let find = collection.find(filter).hint(Hint::Keys(doc! {"_id": 1}));
-                    let mut cursor = find.await.context(|| format!("error reading from {what}"))?;
+                    let opened = find.await.context(|| format!("error reading from {what}"));
+                    let Some(mut cursor) = absent_if_dropped(opened, &what, &*progress)? else {
+                        return Ok(());
+                    };
                     let mut batch = Vec::new();
                     let mut bytes = 0usize;
                     while cursor
@@ -863,11 +887,13 @@ async fn dump_collection(
             if plan.natural_hint {
                 find = find.hint(Hint::Keys(doc! {"$natural": 1}));
             }
-            let mut cursor = find.await.context(|| format!("error reading from {db}.{coll}"))?;
-            while cursor
-                .advance()
-                .await
-                .context(|| format!("error reading from {db}.{coll}"))?
+            let opened = find.await.context(|| format!("error reading from {db}.{coll}"));
+            let mut cursor = absent_if_dropped(opened, &format!("{db}.{coll}"), &*progress)?;
+            while let Some(cursor) = &mut cursor
+                && cursor
+                    .advance()
+                    .await
+                    .context(|| format!("error reading from {db}.{coll}"))?
             {
                 sink.write(cursor.current(), &ns)?;
                 count += 1;

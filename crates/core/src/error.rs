@@ -59,6 +59,23 @@ pub enum Error {
     Options(String),
 }
 
+impl Error {
+    /// Whether the server answered NamespaceNotFound (26): the collection or database named by the
+    /// command does not exist (for example because it was dropped after it was listed).
+    #[must_use]
+    pub fn is_namespace_not_found(&self) -> bool {
+        match self {
+            Self::Mongo { source, .. } => {
+                matches!(&*source.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// MongoDB's NamespaceNotFound error code.
+const NAMESPACE_NOT_FOUND: i32 = 26;
+
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
