@@ -5,7 +5,8 @@
 //! Otherwise the snapshot goes into a server through the ordinary restore engine, so every
 //! mongorestore option (namespace filters and renames, `--drop`, `--oplogReplay` ...) applies
 //! unchanged: a thread exports the snapshot as an archive stream into an OS pipe whose read end is
-//! the engine's archive input ([`RestoreSource::Stream`]). Nothing is staged on disk, memory stays
+//! the engine's archive input ([`SnapshotStream`], shared with point-in-time restore). The
+//! repository and snapshot are opened first, on this thread. Nothing is staged on disk, memory stays
 //! bounded by the pipe and the engine's buffers, and the chunks are verified (decrypted,
 //! authenticated, counted and hashed per namespace) as they stream. If the repository cannot
 //! deliver a namespace, the export thread's error, which names the snapshot and namespace, is
@@ -13,10 +14,10 @@
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 
 use anyhow::Context;
-use tidemark_core::restore::{ArchiveStream, RestoreOptions, RestoreSource};
+use tidemark_core::restore::{RestoreOptions, RestoreSource};
+use tidemark_core::snapshot_stream::SnapshotStream;
 use tidemark_repo::SnapshotReader;
 use tidemark_repo::export::{ExportStats, export_archive, export_directory};
 use tidemark_repo::lock::Lock;
@@ -64,9 +65,13 @@ pub(crate) enum RepoRestore {
     Streaming(Exporter),
 }
 
-/// The thread exporting a snapshot into the restore engine's pipe.
+/// The export of a snapshot into the restore engine's pipe.
 pub(crate) struct Exporter {
-    thread: JoinHandle<anyhow::Result<ExportStats>>,
+    export: SnapshotStream,
+    /// What the export's error is about (snapshot and repository).
+    context: String,
+    /// The runtime the repository was opened on, which serves its connections.
+    _runtime: tokio::runtime::Runtime,
 }
 
 impl RepoRestore {
@@ -74,13 +79,12 @@ impl RepoRestore {
     /// better than the engine's (a truncated archive).
     pub(crate) fn finish(self) -> Option<CliError> {
         let Self::Streaming(exporter) = self else { return None };
-        match exporter.thread.join() {
-            Ok(Ok(_)) => None,
-            // The engine stopped reading (it failed, and reports why).
-            Ok(Err(e)) if is_broken_pipe(&e) => None,
-            Ok(Err(e)) => Some(CliError::from(e)),
-            Err(_) => Some(CliError::from(anyhow::anyhow!("the snapshot export thread panicked"))),
-        }
+        let context = exporter.context;
+        exporter
+            .export
+            .finish()
+            .err()
+            .map(|e| CliError::from(anyhow::Error::new(e).context(context)))
     }
 }
 
@@ -150,50 +154,39 @@ pub(crate) fn start(
             "--gzip applies to --out with --repo (the stream is not compressed)",
         ));
     }
-    let (reader, writer) = std::io::pipe().context("create a pipe for the snapshot stream")?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<bool>(1);
-    let member = source.member.clone();
-    let thread = std::thread::Builder::new()
-        .name("snapshot-export".into())
-        .spawn(move || -> anyhow::Result<ExportStats> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("start async runtime")?;
-            runtime.block_on(async move {
-                let opened = async {
-                    let repository = open(&repo_options).await?;
-                    // Shared: a prune (exclusive) cannot delete packs while they are read.
-                    let lock = Lock::acquire(repository.storage(), false).await?;
-                    let id = repository.find_snapshot(&snapshot).await?;
-                    let reader = SnapshotReader::open(&repository, &id)
-                        .await
-                        .with_context(|| format!("open snapshot {id}"))?;
-                    anyhow::Ok((lock, reader))
-                }
-                .await;
-                let _ = ready_tx.send(opened.is_ok());
-                let (lock, reader) = opened?;
-                let (exported, released) = lock
-                    .hold_during(export_to_pipe(&reader, member.as_deref(), writer, &repo_options.repo))
-                    .await;
-                let stats = exported?;
-                released.context("release the repository lock")?;
-                Ok(stats)
-            })
-        })
-        .context("start the snapshot export thread")?;
-    let exporter = Exporter { thread };
-    // The snapshot must open before the engine reads the archive prelude; otherwise its error,
-    // not "truncated archive", is the one to report.
-    if ready_rx.recv() != Ok(true) {
-        return Err(RepoRestore::Streaming(exporter)
-            .finish()
-            .unwrap_or_else(|| CliError::from(anyhow::anyhow!("the snapshot could not be opened"))));
-    }
-    options.source = RestoreSource::Stream(ArchiveStream::new(reader));
+    // Opened here, before the restore engine reads the archive prelude: a password prompt has the
+    // terminal to itself, and a snapshot that cannot be opened is reported as such, not as a
+    // truncated archive. The runtime stays alive while the export uses the repository's
+    // connections.
+    let runtime = crate::repo::runtime()?;
+    let (reader, lock) = runtime.block_on(async {
+        let repository = open(&repo_options).await?;
+        // Shared: a prune (exclusive) cannot delete packs while they are read.
+        let lock = Lock::acquire(repository.storage(), false).await?;
+        let opened = async {
+            let id = repository.find_snapshot(&snapshot).await?;
+            SnapshotReader::open(&repository, &id)
+                .await
+                .with_context(|| format!("open snapshot {id}"))
+        }
+        .await;
+        match opened {
+            Ok(reader) => anyhow::Ok((reader, lock)),
+            Err(e) => {
+                let _ = lock.release().await;
+                Err(e)
+            }
+        }
+    })?;
+    let context = format!("restore snapshot {} from {}", reader.id(), repo_options.repo);
+    let (stream, export) = SnapshotStream::start(reader, source.member.clone(), Some(lock))?;
+    options.source = RestoreSource::Stream(stream);
     options.gzip = false;
-    Ok(RepoRestore::Streaming(exporter))
+    Ok(RepoRestore::Streaming(Exporter {
+        export,
+        context,
+        _runtime: runtime,
+    }))
 }
 
 /// Streams a snapshot (one member, or the only one) as an archive into the write end of the pipe a

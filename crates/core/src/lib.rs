@@ -14,6 +14,7 @@
 //! - [`follow`]: continuous oplog archiving into a repository (`tidemark oplog follow`).
 //! - [`nsmatch`]: `--nsInclude`/`--nsExclude`/`--nsFrom`/`--nsTo` patterns.
 //! - [`pitr`]: point-in-time restore from a backup repository (base snapshot + oplog up to a point).
+//! - [`snapshot_stream`]: a backup snapshot streamed into the restore engine through a pipe.
 //! - [`offline`]: `--dbpath`, dump and restore of a `tidemark-server` data directory with no server running.
 
 pub mod authschema;
@@ -27,6 +28,7 @@ pub mod pitr;
 pub mod progress;
 pub mod replay;
 pub mod restore;
+pub mod snapshot_stream;
 
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};

@@ -21,20 +21,13 @@
 //! commit is replayed: one that commits after `P` is not applied at all. Index operations of the
 //! oplog are folded into the index catalog and built at the end, as for `--oplogReplay`.
 
-use std::{
-    fmt,
-    io::{BufWriter, Write},
-    sync::Arc,
-    thread::JoinHandle,
-    time::Instant,
-};
+use std::{fmt, sync::Arc, time::Instant};
 
 use bson::Timestamp;
 use mongodb::Client;
 use tidemark_oplog::{RestorePoint, point::format_time};
 use tidemark_repo::{
-    Id, Repository, SnapshotReader,
-    export::export_archive,
+    Repository, SnapshotReader,
     lock::Lock,
     oplog_archive::{OplogRange, PitrTimeline, PitrWindow, pitr_timeline, read_range},
 };
@@ -43,13 +36,9 @@ use crate::{
     error::{Error, Result},
     progress::Progress,
     replay::OplogSource,
-    restore::{
-        ArchiveStream, RestoreFailure, RestoreOptions, RestoreSource, RestoreSummary, plan_restore, run_restore,
-    },
+    restore::{RestoreFailure, RestoreOptions, RestoreSource, RestoreSummary, plan_restore, run_restore},
+    snapshot_stream::SnapshotStream,
 };
-
-/// Pipe and output buffer size of the snapshot stream.
-const STREAM_BUFFER: usize = 1 << 20;
 
 fn ts(t: tidemark_repo::Timestamp) -> Timestamp {
     t.into()
@@ -293,58 +282,6 @@ impl PitrReport {
     }
 }
 
-/// The thread exporting the base snapshot into the engine's archive stream.
-struct SnapshotExport {
-    thread: JoinHandle<Result<()>>,
-}
-
-impl SnapshotExport {
-    /// Starts exporting member `member` of snapshot `id` as an archive into a pipe.
-    fn start(repo: &Repository, id: Id, member: Option<String>) -> Result<(ArchiveStream, Self)> {
-        let (reader, writer) = std::io::pipe().map_err(crate::error::io_error(
-            "error creating a pipe for the snapshot stream",
-            "pipe",
-        ))?;
-        let repo = repo.clone();
-        let thread = std::thread::Builder::new()
-            .name("snapshot-export".into())
-            .spawn(move || -> Result<()> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(crate::error::io_error(
-                        "error starting the snapshot export runtime",
-                        "runtime",
-                    ))?;
-                runtime.block_on(async move {
-                    let snapshot = SnapshotReader::open(&repo, &id).await?;
-                    let out = BufWriter::with_capacity(STREAM_BUFFER, writer);
-                    let (out, _) = export_archive(&snapshot, member.as_deref(), out).await?;
-                    out.into_inner()
-                        .map_err(std::io::IntoInnerError::into_error)
-                        .and_then(|mut pipe| pipe.flush())
-                        .map_err(crate::error::io_error("error writing the snapshot stream", "pipe"))
-                })
-            })
-            .map_err(crate::error::io_error(
-                "error starting the snapshot export thread",
-                "thread",
-            ))?;
-        Ok((ArchiveStream::new(reader), Self { thread }))
-    }
-
-    /// The export's own error, which explains a failed restore better than the engine's
-    /// (a truncated archive); a broken pipe only means the engine stopped reading.
-    fn finish(self) -> Option<Error> {
-        match self.thread.join() {
-            Ok(Ok(())) => None,
-            Ok(Err(Error::Io { source, .. })) if source.kind() == std::io::ErrorKind::BrokenPipe => None,
-            Ok(Err(e)) => Some(e),
-            Err(_) => Some(Error::Data("the snapshot export thread panicked".into())),
-        }
-    }
-}
-
 /// Runs a point-in-time restore into `client` (see the module documentation). `options` carries
 /// the namespace filters and renames, `--drop`, parallelism and the other restore options; its
 /// source and oplog fields are set here.
@@ -400,7 +337,10 @@ async fn restore_locked(
         ),
         None => None,
     };
-    let (stream, export) = SnapshotExport::start(repo, plan.window.base_snapshot, plan.member.clone()).map_err(fail)?;
+    let snapshot = SnapshotReader::open(repo, &plan.window.base_snapshot)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let (stream, export) = SnapshotStream::start(snapshot, plan.member.clone(), None).map_err(fail)?;
     let mut options = options.clone();
     options.source = RestoreSource::Stream(stream);
     options.gzip = false;
@@ -409,7 +349,7 @@ async fn restore_locked(
     options.oplog_limit = plan.point.exclusive_limit();
     let mut restore_plan = match plan_restore(&options) {
         Ok(p) => p,
-        Err(e) => return Err(fail(export.finish().unwrap_or(e))),
+        Err(e) => return Err(fail(export.finish().err().unwrap_or(e))),
     };
     if let Some(range) = archived {
         restore_plan.continue_oplog(Box::new(ArchivedOplog {
@@ -418,7 +358,7 @@ async fn restore_locked(
         }));
     }
     let result = run_restore(client, restore_plan, &options, progress).await;
-    match (result, export.finish()) {
+    match (result, export.finish().err()) {
         (Ok(summary), None) => Ok(summary),
         (Ok(summary), Some(error)) => Err(Box::new(RestoreFailure { error, summary })),
         (Err(mut failure), Some(error)) => {
@@ -453,7 +393,7 @@ impl OplogSource for ArchivedOplog {
 
 #[cfg(test)]
 mod tests {
-    use tidemark_repo::oplog_archive::OplogGap;
+    use tidemark_repo::{Id, oplog_archive::OplogGap};
 
     use super::*;
 
