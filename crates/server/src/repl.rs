@@ -13,6 +13,7 @@
 
 pub mod apply;
 pub mod client;
+pub mod election;
 pub mod oplog;
 pub mod sync;
 pub mod topology;

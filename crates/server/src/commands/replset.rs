@@ -1,6 +1,6 @@
 //! Replica set commands: `replSetInitiate`, `replSetGetConfig`, `replSetReconfig`, `replSetGetStatus`,
-//! `replSetStepDown`, `replSetStepUp`, `replSetFreeze`, and the member-to-member `replSetHeartbeat` and
-//! `replSetUpdatePosition`.
+//! `replSetStepDown`, `replSetStepUp`, `replSetFreeze`, and the member-to-member `replSetHeartbeat`,
+//! `replSetUpdatePosition` and `replSetRequestVotes`.
 //!
 //! Replies and errors follow the MongoDB manual: a server without `--replSet` answers NoReplicationEnabled
 //! (76), an uninitiated member NotYetInitialized (94), a second initiate AlreadyInitialized (23), an invalid
@@ -9,6 +9,8 @@
 //! (103). `replSetStepDown` refuses writes, waits up to `secondaryCatchUpPeriodSecs` for an electable
 //! secondary to reach the primary's last optime, steps down and hands over to that member with
 //! `replSetStepUp` (the member that a MongoDB election would pick: caught up, highest priority).
+//! `replSetStepUp` runs a real election ([`crate::repl::election`]): it fails with CommandFailed (125)
+//! "Election failed." unless a majority of the voting members grant their vote.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,7 @@ pub fn register(r: &mut Registry) {
     r.register("replSetFreeze", repl_set_freeze, Check);
     r.register("replSetHeartbeat", repl_set_heartbeat, Check);
     r.register("replSetUpdatePosition", repl_set_update_position, Check);
+    r.register("replSetRequestVotes", repl_set_request_votes, Check);
 }
 
 fn no_replication() -> CommandError {
@@ -411,30 +414,20 @@ fn caught_up_electable(
 fn repl_set_step_up(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     admin_only(req)?;
     let repl = repl(ctx)?;
-    let (my_applied, _) = last_applied(&ctx.server.engine);
+    let skip_dry_run = crate::commands::get_bool(&req.body, "skipDryRun")?.unwrap_or(false);
     {
-        let mut st = repl.lock();
+        let st = repl.lock();
         let cfg = st.config.as_ref().ok_or_else(not_initialized)?;
         let me = repl.my_id(&st).and_then(|id| cfg.member(id)).cloned();
         let Some(me) = me else { return Err(not_initialized()) };
         if st.state == MemberState::Primary {
             return Ok(ok_with(doc! { "info": "already primary" }));
         }
-        if !me.electable() {
+        if !me.electable() || me.votes == 0 {
             return Err(CommandError::new(
                 125,
                 "CommandFailed",
-                "Election failed: this member is not electable (priority 0, hidden or arbiter)",
-            ));
-        }
-        let (votes, needed) = repl.count_votes(&st, my_applied);
-        if votes < needed {
-            return Err(CommandError::new(
-                125,
-                "CommandFailed",
-                format!(
-                    "Election failed: received {votes} votes, needed {needed} (voters must be reachable and not ahead of this member)"
-                ),
+                "Election failed: this member is not electable (priority 0, hidden, arbiter or non-voting)",
             ));
         }
         if st.step_down_until.is_some_and(|t| Instant::now() < t) {
@@ -445,10 +438,19 @@ fn repl_set_step_up(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 "Election failed: member is in its stepdown period",
             ));
         }
-        repl.become_primary(&mut st)?;
     }
+    crate::repl::election::stand_for_election(ctx.server, skip_dry_run)?;
     crate::repl::sync::write_noop(ctx.server, "new primary");
     Ok(ok())
+}
+
+fn repl_set_request_votes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
+    if repl(ctx)?.lock().config.is_none() {
+        return Err(not_initialized());
+    }
+    let request = crate::repl::election::VoteRequest::parse(&req.body)?;
+    let response = crate::repl::election::answer_vote_request(ctx.server, &request)?;
+    Ok(ok_with(response.to_document()))
 }
 
 fn repl_set_freeze(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {

@@ -41,9 +41,12 @@ pub fn start(state: &Arc<ServerState>) {
         match ReplSetConfig::parse(&stored) {
             Ok(cfg) if Some(cfg.name.as_str()) == repl.set_name() => {
                 // The term survives restarts in the oplog: resume from the newest entry's.
+                // So does the vote this member cast last, and with it the highest term it reached.
                 let (applied, _) = last_applied(&state.engine);
+                let last_vote = super::election::load_last_vote(&state.engine);
                 let mut st = repl.lock();
-                st.term = st.term.max(applied.t);
+                st.term = st.term.max(applied.t).max(last_vote.map_or(-1, |v| v.term));
+                st.last_vote = last_vote;
                 repl.install_config(&mut st, cfg);
                 // A set whose only voter is this member elects it at once, as mongod does on restart.
                 let sole_voter = st.config.as_ref().is_some_and(|c| {

@@ -6,11 +6,12 @@
 //! fail with NotPrimaryOrSecondary, writes with NotWritablePrimary) until `replSetInitiate` installs a
 //! configuration, which is stored in `local.system.replset` so a member restarted on its `--dbpath` rejoins.
 //!
-//! There are no elections: the member that runs `replSetInitiate` becomes primary in term 1, and a new
-//! primary is only chosen explicitly (`replSetStepUp`, or `replSetStepDown` handing over to the most
-//! caught-up electable secondary). Terms still work as in MongoDB's protocol version 1: every member learns
-//! the highest term from heartbeats, a primary that sees a higher term steps down, and `electionId` encodes
-//! the term (`7fffffff` followed by the term as eight big-endian bytes), so drivers discard stale primaries.
+//! There are no automatic elections: the member that runs `replSetInitiate` becomes primary in term 1, and a
+//! new primary is only chosen on request (`replSetStepUp`, or `replSetStepDown` handing over to the most
+//! caught-up electable secondary), through a real vote of the members ([`crate::repl::election`]). Terms work
+//! as in MongoDB's protocol version 1: every member learns the highest term from heartbeats and vote
+//! requests, a primary that sees a higher term steps down, and `electionId` encodes the term (`7fffffff`
+//! followed by the term as eight big-endian bytes), so drivers discard stale primaries.
 //!
 //! All state sits behind one mutex with a condition variable that is notified on every change; awaitable
 //! `hello` (the drivers' streaming monitor) and write concern waits block on it. Lock order: the engine lock
@@ -563,6 +564,8 @@ pub struct TopologyState {
     pub step_down_until: Option<Instant>,
     /// Set while a stepdown hands over: writes are refused.
     pub stepping_down: bool,
+    /// The vote this member cast last (at most one candidate per term).
+    pub last_vote: Option<crate::repl::election::LastVote>,
 }
 
 /// Replication coordinator of one server; see the module documentation.
@@ -638,6 +641,7 @@ impl ReplCoordinator {
                 sync_message: String::new(),
                 step_down_until: None,
                 stepping_down: false,
+                last_vote: None,
             }),
             changed: Condvar::new(),
             wake_heartbeats: tokio::sync::Notify::new(),
@@ -811,12 +815,19 @@ impl ReplCoordinator {
         self.notify(st, true);
     }
 
-    /// Makes this member primary in a new term (replSetInitiate, replSetStepUp).
+    /// Makes this member primary in the next term without asking anyone: for a member that is the only
+    /// voter (replSetInitiate, restart of a one-voter set).
     pub fn become_primary(&self, st: &mut TopologyState) -> CommandResult<()> {
+        let term = st.term.saturating_add(1);
+        self.become_primary_in(st, term)
+    }
+
+    /// Makes this member primary in `term`, which it won (see [`crate::repl::election`]).
+    pub fn become_primary_in(&self, st: &mut TopologyState, term: i64) -> CommandResult<()> {
         let my_id = self
             .my_id(st)
             .ok_or_else(|| CommandError::new(94, "NotYetInitialized", "no replset config has been received"))?;
-        st.term = st.term.saturating_add(1);
+        st.term = term;
         st.state = MemberState::Primary;
         st.primary_id = Some(my_id);
         st.election_date = Some(DateTime::now());
@@ -829,6 +840,23 @@ impl ReplCoordinator {
         tracing::info!(term = st.term, member = %self.me, "transition to PRIMARY");
         self.notify(st, true);
         Ok(())
+    }
+
+    /// Moves this member to `term` if it is higher than its own; a primary steps down, as in MongoDB, since
+    /// a later term means another member is or may become primary. Returns whether the term changed; the
+    /// caller notifies.
+    pub fn adopt_term(&self, st: &mut TopologyState, term: i64) -> bool {
+        if term <= st.term {
+            return false;
+        }
+        st.term = term;
+        if st.state == MemberState::Primary {
+            tracing::info!(term, member = %self.me, "stepping down: a member reports a higher term");
+            st.state = MemberState::Secondary;
+            st.primary_id = None;
+            st.stepping_down = false;
+        }
+        true
     }
 
     /// Makes this member a secondary (stepdown, or a higher term seen).
@@ -857,7 +885,11 @@ impl ReplCoordinator {
             && let Ok(cfg) = ReplSetConfig::parse(cfg_doc)
             && Some(cfg.name.as_str()) == self.set_name.as_deref()
         {
-            let newer = st.config.as_ref().is_none_or(|c| cfg.version > c.version);
+            // A configuration is newer by term, then version: a new primary's term reaches every member.
+            let newer = st
+                .config
+                .as_ref()
+                .is_none_or(|c| crate::repl::election::config_older((c.version, c.term), (cfg.version, cfg.term)));
             if newer && cfg.member_by_host(&self.me).is_some() {
                 adopted = Some(cfg.clone());
                 self.install_config(&mut st, cfg);
@@ -877,16 +909,7 @@ impl ReplCoordinator {
         }
         let term = report.get("term").and_then(as_i64).unwrap_or(-1);
         let state = MemberState::from_code(report.get("state").and_then(as_i64).unwrap_or(6));
-        let mut topology_changed = false;
-        if term > st.term {
-            st.term = term;
-            if st.state == MemberState::Primary {
-                tracing::info!(term, "stepping down: a member reports a higher term");
-                st.state = MemberState::Secondary;
-                st.primary_id = None;
-            }
-            topology_changed = true;
-        }
+        let mut topology_changed = self.adopt_term(&mut st, term);
         if state == MemberState::Primary && term >= st.term && st.primary_id != Some(from) {
             st.primary_id = Some(from);
             if st.state == MemberState::Primary {
@@ -953,26 +976,6 @@ impl ReplCoordinator {
         if topology_changed {
             self.notify(&mut st, true);
         }
-    }
-
-    /// Whether a majority of voting members (this one included) would vote for this member: like a MongoDB
-    /// election, each reachable voter grants its vote only if this member's oplog is at least as recent as
-    /// its own. Returns the number of votes and the number needed.
-    pub fn count_votes(&self, st: &TopologyState, my_applied: OpTime) -> (usize, usize) {
-        let Some(cfg) = &st.config else { return (0, 1) };
-        let my_id = self.my_id(st);
-        let votes = cfg
-            .members
-            .iter()
-            .filter(|m| m.votes > 0)
-            .filter(|m| {
-                Some(m.id) == my_id
-                    || st.peers.get(&m.id).is_some_and(|p| {
-                        p.last_heard.is_some_and(|t| t.elapsed() < HEARTBEAT_TIMEOUT) && p.applied <= my_applied
-                    })
-            })
-            .count();
-        (votes, cfg.majority_vote_count())
     }
 
     /// Records a secondary's progress (`replSetUpdatePosition`).
@@ -1232,9 +1235,20 @@ impl ReplCoordinator {
 
 /// Stores `config` in `local.system.replset` (one document, `_id` = set name).
 pub fn persist_config(engine: &Engine, config: &ReplSetConfig) -> CommandResult<()> {
-    let ns = Namespace::new(CONFIG_NS.0, CONFIG_NS.1)?;
-    let doc = bson::RawDocumentBuf::from_document(&config.to_document())
-        .map_err(|e| CommandError::internal(format!("cannot encode the replica set configuration: {e}")))?;
+    store_local_document(
+        engine,
+        CONFIG_NS,
+        &config.to_document(),
+        "the replica set configuration",
+    )
+}
+
+/// Replaces the document with `doc`'s `_id` in a `local` collection of replication state, creating the
+/// collection first if needed; `what` names the document in errors.
+pub fn store_local_document(engine: &Engine, ns: (&str, &str), doc: &Document, what: &str) -> CommandResult<()> {
+    let ns = Namespace::new(ns.0, ns.1)?;
+    let doc = bson::RawDocumentBuf::from_document(doc)
+        .map_err(|e| CommandError::internal(format!("cannot encode {what}: {e}")))?;
     engine.write(|txn| {
         if txn.catalog().collection(&ns).is_none() {
             txn.apply(Mutation::CreateCollection {
@@ -1249,7 +1263,12 @@ pub fn persist_config(engine: &Engine, config: &ReplSetConfig) -> CommandResult<
 
 /// The stored configuration, if `local.system.replset` has one.
 pub fn load_config(engine: &Engine) -> Option<Document> {
-    let ns = Namespace::new(CONFIG_NS.0, CONFIG_NS.1).ok()?;
+    load_local_document(engine, CONFIG_NS)
+}
+
+/// The first document of a `local` collection of replication state, if there is one.
+pub fn load_local_document(engine: &Engine, ns: (&str, &str)) -> Option<Document> {
+    let ns = Namespace::new(ns.0, ns.1).ok()?;
     engine.read(|cat| {
         cat.collection(&ns)
             .and_then(|c| c.iter().next().and_then(|(_, d)| d.to_document().ok()))
@@ -1342,28 +1361,6 @@ mod tests {
         assert!(same_host("0.0.0.0:27017", "localhost:27017"));
         assert!(!same_host("0.0.0.0:27017", "127.0.0.1:27018"));
         assert!(!same_host("db1.example.net:27017", "127.0.0.1:27017"));
-    }
-
-    #[test]
-    fn votes_go_only_to_a_member_at_least_as_recent_as_the_voter() {
-        let c = ReplCoordinator::new(Some("rs0".into()), "127.0.0.1:1".into());
-        let mut st = c.lock();
-        c.install_config(&mut st, ReplSetConfig::parse(&three()).unwrap());
-        let at = |time| OpTime {
-            ts: Timestamp { time, increment: 1 },
-            t: 1,
-        };
-        // Only member 1 votes besides this one (member 2 has votes: 0); it was never heard from.
-        assert_eq!(c.count_votes(&st, at(10)), (1, 2));
-        let peer = st.peers.get_mut(&1).unwrap();
-        peer.last_heard = Some(Instant::now());
-        peer.applied = at(11);
-        assert_eq!(
-            c.count_votes(&st, at(10)),
-            (1, 2),
-            "a voter ahead of the candidate refuses"
-        );
-        assert_eq!(c.count_votes(&st, at(11)), (2, 2));
     }
 
     #[test]
