@@ -1,7 +1,8 @@
 //! Elections follow MongoDB's vote rules, with real `tidemark-server` processes: a member that missed
 //! majority-committed writes (killed while they were acknowledged by the others) is refused by the member
 //! that has them, so its `replSetStepUp` fails with mongod's CommandFailed "Election failed."; the
-//! up-to-date member wins, and its oplog holds every write acknowledged with `w: "majority"`.
+//! up-to-date member wins, and its oplog holds every write acknowledged with `w: "majority"`. A vote, stored
+//! in `local.replset.election`, survives a restart: a member never votes twice in one term.
 
 use std::time::Duration;
 
@@ -163,6 +164,35 @@ async fn a_member_missing_majority_writes_cannot_be_elected() {
         .await
         .unwrap();
     assert_eq!(oplog_inserts(&set, behind).await, (0..25).collect::<Vec<_>>());
+
+    // A voter's vote survives a restart: asked again in the same term by another candidate, it refuses.
+    let won = int(&status, "term");
+    set.kill(behind).await;
+    set.restart(behind).await.unwrap();
+    let cfg = set
+        .command(current, "admin", doc! { "replSetGetConfig": 1 })
+        .await
+        .unwrap();
+    let cfg = cfg.get_document("config").unwrap();
+    let vote = set
+        .command(
+            behind,
+            "admin",
+            doc! {
+                "replSetRequestVotes": 1, "setName": "rs0", "dryRun": false, "term": won,
+                "candidateIndex": i64::try_from(primary).unwrap(), "configVersion": int(cfg, "version"),
+                "configTerm": int(cfg, "term"),
+                "lastAppliedOpTime": { "ts": bson::Timestamp { time: u32::MAX, increment: 1 }, "t": won },
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!vote.get_bool("voteGranted").unwrap(), "{vote}");
+    assert_eq!(
+        vote.get_str("reason").unwrap(),
+        format!("already voted for another candidate ({current}) this term ({won})"),
+        "{vote}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
