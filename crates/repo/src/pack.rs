@@ -161,6 +161,14 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
+    /// A builder with room for a pack of about `size` bytes, so filling it never moves it.
+    pub fn with_capacity(size: usize) -> Self {
+        PackBuilder {
+            data: Vec::with_capacity(size),
+            entries: Vec::new(),
+        }
+    }
+
     /// Bytes so far.
     pub fn len(&self) -> usize {
         self.data.len()

@@ -73,11 +73,14 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
     let share = items.len().div_ceil(threads);
     let f = &f;
     std::thread::scope(|scope| {
-        let workers: Vec<_> = items
-            .chunks(share)
+        // The first share runs on this thread, whose per-thread state (zstd contexts) lives on.
+        let mut parts = items.chunks(share);
+        let own = parts.next().unwrap_or_default();
+        let workers: Vec<_> = parts
             .map(|part| scope.spawn(move || part.iter().map(f).collect::<crate::Result<Vec<R>>>()))
             .collect();
         let mut out = Vec::with_capacity(items.len());
+        out.extend(own.iter().map(f).collect::<crate::Result<Vec<R>>>()?);
         for worker in workers {
             let part = worker
                 .join()

@@ -62,6 +62,14 @@ pub(crate) struct BlobSink {
     progress: Arc<dyn Progress>,
 }
 
+/// Room reserved for a pack: the target size plus one large chunk (a pack is finished once it
+/// reaches the target).
+fn pack_capacity(repo: &Repository) -> usize {
+    usize::try_from(repo.config.pack_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(256 * 1024)
+}
+
 /// Pack uploads a sink runs concurrently with its caller.
 const UPLOADS_IN_FLIGHT: usize = 2;
 
@@ -71,8 +79,8 @@ type Prepared = (Id, Option<Vec<u8>>);
 impl BlobSink {
     pub(crate) fn new(repo: Repository, progress: Arc<dyn Progress>) -> Self {
         BlobSink {
+            pack: PackBuilder::with_capacity(pack_capacity(&repo)),
             repo,
-            pack: PackBuilder::default(),
             pending: HashSet::new(),
             packs: Vec::new(),
             uploads: tokio::task::JoinSet::new(),
@@ -148,7 +156,8 @@ impl BlobSink {
         if self.pack.is_empty() {
             return Ok(());
         }
-        let (bytes, index) = std::mem::take(&mut self.pack).finish(&self.repo.keys)?;
+        let next = PackBuilder::with_capacity(pack_capacity(&self.repo));
+        let (bytes, index) = std::mem::replace(&mut self.pack, next).finish(&self.repo.keys)?;
         self.stats.added_bytes += bytes.len() as u64;
         while self.uploads.len() >= UPLOADS_IN_FLIGHT {
             self.join_upload().await?;
