@@ -313,7 +313,16 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
     }
 
     n.step("Drill the snapshot (tidemark verify): restore it into an embedded server and check it");
-    if !crate::verify::drill_snapshot(&repo, &first.id.to_hex()).await? {
+    let drill = tidemark_drill::DrillOptions {
+        snapshot: Some(first.id.to_hex()),
+        ..tidemark_drill::DrillOptions::default()
+    };
+    let progress = Arc::new(crate::verify::DrillBars::new(true, false));
+    let report = tidemark_drill::drill(&repo, &drill, progress)
+        .await
+        .map_err(tidemark_drill::Error::into_inner)?;
+    crate::verify::print_report(&report, false);
+    if !report.ok {
         bail!("the restore drill found problems");
     }
 

@@ -19,7 +19,7 @@ use anyhow::Context;
 use tidemark_core::restore::{RestoreOptions, RestoreSource};
 use tidemark_core::snapshot_stream::SnapshotStream;
 use tidemark_repo::SnapshotReader;
-use tidemark_repo::export::{ExportStats, export_archive, export_directory};
+use tidemark_repo::export::{export_archive, export_directory};
 use tidemark_repo::lock::Lock;
 
 use crate::CliError;
@@ -86,13 +86,6 @@ impl RepoRestore {
             .err()
             .map(|e| CliError::from(anyhow::Error::new(e).context(context)))
     }
-}
-
-pub(crate) fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .filter_map(|e| e.downcast_ref::<std::io::Error>())
-        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 impl RepoSource {
@@ -187,25 +180,6 @@ pub(crate) fn start(
         context,
         _runtime: runtime,
     }))
-}
-
-/// Streams a snapshot (one member, or the only one) as an archive into the write end of the pipe a
-/// restore engine reads ([`RestoreSource::Stream`]); `repo_label` names the repository in errors.
-pub(crate) async fn export_to_pipe(
-    reader: &SnapshotReader,
-    member: Option<&str>,
-    writer: std::io::PipeWriter,
-    repo_label: &str,
-) -> anyhow::Result<ExportStats> {
-    let out = BufWriter::with_capacity(STREAM_BUFFER, writer);
-    let (out, stats) = export_archive(reader, member, out)
-        .await
-        .with_context(|| format!("restore snapshot {} from {repo_label}", reader.id()))?;
-    out.into_inner()
-        .map_err(std::io::IntoInnerError::into_error)
-        .and_then(|mut pipe| pipe.flush())
-        .context("write the snapshot stream to the restore")?;
-    Ok(stats)
 }
 
 /// Writes the snapshot as a dump directory or archive file (`-`: standard output).
