@@ -188,9 +188,16 @@ pub struct ReplSet {
     _dir: Option<tempfile::TempDir>,
 }
 
-fn free_port() -> Result<u16, HarnessError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("bind 127.0.0.1:0"))?;
-    Ok(l.local_addr().map_err(io("local address"))?.port())
+/// `n` distinct free loopback ports: the probing listeners stay open until every port is chosen, so the
+/// system cannot hand the same port out twice for one set.
+fn free_ports(n: usize) -> Result<Vec<u16>, HarnessError> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(io("bind 127.0.0.1:0")))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr().map_err(io("local address"))?.port()))
+        .collect()
 }
 
 impl ReplSet {
@@ -204,8 +211,7 @@ impl ReplSet {
             None
         };
         let mut members = Vec::with_capacity(n);
-        for i in 0..n {
-            let port = free_port()?;
+        for (i, port) in free_ports(n)?.into_iter().enumerate() {
             let dbpath = match &dir {
                 Some(d) => {
                     let p = d.path().join(format!("member{i}"));
