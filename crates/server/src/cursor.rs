@@ -6,6 +6,11 @@
 //! reply. Nothing is materialised, so full-collection scans of any size stream at memory speed. A *buffered*
 //! cursor holds documents already computed (sorted results, pipeline output, catalog listings).
 //!
+//! A scan walks natural order or, for a `find` whose filter bounds `_id` (a range per reader when a dump
+//! splits a large collection), the `_id` index over those bounds: then it remembers the last `_id`
+//! returned and each `getMore` resumes the index walk just after it. Either way memory stays bounded and
+//! documents leave as stored, batch by batch, instead of the whole result being materialised by `find`.
+//!
 //! A scan may be *tailable* (`find` with `tailable: true`, on capped collections such as `local.oplog.rs`):
 //! it stays open at the end of the data and later `getMore`s continue from its last position. With
 //! `awaitData`, a `getMore` that finds nothing waits up to its `maxTimeMS` (default 1 s) for a write, woken
@@ -18,6 +23,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -26,6 +32,8 @@ use bson::Document;
 use bson::RawDocumentBuf;
 use tidemark_query::Filter;
 
+use crate::engine::collection::{KeyRanges, valid_range};
+use crate::engine::key::Key;
 use crate::engine::{Engine, Namespace};
 use crate::error::{CommandError, CommandResult};
 
@@ -53,6 +61,11 @@ pub struct ScanState {
     pub uuid: [u8; 16],
     /// Last record id returned.
     pub after: Option<u64>,
+    /// `Some` for a walk of the `_id` index over these key ranges (ascending, disjoint) instead of
+    /// natural order.
+    pub id_ranges: Option<KeyRanges>,
+    /// Last `_id` returned by an `_id`-index walk.
+    pub after_id: Option<Key>,
     /// `$natural: -1` order.
     pub reverse: bool,
     /// Filter to apply (`None` = all documents).
@@ -221,7 +234,20 @@ impl Cursor {
                 }
                 let mut docs: Vec<Cow<'_, [u8]>> = Vec::new();
                 let mut bytes = 0usize;
-                let mut iter = coll.scan_from(scan.after, scan.reverse).peekable();
+                let walk: Box<dyn Iterator<Item = (u64, &RawDocumentBuf)> + '_> = match &scan.id_ranges {
+                    Some(ranges) => {
+                        let ranges = ranges_after(ranges, scan.after_id.as_ref());
+                        let Some(recs) = coll.index_scan("_id", ranges, false) else {
+                            return emit(Batch {
+                                docs: Vec::new(),
+                                exhausted: true,
+                            });
+                        };
+                        Box::new(recs.filter_map(|rec| coll.get(rec).map(|raw| (rec, raw))))
+                    }
+                    None => Box::new(coll.scan_from(scan.after, scan.reverse)),
+                };
+                let mut iter = walk.peekable();
                 let mut exhausted = false;
                 loop {
                     if docs.len() >= max_docs || scan.remaining == Some(0) {
@@ -239,6 +265,17 @@ impl Cursor {
                     iter.next();
                     engine.metrics().add_docs(1);
                     scan.after = Some(rec);
+                    if scan.id_ranges.is_some() {
+                        engine.metrics().add_keys(1);
+                        let id = raw.get("_id").ok().flatten().and_then(crate::engine::key::to_bson);
+                        let Some(id) = id else {
+                            return Err(CommandError::internal(format!(
+                                "stored document in {} has an invalid _id",
+                                scan.ns
+                            )));
+                        };
+                        scan.after_id = Some(Key(id));
+                    }
                     if let Some(t) = &mut scan.tail {
                         t.positioned = true;
                     }
@@ -284,6 +321,23 @@ impl Cursor {
             }),
         }
     }
+}
+
+/// `ranges` from just after `after` on (all of them when nothing was returned yet).
+fn ranges_after(ranges: &KeyRanges, after: Option<&Key>) -> KeyRanges {
+    let Some(after) = after else {
+        return ranges.clone();
+    };
+    ranges
+        .iter()
+        .filter_map(|(lo, hi)| {
+            let lo = match lo {
+                Bound::Included(k) | Bound::Excluded(k) if k > after => lo.clone(),
+                _ => Bound::Excluded(after.clone()),
+            };
+            valid_range(lo.as_ref(), hi.as_ref()).then(|| (lo, hi.clone()))
+        })
+        .collect()
 }
 
 /// How long an unused cursor stays open (mongod's `cursorTimeoutMillis` default: 10 minutes).

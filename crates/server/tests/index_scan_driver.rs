@@ -495,3 +495,46 @@ fn all_shape() -> Shape {
         hint: None,
     }
 }
+
+/// An `_id`-range `find` (what a dump's parallel readers send) streams: each `getMore` continues the index
+/// walk from the last `_id` returned, so, as with mongod's index scans (no snapshot across `getMore`s under
+/// read concern "local"), a document inserted ahead of the cursor's position is returned and one inserted
+/// behind it is not; the range's documents come once each, in `_id` order, whatever the natural order.
+#[tokio::test]
+async fn id_range_cursors_continue_from_their_index_position() {
+    let server = start_test_server(ServerConfig::default()).await;
+    let client = client(&server).await;
+    let c = client.database("t").collection::<Document>("c");
+    let mut ids: Vec<i32> = (0..1000).map(|i| i * 2).collect();
+    ids.reverse();
+    c.insert_many(ids.iter().map(|i| doc! {"_id": *i, "pad": "x".repeat(100)}))
+        .await
+        .unwrap();
+    let mut cursor = c
+        .find(doc! {"_id": {"$gte": 100, "$lt": 1500}})
+        .hint(Hint::Keys(doc! {"_id": 1}))
+        .batch_size(50)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while cursor.advance().await.unwrap() {
+        let id = cursor.current().get_i32("_id").unwrap();
+        seen.push(id);
+        if id == 500 {
+            // Behind the position (and before the range), then ahead of it, then past the range.
+            c.insert_many([
+                doc! {"_id": 301},
+                doc! {"_id": 99},
+                doc! {"_id": 1001},
+                doc! {"_id": 1501},
+            ])
+            .await
+            .unwrap();
+        }
+    }
+    let mut expected: Vec<i32> = (50..750).map(|i| i * 2).collect();
+    expected.push(1001);
+    expected.sort_unstable();
+    assert_eq!(seen, expected);
+    server.shutdown().await;
+}

@@ -693,6 +693,7 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     enum Plan {
         View,
         Scan([u8; 16], bool, Option<u64>),
+        IdScan([u8; 16], KeyRanges),
         Buffered(Vec<Document>),
         Ready(std::collections::VecDeque<RawDocumentBuf>),
     }
@@ -717,6 +718,22 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         } else {
             resolve_hint(&req.body, coll)
         };
+        // An unsorted walk of the `_id` index streams from the index position kept by the cursor
+        // (documents as stored, bounded memory) instead of being materialised here.
+        let id_walk = sort_spec.is_none()
+            && tail.is_none()
+            && coll.has_id_index()
+            && match &hint {
+                Hint::Field(f) => f == "_id",
+                Hint::None => matcher.field("_id").is_some() && coll.scannable("_id", false),
+                Hint::Natural => false,
+            };
+        if id_walk {
+            let ranges = matcher
+                .field("_id")
+                .map_or_else(|| vec![(Unbounded, Unbounded)], |b| Matcher::ranges_for(coll, b));
+            return Ok(Plan::IdScan(coll.uuid, ranges));
+        }
         let access = if tail.is_some() {
             Access::Scan
         } else {
@@ -750,6 +767,23 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let source = match plan {
         Plan::Buffered(docs) => buffered(docs)?,
         Plan::Ready(docs) => CursorSource::Buffered(docs),
+        Plan::IdScan(uuid, ranges) => {
+            let projection: Option<DocTransform> =
+                proj.map(|p| Box::new(move |d: &Document| Ok(p.apply(d))) as DocTransform);
+            CursorSource::Scan(Box::new(ScanState {
+                ns: ns.clone(),
+                uuid,
+                after: None,
+                id_ranges: Some(ranges),
+                after_id: None,
+                reverse: false,
+                filter: matcher.filter,
+                projection,
+                skip,
+                remaining: limit,
+                tail: None,
+            }))
+        }
         Plan::Scan(uuid, reverse, start) => {
             let projection: Option<DocTransform> =
                 proj.map(|p| Box::new(move |d: &Document| Ok(p.apply(d))) as DocTransform);
@@ -757,6 +791,8 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 ns: ns.clone(),
                 uuid,
                 after: start,
+                id_ranges: None,
+                after_id: None,
                 reverse,
                 filter: matcher.filter,
                 projection,
