@@ -9,13 +9,13 @@
 //! 2. Independently, the snapshot is read again: [`tidemark_repo::DocumentStream`] checks every
 //!    chunk against its id and each namespace's count, size and content hash (BLAKE3 of the documents
 //!    in dump order) against the manifest, and the documents are folded into an order-independent
-//!    [`compare::MultisetDigest`] (sum of per-document BLAKE3 hashes).
+//!    multiset digest (`compare::MultisetDigest`: the sum of per-document BLAKE3 hashes).
 //! 3. Every restored collection is read back in full through the driver and digested the same
 //!    way; counts and digests must be equal, so the restored documents are the snapshot's byte for
 //!    byte whatever order the insertion workers used. On a mismatch the documents are matched by
 //!    `_id` to name a few that are missing, extra or different. `listIndexes` and
 //!    `listCollections` are compared with the manifest's index specifications and options (views
-//!    included), canonicalised as in [`compare::normalize`].
+//!    included), canonicalised as in `compare::normalize`.
 //!
 //! After an oplog replay, documents written by the oplog (by `_id`) differ from the dumped ones by
 //! design: both sides leave them out of the digest and the report counts them, and a namespace
@@ -39,7 +39,6 @@
 //! namespace (`db.collection`), one document of it is deleted from the restored server after the
 //! restore and before the checks, so tests can prove the drill notices changes behind its back. It is
 //! not meant for any other use.
-//!
 //!
 //! [`drill`] returns a [`DrillReport`]; its `ok` is true when every namespace matches (the command
 //! line exits with 0 then, 1 otherwise). Errors are drills that could not run.

@@ -1,7 +1,7 @@
 //! Restore drills and queryable backups of repository snapshots.
 //!
 //! Both take a snapshot out of a [`tidemark_repo::Repository`] and put it into a running server:
-//! a [`drill`] restores it with the ordinary restore engine and proves the result equal to the
+//! a [`drill`](mod@drill) restores it with the ordinary restore engine and proves the result equal to the
 //! snapshot's manifest, returning a typed [`drill::DrillReport`]; [`serve`] answers queries on it
 //! read-only at once, loading its documents in the background and reporting
 //! [`serve::LoadEvent`]s. The library never prints: the command line renders reports, progress
