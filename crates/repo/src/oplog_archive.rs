@@ -356,14 +356,7 @@ impl SliceWriter {
             host: hostname(),
             data,
         };
-        let json = serde_json::to_vec(&manifest).map_err(|e| RepoError::Usage(e.to_string()))?;
-        let id = Id::hash(&json);
-        repo.storage
-            .put(
-                &format!("{SLICE_PREFIX}{id}"),
-                Bytes::from(seal_json(&repo.keys, &json)?),
-            )
-            .await?;
+        let id = store_manifest(&repo, &manifest).await?;
         Ok(Some(SliceInfo::from_manifest(id, manifest)))
     }
 }
@@ -381,7 +374,12 @@ pub(crate) async fn save_copied_slice(repo: &Repository, slice: &SliceInfo, data
         host: slice.host.clone(),
         data,
     };
-    let json = serde_json::to_vec(&manifest).map_err(|e| RepoError::Usage(e.to_string()))?;
+    store_manifest(repo, &manifest).await
+}
+
+/// Writes a slice manifest (the slice's commit point) under its id, the BLAKE3 of its JSON.
+async fn store_manifest(repo: &Repository, manifest: &SliceManifest) -> Result<Id> {
+    let json = serde_json::to_vec(manifest).map_err(|e| RepoError::Usage(e.to_string()))?;
     let id = Id::hash(&json);
     repo.storage
         .put(
