@@ -146,34 +146,28 @@ pub(super) fn bench_pitr(entries: u64, server_bin: Option<PathBuf>) -> Result<()
         "--replica-set",
         "rs0",
     ])?;
-    tidemark(&[
-        "oplog",
-        "follow",
-        "--once",
-        "--quiet",
-        "--repo",
-        &repo,
-        no_pw,
-        "--uri",
-        &source_uri,
-    ])?;
+    // Archives what the source has committed so far, as a cron-driven follower would.
+    let follow_once = || {
+        tidemark(&[
+            "oplog",
+            "follow",
+            "--once",
+            "--quiet",
+            "--repo",
+            &repo,
+            no_pw,
+            "--uri",
+            &source_uri,
+        ])
+    };
+    follow_once()?;
     let load_started = std::time::Instant::now();
     let last = runtime.block_on(write_load(&source_client, entries))?;
     println!(
         "write load: {entries}+ oplog entries over {COLLECTIONS} collections in {:.1} s",
         load_started.elapsed().as_secs_f64()
     );
-    tidemark(&[
-        "oplog",
-        "follow",
-        "--once",
-        "--quiet",
-        "--repo",
-        &repo,
-        no_pw,
-        "--uri",
-        &source_uri,
-    ])?;
+    follow_once()?;
     let target = ServerProcess::start(&bin, None)?;
     let point = format!("{},{}", last.time, last.increment);
     let started = std::time::Instant::now();
