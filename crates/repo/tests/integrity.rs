@@ -164,18 +164,7 @@ async fn bit_flips_are_detected_and_name_the_namespace() {
     let a = documents(300, &[], 0);
     let b = documents(300, &[], 9);
     let (id, _) = backup(&repo, &[("shop.a", &a), ("shop.b", &b)]).await;
-    assert!(
-        check(
-            &repo,
-            CheckOptions {
-                read_data: true,
-                ..CheckOptions::default()
-            }
-        )
-        .await
-        .unwrap()
-        .is_ok()
-    );
+    assert!(check_read_data(&repo).await.unwrap().is_ok());
 
     // Flip one bit inside the third chunk of shop.a.
     let snap = repo.load_snapshot(&id).await.unwrap();
@@ -189,15 +178,7 @@ async fn bit_flips_are_detected_and_name_the_namespace() {
 
     // The structural check does not read data; read-data finds the damage.
     assert!(check(&repo, CheckOptions::default()).await.unwrap().is_ok());
-    let report = check(
-        &repo,
-        CheckOptions {
-            read_data: true,
-            ..CheckOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let report = check_read_data(&repo).await.unwrap();
     assert!(!report.is_ok());
     assert!(report.errors.iter().any(|e| e.contains(&key)), "{:?}", report.errors);
     assert!(
@@ -272,15 +253,7 @@ async fn crash_before_commit_leaves_a_usable_repository() {
     );
     assert!(storage.list("snapshots/").await.unwrap().is_empty());
     assert!(storage.list("index/").await.unwrap().is_empty());
-    let report = check(
-        &repo,
-        CheckOptions {
-            read_data: true,
-            ..CheckOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let report = check_read_data(&repo).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.errors);
     assert!(!report.notes.is_empty(), "unreferenced packs are reported as notes");
 
@@ -297,15 +270,7 @@ async fn crash_before_commit_leaves_a_usable_repository() {
     assert_eq!(read_all(&repo, &id, "db.c").await.unwrap(), concat(&docs));
     let plan = prune(&repo, false).await.unwrap();
     assert!(!plan.unindexed_packs.is_empty());
-    let report = check(
-        &repo,
-        CheckOptions {
-            read_data: true,
-            ..CheckOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let report = check_read_data(&repo).await.unwrap();
     assert!(report.is_ok() && report.notes.is_empty(), "{report:?}");
 }
 
@@ -398,15 +363,7 @@ async fn forget_and_prune_keep_what_the_policy_says() {
     assert_eq!(done.delete_packs, dry.delete_packs);
     let size_after: u64 = storage.list("data/").await.unwrap().iter().map(|m| m.size).sum();
     assert!(size_after < size_before * 2 / 3, "{size_after} vs {size_before}");
-    let report = check(
-        &repo,
-        CheckOptions {
-            read_data: true,
-            ..CheckOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let report = check_read_data(&repo).await.unwrap();
     assert!(report.is_ok() && report.notes.is_empty(), "{report:?}");
     let docs = &ids.iter().find(|(id, _)| *id == kept).unwrap().1;
     let repo = Repository::open(storage, Some(PASSWORD)).await.unwrap();
@@ -455,18 +412,7 @@ async fn copy_produces_an_identical_snapshot() {
         }
     }
     assert_eq!(read_all(&target, &new_id, "db.c").await.unwrap(), concat(&docs));
-    assert!(
-        check(
-            &target,
-            CheckOptions {
-                read_data: true,
-                ..CheckOptions::default()
-            }
-        )
-        .await
-        .unwrap()
-        .is_ok()
-    );
+    assert!(check_read_data(&target).await.unwrap().is_ok());
     // Copying again is a no-op.
     let again = copy_snapshots(&source, &target, &[id]).await.unwrap();
     assert_eq!(again[0].1, CopyOutcome::AlreadyPresent(new_id));
@@ -605,15 +551,7 @@ async fn prune_keeps_the_chunk_lists_in_use() {
         let loc = repo.locate(list).expect("chunk list still indexed");
         assert_eq!(loc.entry.kind, BlobKind::ChunkList);
     }
-    let report = check(
-        &repo,
-        CheckOptions {
-            read_data: true,
-            ..CheckOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let report = check_read_data(&repo).await.unwrap();
     assert!(report.is_ok() && report.notes.is_empty(), "{report:?}");
     assert_eq!(read_all(&repo, &second, "db.c").await.unwrap(), concat(&new));
 }

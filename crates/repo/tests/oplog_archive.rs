@@ -186,40 +186,17 @@ async fn damaged_slice_data_fails_reading_and_check() {
     let (storage, repo) = init_memory().await;
     base_snapshot(&repo, "rs0", 10).await;
     let a = slice(&repo, "rs0", SliceStart::ContinuesFrom(ts(10)), 11..=60).await;
-    assert!(
-        check(
-            &repo,
-            CheckOptions {
-                read_data: true,
-                ..CheckOptions::default()
-            }
-        )
-        .await
-        .unwrap()
-        .is_ok()
-    );
+    assert!(check_read_data(&repo).await.unwrap().is_ok());
 
     // Flip one byte inside the first blob of the slice.
-    let loc = repo.locate(&chunk_ids(&repo, &a.data).await[0]).unwrap();
-    let key = pack_key(&loc.pack);
-    let mut bytes = storage.get(&key).await.unwrap().to_vec();
-    bytes[usize::try_from(loc.entry.offset).unwrap() + 40] ^= 1;
-    storage.put(&key, bytes.into()).await.unwrap();
+    flip_bit_in_blob(&storage, &repo, &chunk_ids(&repo, &a.data).await[0], 40).await;
 
     let err = range_ts(&repo, "rs0", 10, 60).await.unwrap_err();
     assert!(
         matches!(err, RepoError::SliceDamaged { ref slice, .. } if *slice == a.id.to_hex()),
         "{err}"
     );
-    let report = check(
-        &repo,
-        CheckOptions {
-            read_data: true,
-            ..CheckOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let report = check_read_data(&repo).await.unwrap();
     assert!(
         report.errors.iter().any(|e| e.contains(&a.id.to_hex())),
         "{:?}",
@@ -227,7 +204,9 @@ async fn damaged_slice_data_fails_reading_and_check() {
     );
 
     // A missing manifest-referenced blob is a structural error.
-    storage.delete(&key).await.unwrap();
+    let first_blob = chunk_ids(&repo, &a.data).await[0];
+    let pack = repo.locate(&first_blob).unwrap().pack;
+    storage.delete(&pack_key(&pack)).await.unwrap();
     let report = check(&repo, CheckOptions::default()).await.unwrap();
     assert!(!report.is_ok());
 }
@@ -278,15 +257,7 @@ async fn forget_keeps_the_slices_of_kept_windows_and_prune_keeps_their_data() {
         !pruned.delete_packs.is_empty() || !pruned.repack_packs.is_empty(),
         "{pruned:?}"
     );
-    let report = check(
-        &repo,
-        CheckOptions {
-            read_data: true,
-            ..CheckOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let report = check_read_data(&repo).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.errors);
     assert_eq!(report.slices, 3);
     assert_eq!(
@@ -322,16 +293,5 @@ async fn copy_carries_slices_once() {
         range_ts(&target, "rs0", 10, 50).await.unwrap(),
         (11..=50).collect::<Vec<_>>()
     );
-    assert!(
-        check(
-            &target,
-            CheckOptions {
-                read_data: true,
-                ..CheckOptions::default()
-            }
-        )
-        .await
-        .unwrap()
-        .is_ok()
-    );
+    assert!(check_read_data(&target).await.unwrap().is_ok());
 }

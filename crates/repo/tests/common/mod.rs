@@ -111,3 +111,24 @@ pub fn read_bson_file(path: &Path) -> Vec<RawDocumentBuf> {
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new("/work/shared/fixtures/mongo-tools").join(rel)
 }
+
+/// `check --read-data`: every pack, blob and content hash verified.
+pub async fn check_read_data(repo: &Repository) -> tidemark_repo::Result<tidemark_repo::check::CheckReport> {
+    tidemark_repo::check::check(
+        repo,
+        tidemark_repo::check::CheckOptions {
+            read_data: true,
+            ..tidemark_repo::check::CheckOptions::default()
+        },
+    )
+    .await
+}
+
+/// Flips the lowest bit of the byte `offset` bytes into `blob`'s stored form, inside its pack.
+pub async fn flip_bit_in_blob(storage: &Storage, repo: &Repository, blob: &Id, offset: u64) {
+    let loc = repo.locate(blob).unwrap();
+    let key = tidemark_repo::pack::pack_key(&loc.pack);
+    let mut bytes = storage.get(&key).await.unwrap().to_vec();
+    bytes[usize::try_from(loc.entry.offset + offset).unwrap()] ^= 1;
+    storage.put(&key, bytes.into()).await.unwrap();
+}
