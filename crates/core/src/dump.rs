@@ -25,12 +25,19 @@ use std::{
 };
 
 use bson::{Bson, Document, RawDocumentBuf, Timestamp, doc};
-use mongodb::{Client, options::Hint};
+use mongodb::{
+    Client,
+    action::Action as _,
+    options::Hint,
+    raw_batch_cursor::{RawBatch, RawBatchCursor},
+};
 use tidemark_format::{
     archive::{ArchiveHeader, ArchiveWriter, NamespaceWriter, PreludeEntry, SharedArchiveWriter},
     bson_stream::{BsonReader, MAX_OPLOG_DOCUMENT_SIZE},
     directory::{DataFileWriter, DbAuthFile, DumpWriter},
     metadata::Metadata,
+    output_file::OutputFile,
+    parallel_gzip::ParallelGzEncoder,
 };
 
 use crate::{
@@ -335,6 +342,24 @@ async fn estimated_count(client: &Client, db: &str, coll: &str) -> Option<u64> {
         Some(Bson::Double(n)) if *n >= 0.0 => format!("{n:.0}").parse().ok(),
         _ => None,
     }
+}
+
+/// Bytes a dump asks for per batch. Small enough that the reply's buffers stay in the CPU cache
+/// while they are copied (the server caps batches at 16 MiB, which is slower and holds more
+/// memory per cursor); large enough that round trips cost little.
+const BATCH_BYTES: u64 = 1 << 20;
+
+/// The `batchSize` that makes batches of about [`BATCH_BYTES`], from the collection's average
+/// document size (`collStats.avgObjSize`); `None` (the server's default) when it is unknown.
+async fn batch_size_for(client: &Client, db: &str, coll: &str) -> Option<u32> {
+    let reply = client.database(db).run_command(doc! {"collStats": coll}).await.ok()?;
+    let average = match reply.get("avgObjSize")? {
+        Bson::Int32(n) => u64::try_from(*n).ok()?,
+        Bson::Int64(n) => u64::try_from(*n).ok()?,
+        Bson::Double(n) if *n >= 1.0 => format!("{n:.0}").parse().ok()?,
+        _ => return None,
+    };
+    u32::try_from((BATCH_BYTES / average.max(1)).clamp(101, 100_000)).ok()
 }
 
 fn server_major_minor(version: &str) -> (u32, u32) {
@@ -698,9 +723,15 @@ impl<W: Write + Send> Output for BufWriter<W> {
     }
 }
 
-impl Output for flate2::write::GzEncoder<Box<dyn Output>> {
+impl Output for ParallelGzEncoder<Box<dyn Output>> {
     fn close(self: Box<Self>) -> std::io::Result<()> {
         (*self).finish()?.close()
+    }
+}
+
+impl Output for OutputFile {
+    fn close(self: Box<Self>) -> std::io::Result<()> {
+        (*self).finish().map(drop)
     }
 }
 
@@ -708,7 +739,7 @@ type BoxWrite = Box<dyn Output>;
 
 fn maybe_gzip(out: BoxWrite, gzip: bool) -> BoxWrite {
     if gzip {
-        Box::new(flate2::write::GzEncoder::new(out, flate2::Compression::default()))
+        Box::new(ParallelGzEncoder::new(out, flate2::Compression::default()))
     } else {
         out
     }
@@ -794,6 +825,33 @@ async fn split_points(coll: &mongodb::Collection<RawDocumentBuf>, count: u64, pa
     Ok(Some(points))
 }
 
+/// The next raw batch of a cursor (the driver's zero-copy batch cursor: documents are written
+/// straight from the server's reply, without a copy or an allocation per document).
+async fn next_batch(cursor: &mut RawBatchCursor, what: &str) -> Result<Option<RawBatch>> {
+    use futures_util::StreamExt;
+    cursor
+        .next()
+        .await
+        .transpose()
+        .context(|| format!("error reading from {what}"))
+}
+
+/// Writes every document of a batch; returns how many.
+fn write_batch(batch: &RawBatch, sink: &mut Sink, ns: &str, what: &str) -> Result<u64> {
+    let documents = batch.doc_slices().context(|| format!("error reading from {what}"))?;
+    let mut n = 0u64;
+    for element in documents {
+        let doc = element.ok().and_then(|value| value.as_document()).ok_or_else(|| {
+            Error::Data(format!(
+                "error reading from {what}: the server returned a batch element that is not a document"
+            ))
+        })?;
+        sink.write(doc, ns)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 async fn dump_collection(
     client: Client,
     plan: CollectionPlan,
@@ -807,6 +865,7 @@ async fn dump_collection(
     if let Some((db, coll)) = &plan.source {
         progress.start(&ns, plan.estimated_count);
         let collection = client.database(db).collection::<RawDocumentBuf>(coll);
+        let batch_size = batch_size_for(&client, db, coll).await;
         let points = match split {
             Some((n, parts)) if parts > 1 => match split_points(&collection, n, parts).await {
                 Ok(points) => points,
@@ -829,53 +888,38 @@ async fn dump_collection(
         }
         let ranged = filters.len() > 1;
         ranges = filters.len();
-        let mut pending = 0u64;
+        let what = format!("{db}.{coll}");
         if ranged {
-            // Every range cursor feeds the one writer through a bounded channel of batches
-            // (at most 1000 documents or 4 MiB each, 4 in flight per cursor), so memory stays
-            // bounded whatever the collection size.
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(4 * filters.len());
+            // Every range cursor hands its raw batches to the one writer through a channel with
+            // room for one batch per cursor, so memory stays bounded whatever the collection size.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<RawBatch>(filters.len());
             let mut readers = tokio::task::JoinSet::new();
             for filter in filters {
                 let collection = collection.clone();
                 let tx = tx.clone();
-                let what = format!("{db}.{coll}");
+                let what = what.clone();
                 let progress = progress.clone();
                 readers.spawn(async move {
-                    let find = collection.find(filter).hint(Hint::Keys(doc! {"_id": 1}));
+                    let find = collection
+                        .find(filter)
+                        .hint(Hint::Keys(doc! {"_id": 1}))
+                        .optional(batch_size, |find, size| find.batch_size(size))
+                        .batch();
                     let opened = find.await.context(|| format!("error reading from {what}"));
                     let Some(mut cursor) = absent_if_dropped(opened, &what, &*progress)? else {
                         return Ok(());
                     };
-                    let mut batch = Vec::new();
-                    let mut bytes = 0usize;
-                    while cursor
-                        .advance()
-                        .await
-                        .context(|| format!("error reading from {what}"))?
-                    {
-                        let doc = cursor.current();
-                        bytes += doc.as_bytes().len();
-                        batch.push(doc.to_raw_document_buf());
-                        if batch.len() >= 1000 || bytes >= 4 << 20 {
-                            bytes = 0;
-                            if tx.send(std::mem::take(&mut batch)).await.is_err() {
-                                return Ok(());
-                            }
+                    while let Some(batch) = next_batch(&mut cursor, &what).await? {
+                        if tx.send(batch).await.is_err() {
+                            break;
                         }
-                    }
-                    if !batch.is_empty() {
-                        let _ = tx.send(batch).await;
                     }
                     Ok::<_, Error>(())
                 });
             }
             drop(tx);
             while let Some(batch) = rx.recv().await {
-                for doc in &batch {
-                    sink.write(doc, &ns)?;
-                }
-                let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                let n = write_batch(&batch, &mut sink, &ns, &what)?;
                 count += n;
                 progress.advance(&ns, n);
             }
@@ -884,27 +928,21 @@ async fn dump_collection(
             }
         } else {
             let mut find = collection.find(filters.swap_remove(0));
+            if let Some(size) = batch_size {
+                find = find.batch_size(size);
+            }
             if plan.natural_hint {
                 find = find.hint(Hint::Keys(doc! {"$natural": 1}));
             }
-            let opened = find.await.context(|| format!("error reading from {db}.{coll}"));
-            let mut cursor = absent_if_dropped(opened, &format!("{db}.{coll}"), &*progress)?;
-            while let Some(cursor) = &mut cursor
-                && cursor
-                    .advance()
-                    .await
-                    .context(|| format!("error reading from {db}.{coll}"))?
-            {
-                sink.write(cursor.current(), &ns)?;
-                count += 1;
-                pending += 1;
-                if pending == 1000 {
-                    progress.advance(&ns, pending);
-                    pending = 0;
+            let opened = find.batch().await.context(|| format!("error reading from {what}"));
+            if let Some(mut cursor) = absent_if_dropped(opened, &what, &*progress)? {
+                while let Some(batch) = next_batch(&mut cursor, &what).await? {
+                    let n = write_batch(&batch, &mut sink, &ns, &what)?;
+                    count += n;
+                    progress.advance(&ns, n);
                 }
             }
         }
-        progress.advance(&ns, pending);
         progress.finish(&ns);
     }
     sink.finish(&ns)?;
@@ -953,8 +991,7 @@ pub async fn run_dump(
                 DumpTarget::Stream(stream) => Box::new(BufWriter::with_capacity(1 << 20, stream.take()?)),
                 DumpTarget::Archive(Some(p)) => {
                     let p = tidemark_format::archive::gzip::resolve_archive_path(p, options.gzip);
-                    let f = File::create(&p).map_err(io_error("error creating archive", &p))?;
-                    Box::new(BufWriter::with_capacity(1 << 20, f))
+                    Box::new(OutputFile::create(&p).map_err(io_error("error creating archive", &p))?)
                 }
                 _ => Box::new(BufWriter::new(std::io::stdout())),
             };

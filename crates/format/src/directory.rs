@@ -45,21 +45,24 @@
 //! Lays files out as mongodump does: `<out>/<db>/<stem>.bson` and `<stem>.metadata.json` with
 //! the escaped (and possibly shortened) stem from [`file_stem`], timeseries data in
 //! `system.buckets.<name>.bson`, `$admin.system.{users,roles,version}.bson` unescaped, the oplog
-//! at `<out>/oplog.bson` and `prelude.json` last. With gzip every file is one gzip member and gets
-//! `.gz`, except `oplog.bson`, which is compressed under its plain name. Each file is written
+//! at `<out>/oplog.bson` and `prelude.json` last. With gzip every file is gzip-compressed (data files as
+//! members of 1 MiB compressed in parallel, [`crate::parallel_gzip`]) and gets `.gz`, except
+//! `oplog.bson`, which is compressed under its plain name. Data files are written with direct I/O
+//! where possible ([`crate::output_file`]). Each file is written
 //! under a temporary hidden name in its final directory and renamed into place only once
 //! complete and synced, so an interrupted dump never leaves a file that looks finished.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::output_file::OutputFile;
+use crate::parallel_gzip::ParallelGzEncoder;
 use bson::RawDocument;
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 
 use crate::bson_stream::{BsonReader, MAX_DOCUMENT_SIZE, MAX_OPLOG_DOCUMENT_SIZE};
 use crate::metadata::{Metadata, MetadataError};
@@ -1108,10 +1111,10 @@ fn write_whole_file(path: &Path, bytes: &[u8], gzip: bool) -> Result<(), Directo
     Ok(())
 }
 
-/// Output of a data file: plain or gzip, over a buffered file.
+/// Output of a data file: plain or gzip, over a direct-I/O file.
 enum Sink {
-    Plain(BufWriter<File>),
-    Gzip(Box<GzEncoder<BufWriter<File>>>),
+    Plain(Box<OutputFile>),
+    Gzip(Box<ParallelGzEncoder<OutputFile>>),
 }
 
 impl Write for Sink {
@@ -1132,11 +1135,10 @@ impl Write for Sink {
 
 impl Sink {
     fn into_file(self) -> io::Result<File> {
-        let buffered = match self {
-            Self::Plain(w) => w,
-            Self::Gzip(w) => w.finish()?,
-        };
-        buffered.into_inner().map_err(io::IntoInnerError::into_error)
+        match self {
+            Self::Plain(w) => w.finish(),
+            Self::Gzip(w) => w.finish()?.finish(),
+        }
     }
 }
 
@@ -1180,12 +1182,11 @@ impl DataFileWriter {
     pub fn create(path: PathBuf, gzip: bool) -> Result<Self, DirectoryError> {
         create_parent(&path)?;
         let temp_path = temp_path_for(&path);
-        let file = File::create(&temp_path).map_err(DirectoryError::io("error creating", &temp_path))?;
-        let buffered = BufWriter::with_capacity(256 * 1024, file);
+        let file = OutputFile::create(&temp_path).map_err(DirectoryError::io("error creating", &temp_path))?;
         let sink = if gzip {
-            Sink::Gzip(Box::new(GzEncoder::new(buffered, Compression::default())))
+            Sink::Gzip(Box::new(ParallelGzEncoder::new(file, Compression::default())))
         } else {
-            Sink::Plain(buffered)
+            Sink::Plain(Box::new(file))
         };
         Ok(Self {
             path,

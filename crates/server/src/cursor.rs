@@ -249,6 +249,7 @@ impl Cursor {
                 };
                 let mut iter = walk.peekable();
                 let mut exhausted = false;
+                let mut last_in_index: Option<&RawDocumentBuf> = None;
                 loop {
                     if docs.len() >= max_docs || scan.remaining == Some(0) {
                         exhausted = scan.remaining == Some(0) || iter.peek().is_none();
@@ -267,14 +268,7 @@ impl Cursor {
                     scan.after = Some(rec);
                     if scan.id_ranges.is_some() {
                         engine.metrics().add_keys(1);
-                        let id = raw.get("_id").ok().flatten().and_then(crate::engine::key::to_bson);
-                        let Some(id) = id else {
-                            return Err(CommandError::internal(format!(
-                                "stored document in {} has an invalid _id",
-                                scan.ns
-                            )));
-                        };
-                        scan.after_id = Some(Key(id));
+                        last_in_index = Some(raw);
                     }
                     if let Some(t) = &mut scan.tail {
                         t.positioned = true;
@@ -312,6 +306,17 @@ impl Cursor {
                             docs.push(Cow::Borrowed(raw.as_bytes()));
                         }
                     }
+                }
+                // The next batch resumes after the last `_id` walked.
+                if let Some(raw) = last_in_index {
+                    let id = raw.get("_id").ok().flatten().and_then(crate::engine::key::to_bson);
+                    let Some(id) = id else {
+                        return Err(CommandError::internal(format!(
+                            "stored document in {} has an invalid _id",
+                            scan.ns
+                        )));
+                    };
+                    scan.after_id = Some(Key(id));
                 }
                 if scan.tail.is_some() {
                     // A tailable cursor stays open at the end of the data (until its limit is reached).

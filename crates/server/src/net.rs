@@ -98,7 +98,12 @@ pub async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, state: A
                     let compressor = decoded
                         .compressor
                         .filter(|_| tidemark_wire::is_compressible_command(&name));
-                    let bytes = encode_msg(next_request_id, request_id, reply, compressor.as_ref());
+                    let bytes = if compressor.is_none() && reply.as_bytes().len() >= UNCOPIED_BODY {
+                        tidemark_wire::op_msg_body_prefix(next_request_id, request_id, reply.as_bytes().len())
+                            .map(|prefix| Outgoing::Parts(prefix, reply))
+                    } else {
+                        encode_msg(next_request_id, request_id, reply, compressor.as_ref()).map(Outgoing::Whole)
+                    };
                     (bytes, ())
                 }
                 Message::Query(q) => {
@@ -120,14 +125,21 @@ pub async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, state: A
                         0
                     };
                     let bytes = tidemark_wire::encode_op_reply(next_request_id, request_id, flags, 0, 0, &[reply]);
-                    (Ok(bytes), ())
+                    (Ok(Outgoing::Whole(bytes)), ())
                 }
             };
             let () = state_back;
             next_request_id = next_request_id.wrapping_add(1);
             match reply_bytes {
-                Ok(bytes) => {
-                    if let Err(e) = stream.write_all(&bytes).await {
+                Ok(outgoing) => {
+                    let written = match &outgoing {
+                        Outgoing::Whole(bytes) => stream.write_all(bytes).await,
+                        Outgoing::Parts(prefix, body) => match stream.write_all(prefix).await {
+                            Ok(()) => stream.write_all(body.as_bytes()).await,
+                            Err(e) => Err(e),
+                        },
+                    };
+                    if let Err(e) = written {
                         tracing::debug!(%peer, error = %e, "write failed; closing connection");
                         return;
                     }
@@ -150,6 +162,18 @@ pub async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, state: A
             }
         }
     }
+}
+
+/// Reply bodies from this size on (cursor batches) are written after a prefix instead of being
+/// copied into one message buffer first.
+const UNCOPIED_BODY: usize = 64 * 1024;
+
+/// A reply ready to be written.
+enum Outgoing {
+    /// A whole encoded message.
+    Whole(Vec<u8>),
+    /// The `OP_MSG` prefix, then the body's own bytes.
+    Parts([u8; tidemark_wire::OP_MSG_BODY_PREFIX_LEN], RawDocumentBuf),
 }
 
 fn encode_msg(

@@ -211,6 +211,40 @@ pub fn encode_op_msg(
     }
 }
 
+/// Length of the prefix [`op_msg_body_prefix`] returns.
+pub const OP_MSG_BODY_PREFIX_LEN: usize = HEADER_LEN + 5;
+
+/// The bytes that precede the body of an uncompressed, checksum-free `OP_MSG` that holds only a
+/// body section (the header, zero flag bits and the section kind): sending them and then the body's
+/// own bytes sends exactly what [`encode_op_msg`] encodes, without copying a large body (a cursor
+/// batch of up to 16 MiB) into a new buffer first.
+///
+/// # Errors
+/// [`WireError::TooLarge`] when the message does not fit an int32 length.
+pub fn op_msg_body_prefix(
+    request_id: i32,
+    response_to: i32,
+    body_len: usize,
+) -> Result<[u8; OP_MSG_BODY_PREFIX_LEN], WireError> {
+    let length = OP_MSG_BODY_PREFIX_LEN
+        .checked_add(body_len)
+        .and_then(|total| i32::try_from(total).ok())
+        .ok_or_else(|| WireError::TooLarge {
+            what: "encoded message",
+            size: u64::try_from(body_len).unwrap_or(u64::MAX),
+            max: u64::try_from(i32::MAX).unwrap_or(u64::MAX),
+        })?;
+    let mut prefix = [0u8; OP_MSG_BODY_PREFIX_LEN];
+    for (slot, value) in prefix
+        .chunks_exact_mut(4)
+        .zip([length, request_id, response_to, OP_MSG])
+    {
+        slot.copy_from_slice(&value.to_le_bytes());
+    }
+    // Flag bits (4 bytes) and the body section's kind byte stay 0.
+    Ok(prefix)
+}
+
 /// Wraps an encoded message (header included) in `OP_COMPRESSED`.
 fn compress_message(
     message: &[u8],

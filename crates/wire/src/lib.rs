@@ -44,7 +44,10 @@ mod op_query;
 mod op_reply;
 mod reader;
 
-pub use codec::{Decoded, Message, decode, decode_message, encode_op_msg, is_compressible_command};
+pub use codec::{
+    Decoded, Message, OP_MSG_BODY_PREFIX_LEN, decode, decode_message, encode_op_msg, is_compressible_command,
+    op_msg_body_prefix,
+};
 pub use compression::{COMPRESSOR_ID_NOOP, COMPRESSOR_ID_SNAPPY, COMPRESSOR_ID_ZLIB, COMPRESSOR_ID_ZSTD, Compressor};
 pub use error::WireError;
 pub use op_msg::{DocumentSequence, FLAG_CHECKSUM_PRESENT, FLAG_EXHAUST_ALLOWED, FLAG_MORE_TO_COME, OpMsg};

@@ -66,6 +66,10 @@ fn op_msg_body_only() {
     assert_eq!(compressor, None);
     // The encoder produces exactly the documented layout.
     assert_eq!(encode_op_msg(42, 0, &msg, None).unwrap(), bytes);
+    // And so does the prefix sent before a body that is not copied.
+    let mut parts = op_msg_body_prefix(42, 0, msg.body.as_bytes().len()).unwrap().to_vec();
+    parts.extend_from_slice(msg.body.as_bytes());
+    assert_eq!(parts, bytes);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! `--gzip` for archives: the whole byte stream, from the magic number on, is one gzip stream.
 //!
-//! Nothing inside an archive is compressed separately, and the real tools never sniff for gzip:
+//! The stream is written as consecutive gzip members compressed in parallel
+//! ([`crate::parallel_gzip`]), which every gzip reader reads as one stream. Nothing inside an
+//! archive is compressed separately, and the real tools never sniff for gzip:
 //! the caller decides from the `--gzip` option. Reading accepts concatenated gzip members, as Go's
 //! `gzip.Reader` does. This module also resolves the archive path the way both tools do.
 
@@ -9,18 +11,19 @@ use std::path::{Path, PathBuf};
 
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
+
+use crate::parallel_gzip::ParallelGzEncoder;
 
 /// Wraps an archive input in a gzip decoder (multi-member).
 pub fn gzip_reader<R: Read>(input: R) -> MultiGzDecoder<BufReader<R>> {
     MultiGzDecoder::new(BufReader::new(input))
 }
 
-/// Wraps an archive output in a gzip encoder at the default level (6, Go's default). Call
-/// [`GzEncoder::finish`] on it after [`ArchiveWriter::finish`](super::ArchiveWriter::finish) to
-/// write the gzip trailer.
-pub fn gzip_writer<W: Write>(output: W) -> GzEncoder<W> {
-    GzEncoder::new(output, Compression::default())
+/// Wraps an archive output in a gzip encoder at the default level (6, Go's default) that
+/// compresses on every core. Call [`ParallelGzEncoder::finish`] on it after
+/// [`ArchiveWriter::finish`](super::ArchiveWriter::finish) to write the last members.
+pub fn gzip_writer<W: Write>(output: W) -> ParallelGzEncoder<W> {
+    ParallelGzEncoder::new(output, Compression::default())
 }
 
 /// The file an `--archive=<path>` option names: `<path>/archive` (or `<path>/archive.gz` with

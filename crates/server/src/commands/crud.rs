@@ -229,6 +229,23 @@ fn predicate_ranges(op: &str, v: &Bson) -> Option<KeyRanges> {
     }
 }
 
+/// Whether the `_id` index bounds of `filter` select exactly the documents it matches: it constrains
+/// `_id` alone, with comparison or `$in` operators on plannable values, whose bounds are type-bracketed
+/// like the operators themselves. Then documents read through those bounds need not be matched again
+/// (mongod's exact index bounds: its FETCH stage gets no filter).
+fn exact_id_bounds(filter: &Document) -> bool {
+    filter.len() == 1
+        && filter.iter().all(|(field, cond)| {
+            field == "_id"
+                && match cond {
+                    Bson::Document(ops) if !ops.is_empty() && ops.keys().all(|k| k.starts_with('$')) => {
+                        ops.iter().all(|(op, v)| predicate_ranges(op, v).is_some())
+                    }
+                    v => predicate_ranges("$eq", v).is_some(),
+                }
+        })
+}
+
 /// The tighter of two lower bounds.
 fn max_lo(a: Bound<Key>, b: Bound<Key>) -> Bound<Key> {
     tighter(a, b, std::cmp::Ordering::Greater)
@@ -770,6 +787,8 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         Plan::IdScan(uuid, ranges) => {
             let projection: Option<DocTransform> =
                 proj.map(|p| Box::new(move |d: &Document| Ok(p.apply(d))) as DocTransform);
+            // Exact bounds need no second look at the documents, as in mongod's plans.
+            let exact = filter.as_ref().is_some_and(exact_id_bounds);
             CursorSource::Scan(Box::new(ScanState {
                 ns: ns.clone(),
                 uuid,
@@ -777,7 +796,7 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 id_ranges: Some(ranges),
                 after_id: None,
                 reverse: false,
-                filter: matcher.filter,
+                filter: if exact { None } else { matcher.filter },
                 projection,
                 skip,
                 remaining: limit,

@@ -41,8 +41,13 @@ impl Default for RawWriter {
 impl RawWriter {
     /// Starts a top-level document.
     pub fn new() -> Self {
+        Self::with_capacity(256)
+    }
+
+    /// Starts a top-level document in a buffer of `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
         let mut w = Self {
-            buf: Vec::with_capacity(256),
+            buf: Vec::with_capacity(capacity),
             open: Vec::new(),
         };
         w.open_doc();
@@ -145,12 +150,16 @@ pub fn cursor_reply_bytes<'a>(
     cursor_id: i64,
     ns: &str,
 ) -> CommandResult<(Vec<u8>, usize)> {
-    let mut w = RawWriter::new();
+    let docs: Vec<&[u8]> = docs.into_iter().collect();
+    // Room for every document, its element header (type, index key, NUL) and the fields around:
+    // the reply is built without ever moving.
+    let capacity = docs.iter().map(|d| d.len() + 8).sum::<usize>() + ns.len() + 128;
+    let mut w = RawWriter::with_capacity(capacity);
     w.start("cursor", false);
     w.start(batch_key, true);
-    let mut idx = itoa_buf();
+    let mut index = itoa::Buffer::new();
     for (i, d) in docs.into_iter().enumerate() {
-        w.doc_bytes(index_key(&mut idx, i), d);
+        w.doc_bytes(index.format(i), d);
     }
     w.end()?;
     w.i64("id", cursor_id);
@@ -172,17 +181,6 @@ pub fn set_cursor_id(bytes: &mut [u8], id_offset: usize, cursor_id: i64) -> Comm
         .ok_or_else(|| CommandError::internal("cursor id offset outside the reply"))?;
     slot.copy_from_slice(&cursor_id.to_le_bytes());
     Ok(())
-}
-
-fn itoa_buf() -> String {
-    String::with_capacity(8)
-}
-
-fn index_key(buf: &mut String, i: usize) -> &str {
-    use std::fmt::Write;
-    buf.clear();
-    let _ = write!(buf, "{i}");
-    buf.as_str()
 }
 
 #[cfg(test)]
