@@ -250,6 +250,72 @@ fn gzip_wrapped_archive_round_trips() {
     assert_eq!(reader.namespace_totals(0).map(|t| t.0), Some(1));
 }
 
+/// Decompresses argv[1] with `gzip.decompress` (one stream) into argv[2], checks it against a
+/// member-by-member decompression with zlib, and prints the number of members.
+const PY_GZIP_MEMBERS: &str = r"
+import gzip, sys, zlib
+data = open(sys.argv[1], 'rb').read()
+whole = gzip.decompress(data)
+parts, members, rest = [], 0, data
+while rest:
+    d = zlib.decompressobj(31)
+    parts.append(d.decompress(rest))
+    parts.append(d.flush())
+    members += 1
+    rest = d.unused_data
+assert b''.join(parts) == whole
+open(sys.argv[2], 'wb').write(whole)
+print(members)
+";
+
+/// A gzip archive of several members (compressed in parallel) is one gzip stream to Python's
+/// `gzip` module, an independent reader, and holds exactly the plain archive's bytes.
+#[test]
+fn parallel_gzip_archive_reads_as_one_stream_in_python() {
+    use tidemark_format::archive::gzip::gzip_writer;
+    let write = |out: Box<dyn Write>| -> Box<dyn Write> {
+        let header = ArchiveHeader::new(2, "7.0.16", "t");
+        let mut w = ArchiveWriter::new(out, &header, &entries(&["a", "b"])).unwrap();
+        let mut x = 7u64;
+        for i in 0..6000i64 {
+            // About 1 KiB each, half of it incompressible: several 1 MiB members.
+            let payload: Vec<u8> = (0..512)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()[0]
+                })
+                .collect();
+            let doc = rawdoc! {"_id": i, "text": "x".repeat(500), "payload": bson::Binary {
+            subtype: bson::spec::BinarySubtype::Generic, bytes: payload }};
+            w.write_document(usize::try_from(i % 2).unwrap(), &doc).unwrap();
+        }
+        w.close_namespace(0).unwrap();
+        w.close_namespace(1).unwrap();
+        w.finish().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let plain_path = dir.path().join("plain");
+    let gz_path = dir.path().join("archive.gz");
+    drop(write(Box::new(std::fs::File::create(&plain_path).unwrap())));
+    // Dropping the encoder finishes it, as flate2's encoders do.
+    drop(write(Box::new(gzip_writer(std::fs::File::create(&gz_path).unwrap()))));
+    let out = Command::new("python3")
+        .args(["-c", PY_GZIP_MEMBERS])
+        .arg(&gz_path)
+        .arg(dir.path().join("unzipped"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    let members: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // 6000 documents of about 1 KiB: 6 MiB and more, in 1 MiB members.
+    assert!(members >= 6, "expected several gzip members, saw {members}");
+    let plain = std::fs::read(&plain_path).unwrap();
+    assert!(plain.len() > 6 << 20);
+    assert_eq!(std::fs::read(dir.path().join("unzipped")).unwrap(), plain);
+}
+
 /// Walks the archive grammar with pymongo's `bson` (an independent decoder) and computes the
 /// CRCs with its own bitwise CRC-64/XZ; prints a JSON summary.
 const PY_WALKER: &str = r#"
