@@ -3,7 +3,8 @@
 //! Deflate at the default level is by far the slowest step of a `--gzip` dump, and one stream
 //! compressed on one thread (as mongodump does) leaves the other cores idle. [`ParallelGzEncoder`]
 //! cuts its input into blocks of [`BLOCK`] bytes, compresses each block on its own thread as a
-//! complete gzip member, and writes the members in input order. Concatenated members are one valid
+//! complete gzip member (with libdeflate, about twice as fast as zlib at the same level and ratio),
+//! and writes the members in input order. Concatenated members are one valid
 //! gzip file (RFC 1952, section 2.2): Go's `gzip.Reader` used by mongorestore, `gunzip` and
 //! flate2's `MultiGzDecoder` all read them as a single stream. The price is a few bytes per block
 //! and deflate starting each block without the previous block as its dictionary (about 0.1% on
@@ -14,7 +15,6 @@ use std::io::{self, Write};
 use std::thread::JoinHandle;
 
 use flate2::Compression;
-use flate2::write::GzEncoder;
 
 /// Input bytes per gzip member.
 pub const BLOCK: usize = 1 << 20;
@@ -40,10 +40,21 @@ impl<W: Write> std::fmt::Debug for ParallelGzEncoder<W> {
     }
 }
 
+/// One complete gzip member holding `block`, compressed by libdeflate: the same format and ratio
+/// as zlib at the same level, in about half the time, since it compresses a whole buffer at once
+/// instead of a stream.
 fn compress_block(block: &[u8], level: Compression) -> io::Result<Vec<u8>> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(block.len() / 2 + 64), level);
-    encoder.write_all(block)?;
-    encoder.finish()
+    let level = i32::try_from(level.level())
+        .ok()
+        .and_then(|l| libdeflater::CompressionLvl::new(l).ok())
+        .ok_or_else(|| io::Error::other(format!("gzip level {} is out of range", level.level())))?;
+    let mut compressor = libdeflater::Compressor::new(level);
+    let mut member = vec![0u8; compressor.gzip_compress_bound(block.len())];
+    let len = compressor
+        .gzip_compress(block, &mut member)
+        .map_err(|e| io::Error::other(format!("gzip compression failed: {e}")))?;
+    member.truncate(len);
+    Ok(member)
 }
 
 impl<W: Write> ParallelGzEncoder<W> {
