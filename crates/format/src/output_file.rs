@@ -130,13 +130,20 @@ impl std::fmt::Debug for OutputFile {
     }
 }
 
-/// Opens `path` for writing (created or truncated), with `O_DIRECT` when the platform and the
-/// filesystem accept it.
+/// Opens `path` for writing (created or truncated), with `O_DIRECT` when it is (or will be) a
+/// regular file and the platform and the filesystem accept it. Never for anything else: on a pipe
+/// (`--archive=/dev/stdout`, a FIFO) `O_DIRECT` means packet mode, where a reader's short read
+/// silently drops the rest of a write.
 fn open(path: &Path) -> io::Result<(File, bool)> {
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
+    let regular = match std::fs::metadata(path) {
+        Ok(meta) => meta.is_file(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(_) => false,
+    };
     #[cfg(target_os = "linux")]
-    {
+    if regular {
         use std::os::unix::fs::OpenOptionsExt;
         let mut direct = options.clone();
         direct.custom_flags(libc::O_DIRECT);
@@ -146,6 +153,8 @@ fn open(path: &Path) -> io::Result<(File, bool)> {
             Err(e) => return Err(e),
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = regular;
     Ok((options.open(path)?, false))
 }
 
@@ -333,6 +342,35 @@ mod tests {
         out.write_all(b"short").unwrap();
         out.finish().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"short");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_pipe_gets_ordinary_writes_that_small_reads_see_whole() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let reader_path = fifo.clone();
+        // Reads in pieces smaller than a buffer, as a consumer of `--archive=-` might.
+        let reader = std::thread::spawn(move || {
+            let mut file = std::fs::File::open(reader_path).unwrap();
+            let mut all = Vec::new();
+            let mut piece = [0u8; 1000];
+            loop {
+                let n = file.read(&mut piece).unwrap();
+                if n == 0 {
+                    break all;
+                }
+                all.extend_from_slice(&piece[..n]);
+            }
+        });
+        let data = pattern(BUFFER * 2 + 5000);
+        let mut out = OutputFile::create(&fifo).unwrap();
+        out.write_all(&data).unwrap();
+        out.finish().unwrap();
+        assert_eq!(reader.join().unwrap(), data);
     }
 
     #[test]
