@@ -550,6 +550,19 @@ async fn server_workload(uri: &str, documents: u64, batch: &[RawDocumentBuf]) ->
 struct ToolRun {
     seconds: f64,
     peak_rss_kib: u64,
+    /// User + system CPU time of the tool, sampled until it exits.
+    cpu_seconds: f64,
+}
+
+/// User + system CPU seconds a process has used so far, from `/proc/<pid>/stat` (in `USER_HZ`,
+/// which is 100 on Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
 }
 
 /// Runs a command to completion, sampling its peak resident memory (`VmHWM`) from /proc.
@@ -562,7 +575,9 @@ fn run_measured(cmd: &mut Command) -> anyhow::Result<ToolRun> {
         .context("start the tool")?;
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak = 0u64;
+    let mut cpu = 0.0f64;
     let status = loop {
+        cpu = cpu_seconds(child.id()).unwrap_or(cpu);
         if let Ok(text) = std::fs::read_to_string(&status_path)
             && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
         {
@@ -588,6 +603,7 @@ fn run_measured(cmd: &mut Command) -> anyhow::Result<ToolRun> {
     Ok(ToolRun {
         seconds,
         peak_rss_kib: peak,
+        cpu_seconds: cpu,
     })
 }
 
@@ -647,16 +663,22 @@ fn bench_dump(size_mib: u64, server_bin: Option<PathBuf>, dir: Option<&Path>) ->
     let real_dump = std::env::var_os("MONGODUMP").map(PathBuf::from);
     let real_restore = std::env::var_os("MONGORESTORE").map(PathBuf::from);
 
-    println!("{:<40} {:>9} {:>10} {:>12}", "run", "seconds", "MB/s", "peak RSS MiB");
+    println!(
+        "{:<40} {:>9} {:>10} {:>12} {:>7} {:>12}",
+        "run", "seconds", "MB/s", "peak RSS MiB", "CPU s", "server CPU s"
+    );
     let mut cold_reads = true;
-    let print = |what: &str, run: &ToolRun| {
+    let print = |what: &str, run: &ToolRun, server_cpu: f64| {
         println!(
-            "{what:<40} {:>9.2} {:>10.1} {:>12.1}",
+            "{what:<40} {:>9.2} {:>10.1} {:>12.1} {:>7.2} {:>12.2}",
             run.seconds,
             bytes as f64 / 1e6 / run.seconds.max(1e-9),
-            run.peak_rss_kib as f64 / 1024.0
+            run.peak_rss_kib as f64 / 1024.0,
+            run.cpu_seconds,
+            server_cpu,
         );
     };
+    let server_cpu = |server: &ServerProcess| cpu_seconds(server.child.id()).unwrap_or(0.0);
     for (mode, extra) in [
         ("directory", vec![]),
         ("archive", vec!["archive"]),
@@ -689,7 +711,9 @@ fn bench_dump(size_mib: u64, server_bin: Option<PathBuf>, dir: Option<&Path>) ->
             if gzip {
                 dump.arg("--gzip");
             }
+            let source_cpu = server_cpu(&source);
             let dump_run = run_measured(&mut dump)?;
+            let dump_server_cpu = server_cpu(&source) - source_cpu;
             cold_reads &= drop_page_cache();
             let target = ServerProcess::start(&bin, None)?;
             let mut restore = Command::new(&restore_bin);
@@ -705,24 +729,28 @@ fn bench_dump(size_mib: u64, server_bin: Option<PathBuf>, dir: Option<&Path>) ->
             if gzip {
                 restore.arg("--gzip");
             }
+            let target_cpu = server_cpu(&target);
             let restore_run = run_measured(&mut restore)?;
+            let restore_server_cpu = server_cpu(&target) - target_cpu;
             drop(target);
             if archive {
                 std::fs::remove_file(&out)?;
             } else {
                 std::fs::remove_dir_all(&out)?;
             }
-            print(&format!("{who} dump, {mode}"), &dump_run);
-            print(&format!("{who} restore, {mode}"), &restore_run);
+            print(&format!("{who} dump, {mode}"), &dump_run, dump_server_cpu);
+            print(&format!("{who} restore, {mode}"), &restore_run, restore_server_cpu);
             results.push((who, dump_run, restore_run));
         }
         if let [(_, ours_d, ours_r), (_, theirs_d, theirs_r)] = results.as_slice() {
             println!(
-                "  ratios ours/theirs ({mode}): dump throughput x{:.2}, restore throughput x{:.2}, dump memory x{:.2}, restore memory x{:.2}",
+                "  ratios ours/theirs ({mode}): dump throughput x{:.2}, restore throughput x{:.2}, dump memory x{:.2}, restore memory x{:.2}, dump CPU x{:.2}, restore CPU x{:.2}",
                 theirs_d.seconds / ours_d.seconds.max(1e-9),
                 theirs_r.seconds / ours_r.seconds.max(1e-9),
                 ours_d.peak_rss_kib as f64 / theirs_d.peak_rss_kib.max(1) as f64,
                 ours_r.peak_rss_kib as f64 / theirs_r.peak_rss_kib.max(1) as f64,
+                ours_d.cpu_seconds / theirs_d.cpu_seconds.max(1e-9),
+                ours_r.cpu_seconds / theirs_r.cpu_seconds.max(1e-9),
             );
         }
     }
