@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::Repository;
 use crate::chunk_list::{ChunkListBuilder, MAX_GROUP, for_each_blob};
+use crate::compression::Compression;
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
@@ -72,7 +73,9 @@ async fn remap(
     }
     groups.extend(lists.finish());
     let slices: Vec<&[u8]> = groups.iter().map(Vec::as_slice).collect();
-    stream.chunk_lists = sink.add_batch(&slices, BlobKind::ChunkList).await?;
+    stream.chunk_lists = sink
+        .add_batch(&slices, BlobKind::ChunkList, Compression::Stored)
+        .await?;
     Ok(())
 }
 

@@ -11,14 +11,18 @@
 //!
 //! Sealed form: `nonce (24 bytes) || ciphertext || tag (16 bytes)`.
 
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RepoError, Result};
 
 /// Length of a sealed object's overhead (nonce + tag).
-pub const SEAL_OVERHEAD: usize = 24 + 16;
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+/// Length of the random nonce that starts a sealed object.
+const NONCE_LEN: usize = 24;
+/// Length of the authentication tag that ends a sealed object.
+const TAG_LEN: usize = 16;
 
 /// A 32-byte identifier shown as 64 hex digits.
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,7 +35,23 @@ impl Id {
     }
     /// Hex form.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.hex_digits().iter().map(|&d| char::from(d)).collect()
+    }
+    /// The 64 lowercase hex digits, without allocating (ids are formatted for every blob of a
+    /// pack header and index).
+    fn hex_digits(&self) -> [u8; 64] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        out
+    }
+    fn with_hex<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        let digits = self.hex_digits();
+        // Hex digits are ASCII.
+        f(std::str::from_utf8(&digits).unwrap_or_default())
     }
     /// Parses 64 hex digits.
     pub fn from_hex(text: &str) -> Option<Id> {
@@ -47,19 +67,19 @@ impl Id {
 
 impl std::fmt::Display for Id {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
+        self.with_hex(|hex| f.write_str(hex))
     }
 }
 
 impl std::fmt::Debug for Id {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Id({})", &self.to_hex()[..16])
+        self.with_hex(|hex| write!(f, "Id({})", &hex[..16]))
     }
 }
 
 impl Serialize for Id {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        self.with_hex(|hex| s.serialize_str(hex))
     }
 }
 
@@ -119,9 +139,29 @@ impl MasterKeys {
 
     /// Seals bytes (or returns them unchanged without encryption).
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        let mut buffer = self.seal_buffer(plaintext.len());
+        buffer.extend_from_slice(plaintext);
+        self.seal_in_place(&mut buffer);
+        buffer
+    }
+
+    /// An empty buffer for [`MasterKeys::seal_in_place`]: room for the nonce (already in place),
+    /// `capacity` bytes of plaintext and the tag, so sealing neither copies nor reallocates.
+    pub fn seal_buffer(&self, capacity: usize) -> Vec<u8> {
         match &self.encryption {
-            None => plaintext.to_vec(),
-            Some(key) => seal_with(&key.0, plaintext),
+            None => Vec::with_capacity(capacity),
+            Some(_) => {
+                let mut buffer = Vec::with_capacity(capacity + SEAL_OVERHEAD);
+                buffer.resize(NONCE_LEN, 0);
+                buffer
+            }
+        }
+    }
+
+    /// Seals a buffer from [`MasterKeys::seal_buffer`] holding the plaintext after the nonce room.
+    pub fn seal_in_place(&self, buffer: &mut Vec<u8>) {
+        if let Some(key) = &self.encryption {
+            seal_in_place_with(&key.0, buffer);
         }
     }
 
@@ -137,15 +177,23 @@ impl MasterKeys {
 
 /// Seals with an explicit key.
 pub fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    buffer.resize(NONCE_LEN, 0);
+    buffer.extend_from_slice(plaintext);
+    seal_in_place_with(key, &mut buffer);
+    buffer
+}
+
+/// Seals `buffer[NONCE_LEN..]` in place: writes a random nonce over the first [`NONCE_LEN`] bytes,
+/// encrypts the rest and appends the tag.
+fn seal_in_place_with(key: &[u8; 32], buffer: &mut Vec<u8>) {
+    let nonce_bytes: [u8; NONCE_LEN] = rand::random();
+    buffer[..NONCE_LEN].copy_from_slice(&nonce_bytes);
     let cipher = XChaCha20Poly1305::new(key.into());
-    let nonce_bytes: [u8; 24] = rand::random();
-    let nonce = XNonce::from(nonce_bytes);
-    // Encryption with a 32-byte key and in-memory buffer only fails for plaintexts beyond 256 GiB.
-    let ciphertext = cipher.encrypt(&nonce, plaintext).unwrap_or_default();
-    let mut out = Vec::with_capacity(ciphertext.len() + 24);
-    out.extend_from_slice(&nonce_bytes);
-    out.extend_from_slice(&ciphertext);
-    out
+    // Encryption only fails for plaintexts beyond 256 GiB; without a tag, opening fails.
+    if let Ok(tag) = cipher.encrypt_in_place_detached(&XNonce::from(nonce_bytes), b"", &mut buffer[NONCE_LEN..]) {
+        buffer.extend_from_slice(&tag);
+    }
 }
 
 /// Opens with an explicit key; `None` when the data is too short or fails authentication.
@@ -153,7 +201,7 @@ pub fn open_with(key: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
     if sealed.len() < SEAL_OVERHEAD {
         return None;
     }
-    let (nonce, ciphertext) = sealed.split_at(24);
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
     let nonce = XNonce::from_slice(nonce);
     XChaCha20Poly1305::new(key.into()).decrypt(nonce, ciphertext).ok()
 }
@@ -300,6 +348,15 @@ mod tests {
         bad[30] ^= 1;
         assert!(keys.open(&bad, "x").is_err());
         assert!(keys.open(&sealed[..10], "x").is_err());
+        // Sealing in place is the same construction.
+        let mut buffer = keys.seal_buffer(5);
+        buffer.extend_from_slice(b"hello");
+        keys.seal_in_place(&mut buffer);
+        assert_eq!(buffer.len(), 5 + SEAL_OVERHEAD);
+        assert_eq!(keys.open(&buffer, "x").unwrap(), b"hello");
+        // Without encryption sealing is the identity.
+        let clear = MasterKeys::generate(Id::random(), false);
+        assert_eq!(clear.seal(b"hello"), b"hello");
     }
 
     #[test]
@@ -323,9 +380,10 @@ mod tests {
         assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
         assert_ne!(a.blob_id(b"x"), Id::hash(b"x"));
         // BLAKE3 reference vector: hash of the empty input.
-        assert_eq!(
-            Id::hash(b"").to_hex(),
-            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
-        );
+        let empty = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
+        assert_eq!(Id::hash(b"").to_hex(), empty);
+        assert_eq!(Id::hash(b"").to_string(), empty);
+        assert_eq!(serde_json::to_string(&Id::hash(b"")).unwrap(), format!("\"{empty}\""));
+        assert_eq!(Id::from_hex(empty), Some(Id::hash(b"")));
     }
 }

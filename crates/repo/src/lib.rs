@@ -41,6 +41,7 @@
 pub mod check;
 pub mod chunk_list;
 mod chunker;
+pub mod compression;
 pub mod copy;
 pub mod crypto;
 pub mod error;

@@ -1,7 +1,8 @@
 //! Pack files and the index that locates blobs inside them.
 //!
 //! A blob is one chunk of plaintext (a piece of a namespace's BSON stream, or of a file). It is
-//! compressed with zstd, then sealed, and appended to the current pack. Packs collect many blobs
+//! put into a zstd frame (compressed or stored, see [`crate::compression`]), then sealed, and
+//! appended to the current pack. Packs collect many blobs
 //! (target size from the repository config, 16 MiB by default) so that object stores see few large
 //! objects. A pack ends with its own header, sealed, followed by the header's length as a 4-byte
 //! little-endian integer, so a pack alone is enough to rebuild the index:
@@ -17,10 +18,9 @@
 //! `(pack, offset, length)`. Index objects are only ever added (by backups and copies) or replaced
 //! as a whole (by prune, which writes the new index before deleting the old ones).
 
-use std::cell::RefCell;
-
 use serde::{Deserialize, Serialize};
 
+use crate::compression::{Compression, append_frame, decompress, frame_bound};
 use crate::crypto::{Id, MasterKeys};
 use crate::error::{RepoError, Result};
 
@@ -73,39 +73,12 @@ pub fn pack_key(id: &Id) -> String {
     format!("data/{}/{}", &hex[..2], hex)
 }
 
-thread_local! {
-    /// zstd contexts, reused: creating one costs more than compressing a chunk of a few KiB.
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
-}
-
-/// zstd at `level` with this thread's reused context.
-fn compress(plaintext: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
-    COMPRESSOR.with_borrow_mut(|slot| {
-        let compressor = match slot {
-            Some((l, c)) if *l == level => c,
-            _ => &mut slot.insert((level, zstd::bulk::Compressor::new(level)?)).1,
-        };
-        compressor.compress(plaintext)
-    })
-}
-
-/// zstd decompression (at most `capacity` bytes) with this thread's reused context.
-fn decompress(compressed: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with_borrow_mut(|slot| {
-        let decompressor = match slot {
-            Some(d) => d,
-            None => slot.insert(zstd::bulk::Decompressor::new()?),
-        };
-        decompressor.decompress(compressed, capacity)
-    })
-}
-
-/// Compresses and seals one blob.
-pub fn encode_blob(keys: &MasterKeys, plaintext: &[u8], level: i32) -> Result<Vec<u8>> {
-    let compressed =
-        compress(plaintext, level).map_err(|e| RepoError::Usage(format!("zstd compression failed: {e}")))?;
-    Ok(keys.seal(&compressed))
+/// Compresses (as `compression` says) and seals one blob, into one buffer.
+pub fn encode_blob(keys: &MasterKeys, plaintext: &[u8], compression: Compression) -> Result<Vec<u8>> {
+    let mut buffer = keys.seal_buffer(frame_bound(plaintext.len()));
+    append_frame(plaintext, compression, &mut buffer)?;
+    keys.seal_in_place(&mut buffer);
+    Ok(buffer)
 }
 
 /// Largest plaintext of a sealed JSON object (pack header, index, manifest).
@@ -114,10 +87,12 @@ const MAX_JSON_OBJECT: u64 = 2 << 30;
 /// `seal(zstd(JSON))`: how pack headers, index objects and manifests are stored. Their hex ids and
 /// repeated field names compress to well under half, which matters once chunks are a few KiB.
 pub(crate) fn seal_json(keys: &MasterKeys, json: &[u8]) -> Result<Vec<u8>> {
-    let compressed =
-        zstd::bulk::compress(json, 3).map_err(|e| RepoError::Usage(format!("zstd compression failed: {e}")))?;
-    Ok(keys.seal(&compressed))
+    encode_blob(keys, json, Compression::Level(JSON_LEVEL))
 }
+
+/// zstd level of sealed JSON objects: hex ids dominate them, and entropy coding alone halves
+/// those, so higher levels gain little and an index of a large backup is written at its end.
+const JSON_LEVEL: i32 = 1;
 
 /// Opens an object written by [`seal_json`], returning the JSON text.
 pub(crate) fn open_json(keys: &MasterKeys, sealed: &[u8], object: &str) -> Result<Vec<u8>> {
@@ -165,6 +140,15 @@ impl PackBuilder {
     pub fn with_capacity(size: usize) -> Self {
         PackBuilder {
             data: Vec::with_capacity(size),
+            entries: Vec::new(),
+        }
+    }
+
+    /// A builder filling `buffer` (emptied first), for reusing the buffer of a finished pack.
+    pub fn with_buffer(mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        PackBuilder {
+            data: buffer,
             entries: Vec::new(),
         }
     }
@@ -263,7 +247,7 @@ mod tests {
         let mut b = PackBuilder::default();
         let blobs: Vec<Vec<u8>> = vec![b"alpha".repeat(100), b"beta".to_vec()];
         for blob in &blobs {
-            let enc = encode_blob(&keys, blob, 3).unwrap();
+            let enc = encode_blob(&keys, blob, Compression::Level(3)).unwrap();
             b.add(keys.blob_id(blob), BlobKind::Data, &enc, blob.len() as u64);
         }
         let (bytes, index) = b.finish(&keys).unwrap();

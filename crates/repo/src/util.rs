@@ -57,38 +57,19 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// `f` over `items`, in order, split into one contiguous share per core when `parallel` (and
-/// there is more than one core and item). For CPU work on a batch: hashing, compression, sealing.
+/// `f` over `items`, in order, on rayon's pool of one thread per core when `parallel`. For CPU
+/// work on a batch: hashing, compression, sealing. The pool's threads live for the whole process,
+/// so their per-thread state (zstd contexts) is made once.
 pub(crate) fn parallel_map<T: Sync, R: Send>(
     items: &[T],
     parallel: bool,
-    f: impl Fn(&T) -> crate::Result<R> + Sync,
+    f: impl Fn(&T) -> crate::Result<R> + Sync + Send,
 ) -> crate::Result<Vec<R>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(items.len());
-    if !parallel || threads <= 1 {
+    use rayon::prelude::*;
+    if !parallel || items.len() <= 1 {
         return items.iter().map(&f).collect();
     }
-    let share = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|scope| {
-        // The first share runs on this thread, whose per-thread state (zstd contexts) lives on.
-        let mut parts = items.chunks(share);
-        let own = parts.next().unwrap_or_default();
-        let workers: Vec<_> = parts
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<crate::Result<Vec<R>>>()))
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        out.extend(own.iter().map(f).collect::<crate::Result<Vec<R>>>()?);
-        for worker in workers {
-            let part = worker
-                .join()
-                .map_err(|_| crate::RepoError::Usage("a worker thread panicked".into()))??;
-            out.extend(part);
-        }
-        Ok(out)
-    })
+    items.par_iter().map(f).collect()
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use crate::Repository;
 use crate::chunk_list::ChunkListBuilder;
 use crate::chunker::{ByteCutter, DocumentCutter};
+use crate::compression::{Chooser, Compression, Probe};
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
@@ -58,16 +59,19 @@ pub(crate) struct BlobSink {
     /// Pack uploads in flight (at most [`UPLOADS_IN_FLIGHT`]): chunking, compression and sealing
     /// go on while packs are written. Indexes are written only after every upload completed.
     uploads: tokio::task::JoinSet<Result<()>>,
+    /// Pack buffers back from their uploads, reused: filling a fresh buffer costs a page fault per
+    /// 4 KiB.
+    spare: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     pub(crate) stats: SnapshotStats,
     progress: Arc<dyn Progress>,
 }
 
-/// Room reserved for a pack: the target size plus one large chunk (a pack is finished once it
-/// reaches the target).
+/// Room reserved for a pack: the target size, one large chunk (a pack is finished once it reaches
+/// the target) and its header (about 64 bytes per blob, so at most 1/8 of the target with the
+/// smallest chunks), so that finishing a pack never moves it.
 fn pack_capacity(repo: &Repository) -> usize {
-    usize::try_from(repo.config.pack_size)
-        .unwrap_or(usize::MAX)
-        .saturating_add(256 * 1024)
+    let target = usize::try_from(repo.config.pack_size).unwrap_or(usize::MAX);
+    target.saturating_add(target / 8).saturating_add(256 * 1024)
 }
 
 /// Pack uploads a sink runs concurrently with its caller.
@@ -84,18 +88,28 @@ impl BlobSink {
             pending: HashSet::new(),
             packs: Vec::new(),
             uploads: tokio::task::JoinSet::new(),
+            spare: Arc::default(),
             stats: SnapshotStats::default(),
             progress,
         }
     }
 
-    /// Stores the blobs the repository does not have yet; returns every blob's id, in order.
+    /// Stores the blobs the repository does not have yet, made as `compression` says; returns
+    /// every blob's id, in order.
     ///
-    /// Hashing, compression and sealing run on all cores (one contiguous share of the batch per
-    /// thread); only blobs absent from the index and from this sink are encoded. Appending to
-    /// packs stays sequential, so pack contents follow stream order.
-    pub(crate) async fn add_batch(&mut self, blobs: &[&[u8]], kind: BlobKind) -> Result<Vec<Id>> {
-        let prepared = prepare(&self.repo, blobs)?;
+    /// Hashing, compression and sealing run on all cores; only blobs absent from the index and
+    /// from this sink are encoded. Appending to packs stays sequential, so pack contents follow
+    /// stream order.
+    pub(crate) async fn add_batch(
+        &mut self,
+        blobs: &[&[u8]],
+        kind: BlobKind,
+        compression: Compression,
+    ) -> Result<Vec<Id>> {
+        let bytes: usize = blobs.iter().map(|b| b.len()).sum();
+        let prepared = parallel_map(blobs, bytes >= PARALLEL_MIN_BYTES, |b| {
+            prepare_one(&self.repo, b, compression, None).map(|(prepared, _)| prepared)
+        })?;
         self.add_prepared(blobs, prepared, kind).await
     }
 
@@ -118,16 +132,21 @@ impl BlobSink {
             }
             let encoded = match encoded {
                 Some(e) => e,
-                None => encode_blob(&self.repo.keys, plaintext, self.repo.config.compression_level)?,
+                None => encode_blob(&self.repo.keys, plaintext, self.configured())?,
             };
             self.append(id, kind, &encoded, len).await?;
         }
         Ok(ids)
     }
 
+    /// The repository's configured compression.
+    fn configured(&self) -> Compression {
+        Compression::Level(self.repo.config.compression_level)
+    }
+
     /// Stores a blob known to be absent, under a given id.
     pub(crate) async fn add_new(&mut self, id: Id, kind: BlobKind, plaintext: &[u8]) -> Result<()> {
-        let encoded = encode_blob(&self.repo.keys, plaintext, self.repo.config.compression_level)?;
+        let encoded = encode_blob(&self.repo.keys, plaintext, self.configured())?;
         if kind == BlobKind::Data {
             self.stats.total_bytes += plaintext.len() as u64;
         }
@@ -156,7 +175,15 @@ impl BlobSink {
         if self.pack.is_empty() {
             return Ok(());
         }
-        let next = PackBuilder::with_capacity(pack_capacity(&self.repo));
+        let reused = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let next = match reused {
+            Some(buffer) => PackBuilder::with_buffer(buffer),
+            None => PackBuilder::with_capacity(pack_capacity(&self.repo)),
+        };
         let (bytes, index) = std::mem::replace(&mut self.pack, next).finish(&self.repo.keys)?;
         self.stats.added_bytes += bytes.len() as u64;
         while self.uploads.len() >= UPLOADS_IN_FLIGHT {
@@ -165,10 +192,19 @@ impl BlobSink {
         let storage = self.repo.storage.clone();
         let progress = self.progress.clone();
         let key = pack_key(&index.id);
+        let spare = self.spare.clone();
         self.uploads.spawn(async move {
             let len = bytes.len() as u64;
-            storage.put(&key, Bytes::from(bytes)).await?;
+            let bytes = Bytes::from(bytes);
+            storage.put(&key, bytes.clone()).await?;
             progress.pack_uploaded(len);
+            // The storage no longer holds the bytes once the put returned.
+            if let Ok(buffer) = bytes.try_into_mut() {
+                spare
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(buffer.into());
+            }
             Ok(())
         });
         self.packs.push(index);
@@ -202,21 +238,24 @@ impl BlobSink {
     }
 }
 
-/// Ids and encodings of a batch, computed on every core. Blobs the index already has are not
-/// encoded; the sink's own pending blobs are checked later, by [`BlobSink::add_prepared`] (this
-/// runs beside it, on another batch).
-fn prepare(repo: &Repository, blobs: &[&[u8]]) -> Result<Vec<Prepared>> {
-    let one = |plaintext: &[u8]| -> Result<Prepared> {
-        let id = repo.keys.blob_id(plaintext);
-        let encoded = if repo.has_blob(&id) {
-            None
-        } else {
-            Some(encode_blob(&repo.keys, plaintext, repo.config.compression_level)?)
-        };
-        Ok((id, encoded))
+/// A blob's id and, unless the index has it, its encoding as `compression` says and, with
+/// `probe_level`, its measurement (see [`Chooser`]). The sink's own pending blobs are checked
+/// later, by [`BlobSink::add_prepared`] (this runs beside it, on another batch).
+fn prepare_one(
+    repo: &Repository,
+    plaintext: &[u8],
+    compression: Compression,
+    probe_level: Option<i32>,
+) -> Result<(Prepared, Probe)> {
+    let id = repo.keys.blob_id(plaintext);
+    if repo.has_blob(&id) {
+        return Ok(((id, None), Probe::default()));
+    }
+    let probe = match probe_level {
+        Some(level) => Probe::measure(plaintext, level)?,
+        None => Probe::default(),
     };
-    let bytes: usize = blobs.iter().map(|b| b.len()).sum();
-    parallel_map(blobs, bytes >= PARALLEL_MIN_BYTES, |b| one(b))
+    Ok(((id, Some(encode_blob(&repo.keys, plaintext, compression)?)), probe))
 }
 
 /// `data` cut into pieces of the given lengths.
@@ -236,10 +275,18 @@ struct Batch {
     data: Vec<u8>,
     /// Chunk lengths.
     cuts: Vec<usize>,
+    /// Which chunks are measured for the stream's [`Chooser`].
+    probes: Vec<bool>,
+    /// How the chunks are compressed.
+    compression: Compression,
+    /// The repository's level, the one measurements compare with.
+    level: i32,
     /// The stream's content hash, updated with `data`.
     hasher: blake3::Hasher,
     /// Ids and encodings (once prepared).
     prepared: Vec<Prepared>,
+    /// Sum of the measurements (once prepared).
+    probe: Probe,
 }
 
 impl Batch {
@@ -250,15 +297,26 @@ impl Batch {
     /// Hashes, compresses and seals the batch (on every core) and adds it to the content hash.
     fn prepare(mut self, repo: &Repository) -> Result<Batch> {
         let data = &self.data;
-        let chunks = split(data, &self.cuts);
+        let chunks: Vec<(&[u8], bool)> = split(data, &self.cuts)
+            .into_iter()
+            .zip(self.probes.iter().copied())
+            .collect();
+        let (compression, level) = (self.compression, self.level);
         let hasher = &mut self.hasher;
-        let prepared = std::thread::scope(|scope| {
-            scope.spawn(|| {
+        let ((), prepared) = rayon::join(
+            || {
                 hasher.update(data);
-            });
-            prepare(repo, &chunks)
-        })?;
-        self.prepared = prepared;
+            },
+            || {
+                parallel_map(&chunks, data.len() >= PARALLEL_MIN_BYTES, |&(chunk, probe)| {
+                    prepare_one(repo, chunk, compression, probe.then_some(level))
+                })
+            },
+        );
+        for (one, probe) in prepared? {
+            self.prepared.push(one);
+            self.probe += probe;
+        }
         Ok(self)
     }
 }
@@ -289,6 +347,8 @@ pub(crate) struct StreamWriter {
     hasher: Option<blake3::Hasher>,
     /// The batch being prepared on the blocking pool while the next one fills.
     in_flight: Option<tokio::task::JoinHandle<Result<Batch>>>,
+    /// How the stream's chunks are compressed.
+    chooser: Chooser,
     lists: ChunkListBuilder,
     stream: DataStream,
     repo: Repository,
@@ -315,6 +375,7 @@ impl StreamWriter {
             cut_bytes: 0,
             hasher: Some(blake3::Hasher::new()),
             in_flight: None,
+            chooser: Chooser::new(repo.config.compression_level),
             lists: ChunkListBuilder::default(),
             stream: DataStream::default(),
             repo: repo.clone(),
@@ -384,14 +445,19 @@ impl StreamWriter {
         }
         self.settle(sink).await?;
         let rest = self.buf.split_off(self.cut_bytes);
+        let cuts = std::mem::take(&mut self.cuts);
         let batch = Batch {
             data: std::mem::replace(&mut self.buf, rest),
-            cuts: std::mem::take(&mut self.cuts),
+            probes: cuts.iter().map(|&len| self.chooser.probe_next(len)).collect(),
+            cuts,
+            compression: self.chooser.current(),
+            level: self.chooser.level(),
             hasher: self
                 .hasher
                 .take()
                 .ok_or_else(|| RepoError::Usage("stream hasher missing".into()))?,
             prepared: Vec::new(),
+            probe: Probe::default(),
         };
         self.cut_bytes = 0;
         let repo = self.repo.clone();
@@ -407,6 +473,7 @@ impl StreamWriter {
         let mut batch = handle
             .await
             .map_err(|e| RepoError::Usage(format!("chunk encoding task failed: {e}")))??;
+        self.chooser.observe(batch.probe);
         let prepared = std::mem::take(&mut batch.prepared);
         let ids = sink.add_prepared(&batch.chunks(), prepared, BlobKind::Data).await?;
         self.hasher = Some(batch.hasher);
@@ -417,7 +484,10 @@ impl StreamWriter {
     async fn store_lists(&mut self, groups: &[Vec<u8>], sink: &mut BlobSink) -> Result<()> {
         if !groups.is_empty() {
             let slices: Vec<&[u8]> = groups.iter().map(Vec::as_slice).collect();
-            let ids = sink.add_batch(&slices, BlobKind::ChunkList).await?;
+            // Chunk ids are random bytes: compressing them never pays.
+            let ids = sink
+                .add_batch(&slices, BlobKind::ChunkList, Compression::Stored)
+                .await?;
             self.stream.chunk_lists.extend(ids);
         }
         Ok(())

@@ -51,17 +51,28 @@ pub fn progress() -> Arc<NoProgress> {
     Arc::new(NoProgress)
 }
 
+/// xorshift64 states from a seed: deterministic noise.
+fn xorshift(seed: u64) -> impl Iterator<Item = u64> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    std::iter::repeat_with(move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    })
+}
+
 /// Deterministic pseudo-random text (xorshift), so zstd cannot collapse it.
 pub fn noise(seed: u64, len: usize) -> String {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'a' + u8::try_from(x % 26).unwrap())
-        })
+    xorshift(seed)
+        .take(len)
+        .map(|x| char::from(b'a' + u8::try_from(x % 26).unwrap()))
         .collect()
+}
+
+/// Deterministic pseudo-random bytes: nothing compresses them.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    xorshift(seed).take(len).map(|x| x.to_le_bytes()[0]).collect()
 }
 
 /// `n` documents of about 1 KiB each; `version` changes the payload of the documents whose index is in `changed`.
