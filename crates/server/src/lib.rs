@@ -36,6 +36,7 @@ pub mod readonly;
 pub mod repl;
 pub mod storage;
 pub mod testing;
+pub mod timeseries;
 pub mod ttl;
 
 pub use commands::{Ctx, Reply, Request, ServerState};

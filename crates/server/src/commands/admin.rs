@@ -15,6 +15,7 @@ use crate::engine::collection::{CollectionKind, id_index_spec};
 use crate::engine::namespace::validate_db_name;
 use crate::engine::{Catalog, Collection, Mutation, Namespace, WriteTxn, new_uuid};
 use crate::error::{CommandError, CommandResult};
+use crate::timeseries::TimeseriesOptions;
 
 /// Registers this group's commands.
 pub fn register(r: &mut Registry) {
@@ -70,7 +71,7 @@ pub fn uuid_bson(uuid: &[u8; 16]) -> Bson {
 /// Creates the collection if it does not exist (implicit creation on first write); fails on views.
 pub fn ensure_collection(txn: &mut WriteTxn<'_>, ns: &Namespace) -> CommandResult<()> {
     match txn.catalog().collection(ns) {
-        Some(c) if c.is_view() => Err(view_error(ns)),
+        Some(c) if c.is_virtual() => Err(view_error(ns)),
         Some(_) => Ok(()),
         None => txn.apply(Mutation::CreateCollection {
             ns: ns.clone(),
@@ -189,6 +190,9 @@ fn create(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             "'pipeline' requires 'viewOn' to also be specified",
         ));
     }
+    if options.contains_key("timeseries") {
+        return create_timeseries(ctx, req, &ns, options);
+    }
     let options = normalize_options(options)?;
     let j = write_concern_j(&req.body);
     ctx.server.engine.write(|txn| {
@@ -211,6 +215,48 @@ fn create(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     Ok(ok())
 }
 
+/// `create` of a time series collection: the user-visible `<name>` (options `{timeseries,
+/// expireAfterSeconds?}`) and its `system.buckets.<name>` (clustered by `_id`, same options), in one write.
+fn create_timeseries(ctx: &mut Ctx<'_>, req: &Request, ns: &Namespace, options: Document) -> CommandResult<Reply> {
+    let spec = TimeseriesOptions::validate_create(ns, &options)?;
+    let mut view_options = doc! { "timeseries": spec.clone() };
+    let mut bucket_options = doc! { "clusteredIndex": true, "timeseries": spec };
+    if let Some(e) = options.get("expireAfterSeconds") {
+        let secs = super::raw::as_i64(e).unwrap_or(0);
+        view_options.insert("expireAfterSeconds", secs);
+        bucket_options.insert("expireAfterSeconds", secs);
+    }
+    let buckets = crate::timeseries::buckets_ns(ns)?;
+    let j = write_concern_j(&req.body);
+    ctx.server.engine.write(|txn| {
+        txn.set_sync(j);
+        if let Some(existing) = txn.catalog().collection(ns) {
+            if existing.is_timeseries() && existing.options == view_options {
+                return Ok(());
+            }
+            return Err(CommandError::namespace_exists(format!(
+                "A timeseries collection already exists. NS: {ns}"
+            )));
+        }
+        if txn.catalog().collection(&buckets).is_some() {
+            return Err(CommandError::namespace_exists(format!(
+                "Collection {buckets} already exists."
+            )));
+        }
+        txn.apply(Mutation::CreateCollection {
+            ns: buckets.clone(),
+            uuid: new_uuid(),
+            options: bucket_options.clone(),
+        })?;
+        txn.apply(Mutation::CreateCollection {
+            ns: ns.clone(),
+            uuid: new_uuid(),
+            options: view_options.clone(),
+        })
+    })?;
+    Ok(ok())
+}
+
 /// Whether the command's write concern asks for journaled durability (`j: true`, or `w: "majority"` which
 /// implies it on a journaled server).
 pub fn write_concern_j(body: &Document) -> bool {
@@ -229,7 +275,15 @@ fn drop_collection(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let j = write_concern_j(&req.body);
     let n_indexes = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
-        let n = txn.catalog().collection(&ns).map(|c| c.indexes().len());
+        let coll = txn.catalog().collection(&ns);
+        let n = coll.map(|c| c.indexes().len());
+        // Dropping a time series collection drops its buckets with it.
+        if coll.is_some_and(Collection::is_timeseries) {
+            let buckets = crate::timeseries::buckets_ns(&ns)?;
+            if txn.catalog().collection(&buckets).is_some() {
+                txn.apply(Mutation::DropCollection { ns: buckets })?;
+            }
+        }
         if n.is_some() {
             txn.apply(Mutation::DropCollection { ns: ns.clone() })?;
         }

@@ -36,6 +36,7 @@ use crate::engine::collection::{Collection, KeyRanges, valid_range};
 use crate::engine::key::{Key, path_values, raw_id};
 use crate::engine::{Catalog, Mutation, Namespace, WriteTxn};
 use crate::error::{CommandError, CommandResult};
+use crate::timeseries::TimeseriesOptions;
 
 /// Registers this group's commands.
 pub fn register(r: &mut Registry) {
@@ -577,6 +578,15 @@ fn resolve_view(cat: &Catalog, ns: &Namespace) -> CommandResult<Option<(Namespac
         let Some(coll) = cat.collection(&current) else {
             return Ok(if depth == 0 { None } else { Some((current, stages)) });
         };
+        if coll.is_timeseries() {
+            // Mongod's view pipeline of a time series collection: unpack its buckets.
+            let spec = coll.options.get_document("timeseries").map_err(|_| {
+                CommandError::invalid_options(format!("time-series collection {current} has no 'timeseries' options"))
+            })?;
+            let mut all = vec![TimeseriesOptions::from_document(spec)?.unpack_stage()];
+            all.extend(stages);
+            return Ok(Some((crate::timeseries::buckets_ns(&current)?, all)));
+        }
         if !coll.is_view() {
             return Ok(if depth == 0 { None } else { Some((current, stages)) });
         }
@@ -607,14 +617,31 @@ fn run_pipeline(ctx: &Ctx<'_>, ns: &Namespace, stages: Vec<Document>) -> Command
             None => (ns.clone(), Vec::new()),
         };
         all.extend(stages);
-        let pipeline = Pipeline::parse(&all).map_err(CommandError::from)?;
-        let docs: Vec<Document> = match cat.collection(&source) {
-            Some(c) => c
-                .iter()
-                .map(|(_, raw)| decode(raw, &source))
-                .collect::<CommandResult<_>>()?,
-            None => Vec::new(),
+        // A leading `$_internalUnpackBucket` turns bucket documents into measurements.
+        let unpack = match all.first().and_then(|s| s.get(crate::timeseries::UNPACK_STAGE)) {
+            Some(Bson::Document(spec)) => Some(TimeseriesOptions::from_document(spec)?),
+            Some(_) => {
+                return Err(CommandError::failed_to_parse(format!(
+                    "{} specification must be an object",
+                    crate::timeseries::UNPACK_STAGE
+                )));
+            }
+            None => None,
         };
+        if unpack.is_some() {
+            all.remove(0);
+        }
+        let pipeline = Pipeline::parse(&all).map_err(CommandError::from)?;
+        let mut docs: Vec<Document> = Vec::new();
+        if let Some(c) = cat.collection(&source) {
+            for (_, raw) in c.iter() {
+                let d = decode(raw, &source)?;
+                match &unpack {
+                    Some(opts) => crate::timeseries::unpack(&d, opts, &mut docs)?,
+                    None => docs.push(d),
+                }
+            }
+        }
         pipeline.run(docs.into_iter()).map_err(CommandError::from)
     })
 }
@@ -719,7 +746,7 @@ fn find(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             hint_direction(&req.body, None)?;
             return Ok(Plan::Buffered(Vec::new()));
         };
-        if coll.is_view() {
+        if coll.is_virtual() {
             return Ok(Plan::View);
         }
         let hinted = hint_direction(&req.body, Some(coll))?;
@@ -978,7 +1005,7 @@ fn count(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let is_view = ctx
         .server
         .engine
-        .read(|cat| cat.collection(&ns).is_some_and(Collection::is_view));
+        .read(|cat| cat.collection(&ns).is_some_and(Collection::is_virtual));
     let total = if is_view {
         let mut stages = Vec::new();
         if let Some(q) = query.filter(|q| !q.is_empty()) {
@@ -1027,7 +1054,7 @@ fn distinct(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let is_view = ctx
         .server
         .engine
-        .read(|cat| cat.collection(&ns).is_some_and(Collection::is_view));
+        .read(|cat| cat.collection(&ns).is_some_and(Collection::is_virtual));
     let mut set: BTreeSet<Key> = BTreeSet::new();
     let mut add = |raw: &RawDocument| {
         if let Some(vals) = path_values(raw, &key) {
@@ -1214,7 +1241,7 @@ fn count_documents(
     let total = ctx.server.engine.read(|cat| -> CommandResult<Option<usize>> {
         match cat.collection(ns) {
             None => Ok(Some(0)),
-            Some(c) if c.is_view() => Ok(None),
+            Some(c) if c.is_virtual() => Ok(None),
             Some(c) if matcher.filter.is_none() => Ok(Some(c.len())),
             Some(c) => Ok(Some(matcher.collect(c, ns, false, None)?.len())),
         }
@@ -1430,6 +1457,15 @@ fn insert(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let (n, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
         txn.set_session(crate::repl::oplog::retryable_session(&req.body));
+        if let Some(spec) = txn
+            .catalog()
+            .collection(&ns)
+            .filter(|c| c.is_timeseries())
+            .and_then(|c| c.options.get_document("timeseries").ok())
+        {
+            let opts = TimeseriesOptions::from_document(spec)?;
+            return crate::timeseries::insert_measurements(txn, &ns, &opts, docs, ordered);
+        }
         ensure_collection(txn, &ns)?;
         let validator = Validator::for_collection(txn.catalog().collection(&ns), bypass)?;
         let mut n = 0usize;
@@ -1603,7 +1639,7 @@ fn apply_update(
         ));
     }
     let matcher = Matcher::new(Some(query))?.counting(metrics);
-    if txn.catalog().collection(ns).is_some_and(Collection::is_view) {
+    if txn.catalog().collection(ns).is_some_and(Collection::is_virtual) {
         return Err(view_error(ns));
     }
     let targets: Vec<Document> = match txn.catalog().collection(ns) {
@@ -1728,7 +1764,7 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let (n, modified, upserted, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
         txn.set_session(crate::repl::oplog::retryable_session(&req.body));
-        if txn.catalog().collection(&ns).is_some_and(Collection::is_view) {
+        if txn.catalog().collection(&ns).is_some_and(Collection::is_virtual) {
             return Err(view_error(&ns));
         }
         let mut n = 0usize;
@@ -1796,7 +1832,7 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let (n, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
         txn.set_session(crate::repl::oplog::retryable_session(&req.body));
-        if txn.catalog().collection(&ns).is_some_and(Collection::is_view) {
+        if txn.catalog().collection(&ns).is_some_and(Collection::is_virtual) {
             return Err(view_error(&ns));
         }
         let mut n = 0usize;
@@ -1821,7 +1857,7 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 }
                 let ids: Vec<Bson> = match txn.catalog().collection(&ns) {
                     None => return Ok(0),
-                    Some(c) if c.is_view() => return Err(view_error(&ns)),
+                    Some(c) if c.is_virtual() => return Err(view_error(&ns)),
                     Some(c) => {
                         let matcher = Matcher::new(Some(&q))?.counting(metrics);
                         let lim = if limit == 1 { Some(1) } else { None };
@@ -1903,7 +1939,7 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
             let Some(coll) = txn.catalog().collection(&ns) else {
                 return Ok((None, doc! { "n": 0 }));
             };
-            if coll.is_view() {
+            if coll.is_virtual() {
                 return Err(view_error(&ns));
             }
             let matcher = Matcher::new(Some(&query))?.counting(metrics);

@@ -233,7 +233,7 @@ fn create_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 .catalog()
                 .collection(&ns)
                 .ok_or_else(|| CommandError::internal("collection vanished"))?;
-            if coll.is_view() {
+            if coll.is_virtual() {
                 return Err(view_error(&ns));
             }
             let name = spec.get_str("name").unwrap_or_default();
@@ -320,7 +320,7 @@ fn drop_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         txn.set_sync(j);
         let coll = match txn.catalog().collection(&ns) {
             None => return Err(CommandError::namespace_not_found(format!("ns not found {ns}"))),
-            Some(c) if c.is_view() => return Err(view_error(&ns)),
+            Some(c) if c.is_virtual() => return Err(view_error(&ns)),
             Some(c) => c,
         };
         let was = coll.indexes().len();

@@ -84,7 +84,7 @@ impl Catalog {
                         "Collection {ns} already exists."
                     )));
                 }
-                let coll = Collection::new(*uuid, options.clone())?;
+                let coll = Collection::new(ns, *uuid, options.clone())?;
                 self.dbs
                     .entry(ns.db.clone())
                     .or_default()

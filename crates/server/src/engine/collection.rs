@@ -31,7 +31,8 @@ pub enum CollectionKind {
     Collection,
     /// A read-only view (`viewOn` + `pipeline`).
     View,
-    /// A time series collection (options stored; data kept like a collection).
+    /// A time series collection: holds no documents itself; its measurements live in the
+    /// `system.buckets.<name>` collection (see [`crate::timeseries`]).
     Timeseries,
 }
 
@@ -268,11 +269,11 @@ pub fn id_index_spec() -> Document {
 }
 
 impl Collection {
-    /// Creates an empty collection from its creation options.
-    pub fn new(uuid: [u8; 16], options: Document) -> CommandResult<Self> {
+    /// Creates an empty collection `ns` from its creation options.
+    pub fn new(ns: &Namespace, uuid: [u8; 16], options: Document) -> CommandResult<Self> {
         let kind = if options.contains_key("viewOn") {
             CollectionKind::View
-        } else if options.contains_key("timeseries") {
+        } else if options.contains_key("timeseries") && !crate::timeseries::is_buckets(ns) {
             CollectionKind::Timeseries
         } else {
             CollectionKind::Collection
@@ -296,7 +297,7 @@ impl Collection {
         // `autoIndexId: false` (kept by mongod in the `local` database, e.g. for `local.oplog.rs`) means no
         // `_id` index; such a collection also accepts documents without `_id`.
         let auto_index_id = !matches!(options.get("autoIndexId"), Some(Bson::Boolean(false)));
-        if kind != CollectionKind::View && auto_index_id {
+        if kind == CollectionKind::Collection && auto_index_id {
             let mut spec = id_index_spec();
             if let Some(Bson::Document(id_index)) = options.get("idIndex") {
                 // Keep extra fields given by the client (e.g. collation) but never a different key or name.
@@ -338,6 +339,17 @@ impl Collection {
     /// Whether this is a view.
     pub fn is_view(&self) -> bool {
         self.kind == CollectionKind::View
+    }
+
+    /// Whether this is a time series collection (its data lives in `system.buckets.<name>`).
+    pub fn is_timeseries(&self) -> bool {
+        self.kind == CollectionKind::Timeseries
+    }
+
+    /// Whether reads of this namespace run through a pipeline over another collection (views and time
+    /// series collections), and plain document writes to it are refused.
+    pub fn is_virtual(&self) -> bool {
+        self.kind != CollectionKind::Collection
     }
 
     /// Whether the collection is capped.
