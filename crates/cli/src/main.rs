@@ -33,6 +33,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc, as in tidemark-server: `demo`, `verify` and `serve` run that server in this process,
+/// and restores and backups allocate and free many document-sized buffers.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Backup and restore for MongoDB.
 #[derive(Debug, Parser)]
 #[command(name = "tidemark", version, about, propagate_version = true)]
