@@ -1,8 +1,8 @@
 //! Time series collections through `tidemark dump` and `tidemark restore` (FORMATS.md 1.5), against
 //! `tidemark-server` in MongoDB 7.0's layout. pymongo, a client we did not write, seeds the source and
 //! reads both ends: a dump holds `system.buckets.<name>.bson` (the bucket documents, byte for byte) and
-//! `<name>.metadata.json`; a restore into a fresh server gives back the same measurements and the same
-//! buckets; restoring over an existing one without `--drop` fails as mongorestore does.
+//! `<name>.metadata.json` (with the user-facing indexes); a restore into a fresh server gives back the
+//! same measurements, indexes and buckets; restoring over an existing one without `--drop` fails as mongorestore does.
 
 mod dump_support;
 
@@ -23,6 +23,7 @@ for s in range(3):
         docs.append({"ts": base + datetime.timedelta(minutes=7 * i + s), "station": {"id": s, "site": "n%d" % s},
                      "temp": 10.5 + (i % 17) - s, "ok": i % 5 != 0})
 db.weather.insert_many(docs)
+db.weather.create_index([("station.site", 1), ("ts", -1)], name="site_ts")
 db.plain.insert_many([{"_id": i, "v": i} for i in range(10)])
 print("ok")
 "#,
@@ -43,7 +44,8 @@ assert entry["type"] == "timeseries", entry
 measurements = sorted(db.weather.find(), key=lambda d: d["_id"])
 raw = db.get_collection("system.buckets.weather", codec_options=CodecOptions(document_class=RawBSONDocument))
 buckets = [b.raw.hex() for b in raw.find()]
-print(json_util.dumps({"options": entry["options"], "n": len(measurements), "measurements": measurements,
+print(json_util.dumps({"options": entry["options"], "indexes": list(db.weather.list_indexes()),
+                       "bucket_indexes": list(raw.list_indexes()), "n": len(measurements), "measurements": measurements,
                        "buckets": buckets, "plain": list(db.plain.find().sort("_id", 1))},
                       json_options=json_util.CANONICAL_JSON_OPTIONS))
 "#,
@@ -96,7 +98,9 @@ entry = [c for c in client["metrics"].list_collections() if c["name"] == "weathe
 assert json_util.loads(json.dumps(meta["options"])) == entry["options"], meta
 assert meta["options"]["timeseries"]["granularity"] == "minutes"
 assert meta["collectionName"] == "weather" and meta["type"] == "timeseries", meta
-assert meta["indexes"] == [] and "uuid" not in meta, meta
+assert [dict(i) for i in json_util.loads(json.dumps(meta["indexes"]))] == [dict(i) for i in client["metrics"].weather.list_indexes()], meta
+assert [i["name"] for i in meta["indexes"]] == ["station_1_ts_1", "site_ts"], meta
+assert "uuid" not in meta, meta
 print("checked")
 "#,
         &[data.to_str().unwrap(), meta.to_str().unwrap()],

@@ -20,7 +20,7 @@ use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, RawDocumentBuf, doc};
 use tidemark_query::compare_values;
 
-use crate::engine::{Mutation, Namespace, WriteTxn};
+use crate::engine::{Catalog, Mutation, Namespace, WriteTxn};
 use crate::error::{CommandError, CommandResult};
 
 /// Prefix of the collection that holds a time series collection's buckets.
@@ -47,6 +47,19 @@ pub fn is_buckets(ns: &Namespace) -> bool {
 /// The buckets collection of the time series collection `ns`.
 pub fn buckets_ns(ns: &Namespace) -> CommandResult<Namespace> {
     Namespace::new(&ns.db, &format!("{BUCKETS_PREFIX}{}", ns.coll))
+}
+
+/// The options of `ns` when it is a time series collection.
+pub fn options_of(cat: &Catalog, ns: &Namespace) -> CommandResult<Option<TimeseriesOptions>> {
+    match cat.collection(ns) {
+        Some(c) if c.is_timeseries() => {
+            let spec = c.options.get_document("timeseries").map_err(|_| {
+                CommandError::invalid_options(format!("time-series collection {ns} has no 'timeseries' options"))
+            })?;
+            TimeseriesOptions::from_document(spec).map(Some)
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The bucketing parameters of one time series collection.
@@ -551,4 +564,78 @@ pub fn insert_measurements(
         })?;
     }
     Ok((n, errors))
+}
+
+/// Where an index of a time series collection lives: the spec stored on `system.buckets.<name>`, with
+/// the key translated to bucket fields as mongod does (`<metaField>.x` → `meta.x`; a measurement field
+/// `f` ascending → `control.min.f: 1, control.max.f: 1`, descending → `control.max.f: -1,
+/// control.min.f: -1`) and the user's spec kept under `originalSpec` for `listIndexes` of `<name>`.
+/// `spec` is a normalised `{v, key, name, ...}` spec.
+pub fn buckets_index_spec(opts: &TimeseriesOptions, spec: &Document) -> CommandResult<Document> {
+    let key = spec.get_document("key").cloned().unwrap_or_default();
+    let unsupported = |what: String| CommandError::cannot_create_index(format!("{what} on a time-series collection"));
+    for option in ["unique", "partialFilterExpression", "expireAfterSeconds", "weights"] {
+        if spec.contains_key(option) && !(option == "unique" && matches!(spec.get(option), Some(Bson::Boolean(false))))
+        {
+            return Err(unsupported(format!("index option '{option}' is not supported")));
+        }
+    }
+    let mut bucket_key = Document::new();
+    for (field, dir) in &key {
+        let meta_rest = opts.meta_field.as_ref().and_then(|m| {
+            if field == m {
+                Some(String::new())
+            } else {
+                field
+                    .strip_prefix(m.as_str())
+                    .and_then(|r| r.strip_prefix('.'))
+                    .map(|r| format!(".{r}"))
+            }
+        });
+        if let Some(rest) = meta_rest {
+            bucket_key.insert(format!("meta{rest}"), dir.clone());
+            continue;
+        }
+        let ascending = match crate::commands::raw::as_i64(dir) {
+            Some(1) => true,
+            Some(-1) => false,
+            _ => {
+                return Err(unsupported(format!(
+                    "index key {field}: {dir} is not supported (only the metaField takes other index types; measurement fields take 1 or -1)"
+                )));
+            }
+        };
+        let (first, second) = if ascending { ("min", "max") } else { ("max", "min") };
+        bucket_key.insert(format!("control.{first}.{field}"), dir.clone());
+        bucket_key.insert(format!("control.{second}.{field}"), dir.clone());
+    }
+    let mut out = Document::new();
+    for (k, v) in spec {
+        out.insert(
+            k.clone(),
+            if k == "key" {
+                Bson::Document(bucket_key.clone())
+            } else {
+                v.clone()
+            },
+        );
+    }
+    out.insert("originalSpec", spec.clone());
+    Ok(out)
+}
+
+/// The index mongod creates with a time series collection that has a metaField: `{<metaField>: 1,
+/// <timeField>: 1}`, in user-facing form.
+pub fn default_index_spec(opts: &TimeseriesOptions) -> Option<Document> {
+    let meta = opts.meta_field.as_ref()?;
+    let time = &opts.time_field;
+    Some(doc! { "v": 2, "key": { meta.as_str(): 1, time.as_str(): 1 }, "name": format!("{meta}_1_{time}_1") })
+}
+
+/// How `listIndexes` of `<name>` shows an index of its buckets collection (the user's spec).
+pub fn user_index_spec(buckets_spec: &Document) -> Document {
+    match buckets_spec.get("originalSpec") {
+        Some(Bson::Document(original)) => original.clone(),
+        _ => buckets_spec.clone(),
+    }
 }

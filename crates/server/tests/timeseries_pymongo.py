@@ -11,7 +11,7 @@ import datetime
 import sys
 
 import pymongo
-from bson import ObjectId
+from bson import SON, ObjectId
 from pymongo.errors import BulkWriteError, OperationFailure
 
 port, mode = int(sys.argv[1]), sys.argv[2]
@@ -126,8 +126,11 @@ def list_shapes():
     assert buckets["type"] == "collection", buckets
     assert buckets["options"]["timeseries"] == ts["options"]["timeseries"]
     assert buckets["info"]["uuid"].subtype == 4
-    # Dumps read the logical indexes of the time series collection (none here).
-    assert list(db.weather.list_indexes()) == []
+    # With a metaField mongod creates the {meta: 1, time: 1} index; listIndexes shows the user's keys,
+    # the buckets collection holds them translated to bucket fields.
+    assert [dict(i) for i in db.weather.list_indexes()] == [{"v": 2, "key": {"meta": 1, "time": 1}, "name": "meta_1_time_1"}]
+    bucket_keys = {i["name"]: dict(i["key"]) for i in db["system.buckets.weather"].list_indexes()}
+    assert bucket_keys["meta_1_time_1"] == {"meta": 1, "control.min.time": 1, "control.max.time": 1}, bucket_keys
 
 
 if mode == "write":
@@ -186,6 +189,23 @@ if mode == "write":
     check_reads(docs)
     check_buckets(docs)
     list_shapes()
+
+    # Secondary indexes: metaField sub-paths map to `meta`, measurement fields to control.min/max.
+    db.weather.create_index([("meta.sensor", 1)], name="sensor")
+    db.weather.create_index([("value", -1), ("meta", 1)], name="value_meta")
+    user = {i["name"]: dict(i["key"]) for i in db.weather.list_indexes()}
+    assert user == {"meta_1_time_1": {"meta": 1, "time": 1}, "sensor": {"meta.sensor": 1}, "value_meta": {"value": -1, "meta": 1}}, user
+    bucket_keys = {i["name"]: dict(i["key"]) for i in db["system.buckets.weather"].list_indexes()}
+    assert bucket_keys["sensor"] == {"meta.sensor": 1}, bucket_keys
+    assert bucket_keys["value_meta"] == {"control.max.value": -1, "control.min.value": -1, "meta": 1}, bucket_keys
+    expect_error(67, lambda: db.weather.create_index([("value", 1)], unique=True))
+    expect_error(67, lambda: db.weather.create_index([("value", "text")]))
+    db.command("dropIndexes", "weather", index=SON([("value", -1), ("meta", 1)]))
+    db.weather.drop_index("sensor")
+    assert [i["name"] for i in db.weather.list_indexes()] == ["meta_1_time_1"]
+    check_reads(docs)
+    # A collection without metaField has no default index.
+    assert list(db.hourly.list_indexes()) == []
 elif mode == "reload":
     docs = sorted(db.weather.find(), key=lambda d: (repr(d["meta"]), d["time"]))
     assert len(docs) == 1517, len(docs)

@@ -252,7 +252,17 @@ fn create_timeseries(ctx: &mut Ctx<'_>, req: &Request, ns: &Namespace, options: 
             ns: ns.clone(),
             uuid: new_uuid(),
             options: view_options.clone(),
-        })
+        })?;
+        // With a metaField, mongod (since 6.3) also creates the `{<metaField>: 1, <timeField>: 1}` index.
+        let opts =
+            TimeseriesOptions::from_document(view_options.get_document("timeseries").unwrap_or(&Document::new()))?;
+        if let Some(spec) = crate::timeseries::default_index_spec(&opts) {
+            txn.apply(Mutation::CreateIndex {
+                ns: buckets.clone(),
+                spec: crate::timeseries::buckets_index_spec(&opts, &spec)?,
+            })?;
+        }
+        Ok(())
     })?;
     Ok(ok())
 }

@@ -578,12 +578,9 @@ fn resolve_view(cat: &Catalog, ns: &Namespace) -> CommandResult<Option<(Namespac
         let Some(coll) = cat.collection(&current) else {
             return Ok(if depth == 0 { None } else { Some((current, stages)) });
         };
-        if coll.is_timeseries() {
+        if let Some(opts) = crate::timeseries::options_of(cat, &current)? {
             // Mongod's view pipeline of a time series collection: unpack its buckets.
-            let spec = coll.options.get_document("timeseries").map_err(|_| {
-                CommandError::invalid_options(format!("time-series collection {current} has no 'timeseries' options"))
-            })?;
-            let mut all = vec![TimeseriesOptions::from_document(spec)?.unpack_stage()];
+            let mut all = vec![opts.unpack_stage()];
             all.extend(stages);
             return Ok(Some((crate::timeseries::buckets_ns(&current)?, all)));
         }
@@ -1457,13 +1454,7 @@ fn insert(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let (n, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
         txn.set_session(crate::repl::oplog::retryable_session(&req.body));
-        if let Some(spec) = txn
-            .catalog()
-            .collection(&ns)
-            .filter(|c| c.is_timeseries())
-            .and_then(|c| c.options.get_document("timeseries").ok())
-        {
-            let opts = TimeseriesOptions::from_document(spec)?;
+        if let Some(opts) = crate::timeseries::options_of(txn.catalog(), &ns)? {
             return crate::timeseries::insert_measurements(txn, &ns, &opts, docs, ordered);
         }
         ensure_collection(txn, &ns)?;

@@ -224,6 +224,17 @@ fn create_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let j = write_concern_j(&req.body);
     let reply = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
+        // Indexes of a time series collection live on its buckets, with translated keys.
+        let (ns, specs) = match crate::timeseries::options_of(txn.catalog(), &ns)? {
+            Some(opts) => (
+                crate::timeseries::buckets_ns(&ns)?,
+                specs
+                    .iter()
+                    .map(|s| crate::timeseries::buckets_index_spec(&opts, s))
+                    .collect::<CommandResult<Vec<_>>>()?,
+            ),
+            None => (ns.clone(), specs),
+        };
         let created_automatically = txn.catalog().collection(&ns).is_none();
         ensure_collection(txn, &ns)?;
         let before = txn.catalog().collection(&ns).map_or(0, |c| c.indexes().len());
@@ -292,6 +303,17 @@ fn list_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         Some(c) if c.is_view() => Err(CommandError::command_not_supported_on_view(format!(
             "Namespace {ns} is a view, not a collection"
         ))),
+        Some(c) if c.is_timeseries() => {
+            // The buckets' indexes as the user created them (the clustered `_id` is not listed).
+            let buckets = crate::timeseries::buckets_ns(&ns)?;
+            Ok(cat.collection(&buckets).map_or_else(Vec::new, |b| {
+                b.index_specs()
+                    .iter()
+                    .filter(|s| s.get_str("name") != Ok("_id_"))
+                    .map(crate::timeseries::user_index_spec)
+                    .collect()
+            }))
+        }
         Some(c) => Ok(c.index_specs()),
     })?;
     let mut docs = std::collections::VecDeque::new();
@@ -318,6 +340,24 @@ fn drop_indexes(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let j = write_concern_j(&req.body);
     let (was, all) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
+        // A time series collection's indexes are those of its buckets; a key pattern names the user's key.
+        let (ns, target) = match txn.catalog().collection(&ns) {
+            Some(c) if c.is_timeseries() => {
+                let buckets = crate::timeseries::buckets_ns(&ns)?;
+                let target = match (&target, txn.catalog().collection(&buckets)) {
+                    (Bson::Document(k), Some(b)) => b
+                        .index_specs()
+                        .iter()
+                        .map(crate::timeseries::user_index_spec)
+                        .find(|s| s.get_document("key").is_ok_and(|key| key == k))
+                        .and_then(|s| s.get_str("name").ok().map(|n| Bson::String(n.to_string())))
+                        .unwrap_or_else(|| target.clone()),
+                    _ => target.clone(),
+                };
+                (buckets, target)
+            }
+            _ => (ns.clone(), target.clone()),
+        };
         let coll = match txn.catalog().collection(&ns) {
             None => return Err(CommandError::namespace_not_found(format!("ns not found {ns}"))),
             Some(c) if c.is_virtual() => return Err(view_error(&ns)),
