@@ -11,13 +11,12 @@
 //! | `snapshots/<id>` | sealed JSON: snapshot manifests (see [`crate::snapshot`]) |
 //! | `locks/<id>` | JSON in the clear: lock holder, mode, refresh time |
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Id, KdfParams, KeyFile, MasterKeys};
+use crate::crypto::{Id, IdMap, KdfParams, KeyFile, MasterKeys};
 use crate::error::{RepoError, Result};
 use crate::pack::{IndexFile, IndexPack, PackEntry, blob_bytes, decode_blob, open_json, pack_key, seal_json};
 use crate::snapshot::Snapshot;
@@ -124,7 +123,7 @@ pub struct Repository {
     pub(crate) storage: Storage,
     pub(crate) config: Config,
     pub(crate) keys: Arc<MasterKeys>,
-    pub(crate) index: Arc<RwLock<HashMap<Id, BlobLocation>>>,
+    pub(crate) index: Arc<RwLock<IdMap<BlobLocation>>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -332,8 +331,10 @@ impl Repository {
 
     /// Reads all `index/` objects into memory.
     pub async fn reload_index(&self) -> Result<()> {
-        let mut map = HashMap::new();
-        for (_, file) in self.index_files().await? {
+        let files = self.index_files().await?;
+        let mut map = IdMap::default();
+        map.reserve(files.iter().flat_map(|(_, f)| &f.packs).map(|p| p.blobs.len()).sum());
+        for (_, file) in files {
             for pack in file.packs {
                 for entry in pack.blobs {
                     map.insert(entry.id, BlobLocation { pack: pack.id, entry });
@@ -366,6 +367,8 @@ impl Repository {
             .put(&key, Bytes::from(seal_json(&self.keys, &json)?))
             .await?;
         let mut map = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // One allocation instead of a rehash at every doubling (each touching fresh pages).
+        map.reserve(file.packs.iter().map(|p| p.blobs.len()).sum());
         for pack in file.packs {
             for entry in pack.blobs {
                 map.insert(entry.id, BlobLocation { pack: pack.id, entry });
@@ -381,6 +384,11 @@ impl Repository {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
             .copied()
+    }
+
+    /// Runs `f` with the in-memory index held for reading: one lock for a whole batch of lookups.
+    pub(crate) fn with_index<R>(&self, f: impl FnOnce(&IdMap<BlobLocation>) -> R) -> R {
+        f(&self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Whether a blob is indexed.

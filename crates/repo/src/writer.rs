@@ -15,7 +15,6 @@
 //! snapshot, and finally the manifest. Dropping the writer without committing leaves uploaded
 //! packs that no index or manifest refers to; they are harmless and `prune` deletes them.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use bson::RawDocument;
@@ -25,10 +24,11 @@ use crate::Repository;
 use crate::chunk_list::ChunkListBuilder;
 use crate::chunker::{ByteCutter, DocumentCutter};
 use crate::compression::{Chooser, Compression, Probe};
-use crate::crypto::Id;
+use crate::crypto::{Id, IdMap, IdSet};
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
 use crate::pack::{BlobKind, IndexPack, PackBuilder, encode_blob, pack_key};
+use crate::repository::BlobLocation;
 use crate::snapshot::{
     DataStream, FileKind, FileNode, MANIFEST_VERSION, Member, NamespaceEntry, OplogEntry, OplogWindow, Snapshot,
     SnapshotStats, Timestamp,
@@ -54,7 +54,7 @@ impl Progress for NoProgress {}
 pub(crate) struct BlobSink {
     repo: Repository,
     pack: PackBuilder,
-    pending: HashSet<Id>,
+    pending: IdSet,
     packs: Vec<IndexPack>,
     /// Pack uploads in flight (at most [`UPLOADS_IN_FLIGHT`]): chunking, compression and sealing
     /// go on while packs are written. Indexes are written only after every upload completed.
@@ -85,7 +85,7 @@ impl BlobSink {
         BlobSink {
             pack: PackBuilder::with_capacity(pack_capacity(&repo)),
             repo,
-            pending: HashSet::new(),
+            pending: IdSet::default(),
             packs: Vec::new(),
             uploads: tokio::task::JoinSet::new(),
             spare: Arc::default(),
@@ -107,13 +107,18 @@ impl BlobSink {
         compression: Compression,
     ) -> Result<Vec<Id>> {
         let bytes: usize = blobs.iter().map(|b| b.len()).sum();
-        let prepared = parallel_map(blobs, bytes >= PARALLEL_MIN_BYTES, |b| {
-            prepare_one(&self.repo, b, compression, None).map(|(prepared, _)| prepared)
+        let repo = &self.repo;
+        let prepared = repo.with_index(|index| {
+            parallel_map(blobs, bytes >= PARALLEL_MIN_BYTES, |b| {
+                prepare_one(repo, index, b, compression, None).map(|(prepared, _)| prepared)
+            })
         })?;
         self.add_prepared(blobs, prepared, kind).await
     }
 
-    /// The sequential half of [`BlobSink::add_batch`], for batches made by [`prepare`].
+    /// The sequential half of [`BlobSink::add_batch`], for batches made by [`prepare_one`]: a blob
+    /// without an encoding was in the index then (the index only grows), one with an encoding may
+    /// have been stored by this sink meanwhile.
     async fn add_prepared(&mut self, blobs: &[&[u8]], prepared: Vec<Prepared>, kind: BlobKind) -> Result<Vec<Id>> {
         let mut ids = Vec::with_capacity(prepared.len());
         // Stream bytes count chunks only: chunk lists show in `new_blobs` and `added_bytes`.
@@ -124,15 +129,11 @@ impl BlobSink {
             if data {
                 self.stats.total_bytes += len;
             }
-            if self.has(&id) {
+            let Some(encoded) = encoded.filter(|_| !self.pending.contains(&id)) else {
                 if data {
                     self.stats.deduplicated_bytes += len;
                 }
                 continue;
-            }
-            let encoded = match encoded {
-                Some(e) => e,
-                None => encode_blob(&self.repo.keys, plaintext, self.configured())?,
             };
             self.append(id, kind, &encoded, len).await?;
         }
@@ -238,17 +239,18 @@ impl BlobSink {
     }
 }
 
-/// A blob's id and, unless the index has it, its encoding as `compression` says and, with
-/// `probe_level`, its measurement (see [`Chooser`]). The sink's own pending blobs are checked
-/// later, by [`BlobSink::add_prepared`] (this runs beside it, on another batch).
+/// A blob's id and, unless `index` (the repository's) has it, its encoding as `compression` says
+/// and, with `probe_level`, its measurement (see [`Chooser`]). The sink's own pending blobs are
+/// checked later, by [`BlobSink::add_prepared`] (this runs beside it, on another batch).
 fn prepare_one(
     repo: &Repository,
+    index: &IdMap<BlobLocation>,
     plaintext: &[u8],
     compression: Compression,
     probe_level: Option<i32>,
 ) -> Result<(Prepared, Probe)> {
     let id = repo.keys.blob_id(plaintext);
-    if repo.has_blob(&id) {
+    if index.contains_key(&id) {
         return Ok(((id, None), Probe::default()));
     }
     let probe = match probe_level {
@@ -308,8 +310,10 @@ impl Batch {
                 hasher.update(data);
             },
             || {
-                parallel_map(&chunks, data.len() >= PARALLEL_MIN_BYTES, |&(chunk, probe)| {
-                    prepare_one(repo, chunk, compression, probe.then_some(level))
+                repo.with_index(|index| {
+                    parallel_map(&chunks, data.len() >= PARALLEL_MIN_BYTES, |&(chunk, probe)| {
+                        prepare_one(repo, index, chunk, compression, probe.then_some(level))
+                    })
                 })
             },
         );
@@ -339,6 +343,9 @@ pub(crate) struct StreamWriter {
     cutter: Cutter,
     /// Plaintext not yet stored: complete chunks (`cuts`), then the open chunk.
     buf: Vec<u8>,
+    /// The buffer of the last stored batch, reused for the next `buf`: a fresh 1 MiB buffer
+    /// costs a page fault per 4 KiB as it fills.
+    spare: Vec<u8>,
     /// Lengths of the complete chunks at the start of `buf`.
     cuts: Vec<usize>,
     /// Bytes of `buf` covered by `cuts`.
@@ -371,6 +378,7 @@ impl StreamWriter {
         StreamWriter {
             cutter,
             buf: Vec::new(),
+            spare: Vec::new(),
             cuts: Vec::new(),
             cut_bytes: 0,
             hasher: Some(blake3::Hasher::new()),
@@ -444,10 +452,13 @@ impl StreamWriter {
             return Ok(());
         }
         self.settle(sink).await?;
-        let rest = self.buf.split_off(self.cut_bytes);
+        let mut next = std::mem::take(&mut self.spare);
+        next.clear();
+        next.extend_from_slice(&self.buf[self.cut_bytes..]);
+        self.buf.truncate(self.cut_bytes);
         let cuts = std::mem::take(&mut self.cuts);
         let batch = Batch {
-            data: std::mem::replace(&mut self.buf, rest),
+            data: std::mem::replace(&mut self.buf, next),
             probes: cuts.iter().map(|&len| self.chooser.probe_next(len)).collect(),
             cuts,
             compression: self.chooser.current(),
@@ -477,6 +488,7 @@ impl StreamWriter {
         let prepared = std::mem::take(&mut batch.prepared);
         let ids = sink.add_prepared(&batch.chunks(), prepared, BlobKind::Data).await?;
         self.hasher = Some(batch.hasher);
+        self.spare = batch.data;
         let groups: Vec<Vec<u8>> = ids.iter().filter_map(|id| self.lists.push(id)).collect();
         self.store_lists(&groups, sink).await
     }
