@@ -11,14 +11,15 @@
 //! whose time lies within `bucketMaxSpanSeconds` of the bucket's start (the first measurement's time
 //! rounded down to `bucketRoundingSeconds`) share a bucket of at most 1000 measurements; the bucket
 //! `_id` is an ObjectId whose timestamp is that start. For every meta value the newest bucket stays open
-//! for later inserts. Buckets are written uncompressed (`control.version: 1`); reads refuse compressed
+//! for later inserts. Deletes through `<name>` unpack each bucket, drop the matching measurements and
+//! remove or rewrite the bucket. Buckets are written uncompressed (`control.version: 1`); reads refuse compressed
 //! (version 2) columns with a clear error instead of guessing.
 
 use std::collections::HashMap;
 
 use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, RawDocumentBuf, doc};
-use tidemark_query::compare_values;
+use tidemark_query::{Filter, compare_values};
 
 use crate::engine::{Catalog, Mutation, Namespace, WriteTxn};
 use crate::error::{CommandError, CommandResult};
@@ -455,6 +456,74 @@ impl OpenBucket {
         d.insert("data", self.data.clone());
         d
     }
+}
+
+/// Deletes the measurements of the time series collection `ns` that match `filter` (only the first one
+/// with `just_one`), as mongod 7.0 does for any query: a bucket left empty is deleted, any other bucket
+/// touched is rewritten with its remaining measurements (same `_id`, start and meta). Returns how many
+/// measurements were deleted.
+pub fn delete_measurements(
+    txn: &mut WriteTxn<'_>,
+    ns: &Namespace,
+    opts: &TimeseriesOptions,
+    filter: &Filter,
+    just_one: bool,
+) -> CommandResult<usize> {
+    let buckets = buckets_ns(ns)?;
+    let Some(coll) = txn.catalog().collection(&buckets) else {
+        return Ok(0);
+    };
+    let mut deleted = 0usize;
+    let mut changes: Vec<Mutation> = Vec::new();
+    for (_, raw) in coll.iter() {
+        if just_one && deleted > 0 {
+            break;
+        }
+        let bucket = Document::try_from(raw.as_ref())
+            .map_err(|e| CommandError::bad_value(format!("invalid bucket in {buckets}: {e}")))?;
+        let mut measurements = Vec::new();
+        unpack(&bucket, opts, &mut measurements)?;
+        let before = measurements.len();
+        let mut removed = 0usize;
+        measurements.retain(|m| {
+            let remove = !(just_one && deleted + removed > 0) && filter.matches(m);
+            removed += usize::from(remove);
+            !remove
+        });
+        if removed == 0 {
+            continue;
+        }
+        deleted += removed;
+        let id = bucket.get("_id").cloned().unwrap_or(Bson::Null);
+        if removed == before {
+            changes.push(Mutation::Delete {
+                ns: buckets.clone(),
+                id,
+            });
+            continue;
+        }
+        let (Bson::ObjectId(doc_id), Some(start)) = (id, OpenBucket::reopen(&bucket, opts).map(|b| b.start_ms)) else {
+            return Err(CommandError::bad_value(format!(
+                "time-series bucket {} in {buckets} cannot be rewritten",
+                bucket.get("_id").cloned().unwrap_or(Bson::Null)
+            )));
+        };
+        let mut rewritten = OpenBucket::new(start, bucket.get("meta").cloned(), opts);
+        rewritten.doc_id = doc_id;
+        for m in &measurements {
+            rewritten.add(m, opts);
+        }
+        let doc = RawDocumentBuf::from_document(&rewritten.to_document())
+            .map_err(|e| CommandError::internal(format!("encode bucket: {e}")))?;
+        changes.push(Mutation::Upsert {
+            ns: buckets.clone(),
+            doc,
+        });
+    }
+    for m in changes {
+        txn.apply(m)?;
+    }
+    Ok(deleted)
 }
 
 /// Series key of a meta value (its exact BSON bytes; absent meta is its own series).

@@ -206,6 +206,26 @@ if mode == "write":
     check_reads(docs)
     # A collection without metaField has no default index.
     assert list(db.hourly.list_indexes()) == []
+
+    # Deletes with any query (MongoDB 7.0): emptied buckets go away, others keep their other measurements.
+    gone = db.gone
+    db.create_collection("gone", timeseries={"timeField": "time", "metaField": "meta"})
+    gone.insert_many([{"time": BASE + datetime.timedelta(minutes=10 * i), "meta": "a", "value": i} for i in range(12)])
+    assert db["system.buckets.gone"].count_documents({}) == 2  # 00:00-00:50 and 01:00-01:50
+    assert gone.delete_many({"value": {"$lt": 6}}).deleted_count == 6
+    assert db["system.buckets.gone"].count_documents({}) == 1
+    assert gone.delete_many({"value": {"$in": [7, 9]}}).deleted_count == 2
+    remaining = list(gone.find().sort("time", 1))
+    assert [d["value"] for d in remaining] == [6, 8, 10, 11], remaining
+    (bucket,) = list(db["system.buckets.gone"].find())
+    assert list(bucket["data"]["time"].keys()) == ["0", "1", "2", "3"], bucket
+    assert bucket["control"]["min"]["value"] == 6 and bucket["control"]["max"]["value"] == 11, bucket
+    assert bucket["control"]["min"]["time"] == BASE + datetime.timedelta(hours=1), bucket
+    assert gone.delete_one({"meta": "a"}).deleted_count == 1
+    assert gone.count_documents({}) == 3
+    assert gone.delete_many({}).deleted_count == 3
+    assert db["system.buckets.gone"].count_documents({}) == 0
+    db.drop_collection("gone")
 elif mode == "reload":
     docs = sorted(db.weather.find(), key=lambda d: (repr(d["meta"]), d["time"]))
     assert len(docs) == 1517, len(docs)

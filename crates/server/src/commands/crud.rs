@@ -1823,7 +1823,7 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let (n, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
         txn.set_session(crate::repl::oplog::retryable_session(&req.body));
-        if txn.catalog().collection(&ns).is_some_and(Collection::is_virtual) {
+        if txn.catalog().collection(&ns).is_some_and(Collection::is_view) {
             return Err(view_error(&ns));
         }
         let mut n = 0usize;
@@ -1845,6 +1845,10 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                     return Err(CommandError::failed_to_parse(format!(
                         "The limit field in delete objects must be 0 or 1. Got {limit}"
                     )));
+                }
+                if let Some(opts) = crate::timeseries::options_of(txn.catalog(), &ns)? {
+                    let filter = Filter::parse(&q).map_err(CommandError::from)?;
+                    return crate::timeseries::delete_measurements(txn, &ns, &opts, &filter, limit == 1);
                 }
                 let ids: Vec<Bson> = match txn.catalog().collection(&ns) {
                     None => return Ok(0),
