@@ -58,7 +58,7 @@ pub(crate) struct BlobSink {
     packs: Vec<IndexPack>,
     /// Pack uploads in flight (at most [`UPLOADS_IN_FLIGHT`]): chunking, compression and sealing
     /// go on while packs are written. Indexes are written only after every upload completed.
-    uploads: tokio::task::JoinSet<Result<()>>,
+    uploads: tokio::task::JoinSet<Result<IndexPack>>,
     /// Pack buffers back from their uploads, reused: filling a fresh buffer costs a page fault per
     /// 4 KiB.
     spare: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
@@ -185,16 +185,20 @@ impl BlobSink {
             Some(buffer) => PackBuilder::with_buffer(buffer),
             None => PackBuilder::with_capacity(pack_capacity(&self.repo)),
         };
-        let (bytes, index) = std::mem::replace(&mut self.pack, next).finish(&self.repo.keys)?;
-        self.stats.added_bytes += bytes.len() as u64;
+        let pack = std::mem::replace(&mut self.pack, next);
         while self.uploads.len() >= UPLOADS_IN_FLIGHT {
             self.join_upload().await?;
         }
         let storage = self.repo.storage.clone();
         let progress = self.progress.clone();
-        let key = pack_key(&index.id);
+        let keys = self.repo.keys.clone();
         let spare = self.spare.clone();
         self.uploads.spawn(async move {
+            // Header, sealing and the pack's hash off the task that reads the stream.
+            let (bytes, index) = tokio::task::spawn_blocking(move || pack.finish(&keys))
+                .await
+                .map_err(|e| RepoError::Usage(format!("pack finishing task failed: {e}")))??;
+            let key = pack_key(&index.id);
             let len = bytes.len() as u64;
             let bytes = Bytes::from(bytes);
             storage.put(&key, bytes.clone()).await?;
@@ -206,15 +210,20 @@ impl BlobSink {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(buffer.into());
             }
-            Ok(())
+            Ok(index)
         });
-        self.packs.push(index);
         Ok(())
     }
 
+    /// Waits for one pack upload and records the pack.
     async fn join_upload(&mut self) -> Result<()> {
         match self.uploads.join_next().await {
-            Some(Ok(result)) => result,
+            Some(Ok(result)) => {
+                let pack = result?;
+                self.stats.added_bytes += pack.size;
+                self.packs.push(pack);
+                Ok(())
+            }
             Some(Err(e)) => Err(RepoError::Usage(format!("pack upload task failed: {e}"))),
             None => Ok(()),
         }
