@@ -225,6 +225,12 @@ if mode == "write":
     assert gone.count_documents({}) == 3
     assert gone.delete_many({}).deleted_count == 3
     assert db["system.buckets.gone"].count_documents({}) == 0
+    # Other document writes are refused with CommandNotSupportedOnView (166), changing nothing.
+    gone.insert_one({"time": BASE, "meta": "b", "value": 1})
+    expect_error(166, lambda: gone.update_one({}, {"$set": {"value": 2}}))
+    expect_error(166, lambda: gone.find_one_and_delete({}))
+    expect_error(166, lambda: list(db.weather.aggregate([{"$match": {}}, {"$out": "gone"}])))
+    assert [d["value"] for d in gone.find()] == [1]
     db.drop_collection("gone")
 elif mode == "reload":
     docs = sorted(db.weather.find(), key=lambda d: (repr(d["meta"]), d["time"]))

@@ -71,13 +71,25 @@ pub fn uuid_bson(uuid: &[u8; 16]) -> Bson {
 /// Creates the collection if it does not exist (implicit creation on first write); fails on views.
 pub fn ensure_collection(txn: &mut WriteTxn<'_>, ns: &Namespace) -> CommandResult<()> {
     match txn.catalog().collection(ns) {
-        Some(c) if c.is_virtual() => Err(view_error(ns)),
+        Some(c) if c.is_virtual() => Err(refused_write_error(ns, c)),
         Some(_) => Ok(()),
         None => txn.apply(Mutation::CreateCollection {
             ns: ns.clone(),
             uuid: new_uuid(),
             options: Document::new(),
         }),
+    }
+}
+
+/// The error for a document write to a view or time series collection: CommandNotSupportedOnView (166),
+/// naming what a time series collection does take (inserts and deletes of measurements).
+pub fn refused_write_error(ns: &Namespace, coll: &Collection) -> CommandError {
+    if coll.is_timeseries() {
+        CommandError::command_not_supported_on_view(format!(
+            "Namespace {ns} is a time-series collection: only inserts, deletes and reads of measurements are supported"
+        ))
+    } else {
+        view_error(ns)
     }
 }
 

@@ -28,7 +28,7 @@ use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc, oid::ObjectId};
 use tidemark_query::{Filter, Pipeline, Projection, SortSpec, Update};
 
-use super::admin::{ensure_collection, request_ns, view_error, write_concern_j};
+use super::admin::{ensure_collection, refused_write_error, request_ns, view_error, write_concern_j};
 use super::{AuthRequirement, Ctx, Registry, Reply, Request, Stats, check_size, get_bool, get_doc, get_i64, ok_with};
 use crate::cursor::{Cursor, CursorSource, DEFAULT_FIRST_BATCH, DocTransform, ScanState};
 use crate::engine::QueryMetrics;
@@ -1272,7 +1272,7 @@ fn write_out(ctx: &Ctx<'_>, target: &Namespace, docs: Vec<Document>, j: bool) ->
     ctx.server.engine.write(|txn| {
         txn.set_sync(j);
         let (options, specs) = match txn.catalog().collection(target) {
-            Some(c) if c.is_view() => return Err(view_error(target)),
+            Some(c) if c.is_virtual() => return Err(refused_write_error(target, c)),
             Some(c) => (c.options.clone(), c.index_specs()),
             None => (Document::new(), Vec::new()),
         };
@@ -1630,8 +1630,8 @@ fn apply_update(
         ));
     }
     let matcher = Matcher::new(Some(query))?.counting(metrics);
-    if txn.catalog().collection(ns).is_some_and(Collection::is_virtual) {
-        return Err(view_error(ns));
+    if let Some(c) = txn.catalog().collection(ns).filter(|c| c.is_virtual()) {
+        return Err(refused_write_error(ns, c));
     }
     let targets: Vec<Document> = match txn.catalog().collection(ns) {
         None => Vec::new(),
@@ -1755,8 +1755,8 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let (n, modified, upserted, errors) = ctx.server.engine.write(|txn| {
         txn.set_sync(j);
         txn.set_session(crate::repl::oplog::retryable_session(&req.body));
-        if txn.catalog().collection(&ns).is_some_and(Collection::is_virtual) {
-            return Err(view_error(&ns));
+        if let Some(c) = txn.catalog().collection(&ns).filter(|c| c.is_virtual()) {
+            return Err(refused_write_error(&ns, c));
         }
         let mut n = 0usize;
         let mut modified = 0usize;
@@ -1852,7 +1852,7 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 }
                 let ids: Vec<Bson> = match txn.catalog().collection(&ns) {
                     None => return Ok(0),
-                    Some(c) if c.is_virtual() => return Err(view_error(&ns)),
+                    Some(c) if c.is_virtual() => return Err(refused_write_error(&ns, c)),
                     Some(c) => {
                         let matcher = Matcher::new(Some(&q))?.counting(metrics);
                         let lim = if limit == 1 { Some(1) } else { None };
@@ -1935,7 +1935,7 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 return Ok((None, doc! { "n": 0 }));
             };
             if coll.is_virtual() {
-                return Err(view_error(&ns));
+                return Err(refused_write_error(&ns, coll));
             }
             let matcher = Matcher::new(Some(&query))?.counting(metrics);
             let mut docs: Vec<Document> = matcher
