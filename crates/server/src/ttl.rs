@@ -12,14 +12,15 @@
 //! A pass ([`sweep`]) first finds candidates under the read lock, then deletes them in one engine write per
 //! collection, re-checking each document inside the write; deletions are ordinary [`Mutation::Delete`]s, so
 //! they are journaled and logged as `d` oplog entries like any client delete. Views and capped collections
-//! (where TTL indexes are not allowed) are skipped.
+//! (where TTL indexes are not allowed) are skipped. The buckets of a time series collection created with
+//! `expireAfterSeconds` expire whole, once their newest measurement is older than that.
 //!
 //! [`ServerConfig::ttl_monitor_interval`]: crate::config::ServerConfig::ttl_monitor_interval
 
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use bson::{Bson, Document, RawDocument};
+use bson::{Bson, Document, RawDocument, doc};
 use tidemark_query::Filter;
 
 use crate::engine::key::path_values;
@@ -100,13 +101,28 @@ impl TtlIndex {
 }
 
 fn ttl_indexes(coll: &Collection) -> Vec<TtlIndex> {
-    if coll.is_view() || coll.is_capped() {
+    if coll.is_virtual() || coll.is_capped() {
         return Vec::new();
     }
-    coll.indexes()
+    let mut out: Vec<TtlIndex> = coll
+        .indexes()
         .iter()
         .filter_map(|i| TtlIndex::from_spec(&i.spec))
-        .collect()
+        .collect();
+    out.extend(bucket_expiry(coll));
+    out
+}
+
+/// The buckets of a time series collection created with `expireAfterSeconds` expire as a whole once
+/// their newest measurement (`control.max.<timeField>`) is older than that, as mongod documents it.
+fn bucket_expiry(coll: &Collection) -> Option<TtlIndex> {
+    let options = &coll.options;
+    if !options.contains_key("clusteredIndex") {
+        return None;
+    }
+    let time_field = options.get_document("timeseries").ok()?.get_str("timeField").ok()?;
+    let expire = options.get("expireAfterSeconds")?.clone();
+    TtlIndex::from_spec(&doc! { "key": { format!("control.max.{time_field}"): 1 }, "expireAfterSeconds": expire })
 }
 
 /// `_id`s of the documents of `coll` expired under any of its TTL indexes at `now_ms`.

@@ -2,7 +2,8 @@
 //! documents expire once the indexed date plus `expireAfterSeconds` is past (the earliest date of an array),
 //! documents whose field is missing or holds no date never expire, partial TTL indexes only expire matching
 //! documents, `collMod` changes of `expireAfterSeconds` apply, and on a replica set the deletions are
-//! replicated as `d` oplog entries. The monitor interval (`ttlMonitorSleepSecs`) is shortened for tests.
+//! replicated as `d` oplog entries; time series buckets expire once their newest measurement is older than
+//! the collection's `expireAfterSeconds`. The monitor interval (`ttlMonitorSleepSecs`) is shortened for tests.
 
 use std::time::{Duration, Instant};
 
@@ -164,4 +165,27 @@ async fn replica_set_primary_logs_ttl_deletes_in_the_oplog() {
         .unwrap()
         .expect("a delete entry for the expired document");
     assert_eq!(d.get_document("o").unwrap(), &doc! { "_id": 1 });
+}
+
+#[tokio::test]
+async fn time_series_buckets_expire_once_their_newest_measurement_has() {
+    let (_server, client) = start(false).await;
+    let db = client.database("ttl");
+    db.run_command(
+        doc! { "create": "readings", "timeseries": { "timeField": "t", "metaField": "m" }, "expireAfterSeconds": 3600 },
+    )
+    .await
+    .unwrap();
+    let coll = db.collection::<Document>("readings");
+    coll.insert_many(vec![
+        doc! { "_id": 1, "t": ago(3 * 86_400), "m": "a" }, // a bucket of its own, long expired
+        doc! { "_id": 2, "t": ago(3 * 86_400 - 60), "m": "a" }, // same bucket
+        doc! { "_id": 3, "t": ago(60), "m": "a" },         // a recent bucket
+        doc! { "_id": 4, "t": ago(3 * 86_400), "m": "b" }, // another series, expired
+    ])
+    .await
+    .unwrap();
+    wait_for(&coll, &[3]).await;
+    let buckets = db.collection::<Document>("system.buckets.readings");
+    assert_eq!(buckets.count_documents(doc! {}).await.unwrap(), 1);
 }
