@@ -231,6 +231,10 @@ if mode == "write":
     expect_error(166, lambda: gone.find_one_and_delete({}))
     expect_error(166, lambda: list(db.weather.aggregate([{"$match": {}}, {"$out": "gone"}])))
     assert [d["value"] for d in gone.find()] == [1]
+    # Renaming would separate the collection from its buckets: refused (IllegalOperation, 20).
+    expect_error(20, lambda: client.admin.command("renameCollection", "tsdb.gone", to="tsdb.moved"))
+    expect_error(20, lambda: client.admin.command("renameCollection", "tsdb.system.buckets.gone", to="tsdb.moved"))
+    assert "gone" in db.list_collection_names() and "moved" not in db.list_collection_names()
     db.drop_collection("gone")
 elif mode == "reload":
     docs = sorted(db.weather.find(), key=lambda d: (repr(d["meta"]), d["time"]))

@@ -375,6 +375,12 @@ fn rename_collection(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
                 "cannot rename view: {from}"
             )));
         }
+        // A time series collection and its buckets move only together, which mongod does not allow either.
+        if source.is_timeseries() || crate::timeseries::is_buckets(&from) || crate::timeseries::is_buckets(&to) {
+            return Err(CommandError::illegal_operation(format!(
+                "Renaming a time-series collection or its buckets is not allowed: {from}"
+            )));
+        }
         if from == to {
             return Err(CommandError::illegal_operation("Can't rename a collection to itself"));
         }
