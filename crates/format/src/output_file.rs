@@ -4,8 +4,8 @@
 //! first copied into a newly allocated cache page — at GB/s that copy is most of a dump's CPU time —
 //! and the dump then pushes the database host's working set out of the cache. So [`OutputFile`]
 //! opens its file with `O_DIRECT` where the platform and filesystem allow it and writes large
-//! aligned blocks from a background thread: the caller fills one buffer while the other is being
-//! written. The final partial block is written zero-padded and the file truncated to its real
+//! aligned blocks from a background thread: the caller fills one buffer while earlier ones are
+//! being written. The final partial block is written zero-padded and the file truncated to its real
 //! length. Where direct I/O is refused (tmpfs on older kernels, some network filesystems, other
 //! platforms) the same writer uses ordinary writes, so callers never need to care.
 //!
@@ -21,8 +21,12 @@ use std::thread::JoinHandle;
 
 /// Alignment of direct I/O offsets, lengths and memory: the largest logical block size in use.
 const ALIGN: usize = 4096;
-/// Size of each buffer; a file holds at most two of them.
+/// Size of each buffer.
 const BUFFER: usize = 2 << 20;
+/// Buffers a file may hold (16 MiB): enough for a whole archive segment of mongodump's 16 MiB to be
+/// handed over while earlier blocks are still being written, so a writer holding the archive's
+/// lock never waits for the disk.
+const MAX_BUFFERS: usize = 8;
 
 /// A buffer whose usable part starts on an [`ALIGN`] boundary.
 struct AlignedBuffer {
@@ -116,7 +120,7 @@ pub struct OutputFile {
     /// The file until a first full buffer is handed to a writer thread (small files never start one).
     target: Option<Target>,
     writer: Option<Writer>,
-    /// Buffers allocated so far (at most two).
+    /// Buffers allocated so far (at most [`MAX_BUFFERS`]).
     buffers: usize,
     /// Bytes accepted from the caller.
     len: u64,
@@ -199,7 +203,7 @@ impl OutputFile {
                 .target
                 .take()
                 .ok_or_else(|| io::Error::other("output file already finished"))?;
-            let (full, full_rx) = mpsc::sync_channel::<AlignedBuffer>(1);
+            let (full, full_rx) = mpsc::sync_channel::<AlignedBuffer>(MAX_BUFFERS);
             let (empty_tx, empty) = mpsc::channel();
             let handle = std::thread::Builder::new()
                 .name("tidemark-output".into())
@@ -218,7 +222,7 @@ impl OutputFile {
         };
         let next = match writer.empty.try_recv() {
             Ok(buffer) => Some(buffer),
-            Err(_) if self.buffers < 2 => {
+            Err(_) if self.buffers < MAX_BUFFERS => {
                 self.buffers += 1;
                 Some(AlignedBuffer::new())
             }
