@@ -30,7 +30,11 @@ impl PartialOrd for Key {
 
 impl Ord for Key {
     fn cmp(&self, other: &Self) -> Ordering {
-        tidemark_query::compare_values(&self.0, &other.0)
+        match (&self.0, &other.0) {
+            // The common `_id`: same order as `compare_values`, without its type ranking first.
+            (Bson::ObjectId(a), Bson::ObjectId(b)) => a.bytes().cmp(&b.bytes()),
+            (a, b) => tidemark_query::compare_values(a, b),
+        }
     }
 }
 
@@ -126,6 +130,23 @@ mod tests {
         assert_eq!(Key(Bson::Int32(1)), Key(Bson::Double(1.0)));
         assert_eq!(Key(Bson::Int64(1)), Key(Bson::Int32(1)));
         assert!(Key(Bson::Int32(1)) < Key(Bson::String("a".into())));
+    }
+
+    #[test]
+    fn object_id_keys_order_as_compare_values_does() {
+        use bson::oid::ObjectId;
+        let ids: Vec<ObjectId> = [[0u8; 12], [1; 12], [0xff; 12], [0x7f; 12]]
+            .into_iter()
+            .map(ObjectId::from_bytes)
+            .chain((0..20).map(|_| ObjectId::new()))
+            .collect();
+        for a in &ids {
+            for b in &ids {
+                let expected = tidemark_query::compare_values(&Bson::ObjectId(*a), &Bson::ObjectId(*b));
+                assert_eq!(Key(Bson::ObjectId(*a)).cmp(&Key(Bson::ObjectId(*b))), expected);
+            }
+        }
+        assert!(Key(Bson::String("z".into())) < Key(Bson::ObjectId(ids[0])));
     }
 
     #[test]
