@@ -82,12 +82,14 @@ struct Target {
 }
 
 impl Target {
-    /// Writes one block; falls back to ordinary writes when the filesystem refuses direct I/O.
-    fn write_block(&mut self, bytes: &[u8], padded_len: usize) -> io::Result<()> {
+    /// Writes one block: `padded` holds `logical` bytes of data, zero-padded to a multiple of
+    /// [`ALIGN`]. Direct writes send it whole (the caller truncates the padding away); ordinary ones
+    /// only the data. Falls back to ordinary writes when the filesystem refuses direct I/O.
+    fn write_block(&mut self, padded: &[u8], logical: usize) -> io::Result<()> {
         if self.direct {
-            match self.file.write_all(&bytes[..padded_len]) {
+            match self.file.write_all(padded) {
                 Ok(()) => {
-                    self.offset += padded_len as u64;
+                    self.offset += padded.len() as u64;
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
@@ -100,9 +102,8 @@ impl Target {
                 Err(e) => return Err(e),
             }
         }
-        let logical = &bytes[..bytes.len().min(padded_len)];
-        self.file.write_all(logical)?;
-        self.offset += logical.len() as u64;
+        self.file.write_all(&padded[..logical])?;
+        self.offset += logical as u64;
         Ok(())
     }
 }
@@ -209,7 +210,7 @@ impl OutputFile {
                 .name("tidemark-output".into())
                 .spawn(move || {
                     for buffer in full_rx {
-                        target.write_block(buffer.filled(), BUFFER)?;
+                        target.write_block(buffer.filled(), buffer.len)?;
                         // The caller may have finished already; then the buffer is simply freed.
                         let _ = empty_tx.send(buffer);
                     }
@@ -273,11 +274,8 @@ impl OutputFile {
         };
         if self.buffer.len > 0 {
             let tail = self.buffer.len;
-            let direct = target.direct;
-            target.write_block(
-                self.buffer.padded(),
-                if direct { tail.next_multiple_of(ALIGN) } else { tail },
-            )?;
+            target.write_block(self.buffer.padded(), tail)?;
+            // Only padding written with direct I/O needs cutting off (a fallback wrote the data alone).
             if target.direct {
                 target.file.set_len(self.len)?;
             }
