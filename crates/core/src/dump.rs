@@ -31,12 +31,12 @@ use mongodb::{
     options::Hint,
     raw_batch_cursor::{RawBatch, RawBatchCursor},
 };
+use tidemark_directio::OutputFile;
 use tidemark_format::{
     archive::{ArchiveHeader, ArchiveWriter, NamespaceWriter, PreludeEntry, SharedArchiveWriter},
     bson_stream::{BsonReader, MAX_OPLOG_DOCUMENT_SIZE},
     directory::{DataFileWriter, DbAuthFile, DumpWriter},
     metadata::Metadata,
-    output_file::OutputFile,
     parallel_gzip::ParallelGzEncoder,
 };
 

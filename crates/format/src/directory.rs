@@ -48,7 +48,7 @@
 //! at `<out>/oplog.bson` and `prelude.json` last. With gzip every file is gzip-compressed (data files as
 //! members of 1 MiB compressed in parallel, [`crate::parallel_gzip`]) and gets `.gz`, except
 //! `oplog.bson`, which is compressed under its plain name. Data files are written with direct I/O
-//! where possible ([`crate::output_file`]). Each file is written
+//! where possible ([`tidemark_directio`]). Each file is written
 //! under a temporary hidden name in its final directory and renamed into place only once
 //! complete and synced, so an interrupted dump never leaves a file that looks finished.
 
@@ -58,11 +58,11 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::output_file::OutputFile;
 use crate::parallel_gzip::ParallelGzEncoder;
 use bson::RawDocument;
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
+use tidemark_directio::OutputFile;
 
 use crate::bson_stream::{BsonReader, MAX_DOCUMENT_SIZE, MAX_OPLOG_DOCUMENT_SIZE};
 use crate::metadata::{Metadata, MetadataError};

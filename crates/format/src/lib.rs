@@ -27,6 +27,5 @@ pub mod extjson;
 pub mod inspect;
 pub mod metadata;
 pub mod naming;
-pub mod output_file;
 pub mod parallel_gzip;
 pub mod version;

@@ -1,11 +1,8 @@
-//! Output files written front to back with direct I/O.
+//! Output files written front to back, as a stream, with direct I/O.
 //!
-//! A dump writes gigabytes once and does not read them back. Through the page cache, every byte is
-//! first copied into a newly allocated cache page — at GB/s that copy is most of a dump's CPU time —
-//! and the dump then pushes the database host's working set out of the cache. So [`OutputFile`]
-//! opens its file with `O_DIRECT` where the platform and filesystem allow it and writes large
-//! aligned blocks from a background thread: the caller fills one buffer while earlier ones are
-//! being written. The final partial block is written zero-padded and the file truncated to its real
+//! [`OutputFile`] opens its file with `O_DIRECT` where the platform and filesystem allow it and
+//! writes large aligned blocks from a background thread: the caller fills one buffer while earlier
+//! ones are being written. The final partial block is written zero-padded and the file truncated to its real
 //! length. Where direct I/O is refused (tmpfs on older kernels, some network filesystems, other
 //! platforms) the same writer uses ordinary writes, so callers never need to care.
 //!
@@ -13,100 +10,18 @@
 //! [`Write::flush`] cannot write a partial block and does nothing. A writer dropped without
 //! `finish` leaves the file holding only the blocks written so far.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-/// Alignment of direct I/O offsets, lengths and memory: the largest logical block size in use.
-const ALIGN: usize = 4096;
-/// Size of each buffer.
-const BUFFER: usize = 2 << 20;
+use crate::{AlignedBuffer, BUFFER, Target, open};
+
 /// Buffers a file may hold (16 MiB): enough for a whole archive segment of mongodump's 16 MiB to be
 /// handed over while earlier blocks are still being written, so a writer holding the archive's
 /// lock never waits for the disk.
 const MAX_BUFFERS: usize = 8;
-
-/// A buffer whose usable part starts on an [`ALIGN`] boundary.
-struct AlignedBuffer {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuffer {
-    fn new() -> Self {
-        let storage = vec![0u8; BUFFER + ALIGN];
-        let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN);
-        AlignedBuffer { storage, start, len: 0 }
-    }
-
-    /// Whether direct I/O can use this buffer (`align_offset` may decline to align).
-    fn is_aligned(&self) -> bool {
-        self.start < ALIGN
-    }
-
-    fn is_full(&self) -> bool {
-        self.len == BUFFER
-    }
-
-    /// Copies as much of `bytes` as fits; returns how much.
-    fn fill(&mut self, bytes: &[u8]) -> usize {
-        let n = bytes.len().min(BUFFER - self.len);
-        let at = self.start + self.len;
-        self.storage[at..at + n].copy_from_slice(&bytes[..n]);
-        self.len += n;
-        n
-    }
-
-    fn filled(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
-    }
-
-    /// The filled bytes zero-padded to a multiple of [`ALIGN`], for the last direct write.
-    fn padded(&mut self) -> &[u8] {
-        let end = self.start + self.len.next_multiple_of(ALIGN);
-        self.storage[self.start + self.len..end].fill(0);
-        &self.storage[self.start..end]
-    }
-}
-
-/// The open file and how it is written.
-struct Target {
-    file: File,
-    path: PathBuf,
-    direct: bool,
-    /// Bytes written to the file so far (always a multiple of [`ALIGN`] while `direct`).
-    offset: u64,
-}
-
-impl Target {
-    /// Writes one block: `padded` holds `logical` bytes of data, zero-padded to a multiple of
-    /// [`ALIGN`]. Direct writes send it whole (the caller truncates the padding away); ordinary ones
-    /// only the data. Falls back to ordinary writes when the filesystem refuses direct I/O.
-    fn write_block(&mut self, padded: &[u8], logical: usize) -> io::Result<()> {
-        if self.direct {
-            match self.file.write_all(padded) {
-                Ok(()) => {
-                    self.offset += padded.len() as u64;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                    // Accepted at open, refused at write: continue without direct I/O.
-                    let mut file = OpenOptions::new().write(true).open(&self.path)?;
-                    file.seek(SeekFrom::Start(self.offset))?;
-                    self.file = file;
-                    self.direct = false;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.file.write_all(&padded[..logical])?;
-        self.offset += logical as u64;
-        Ok(())
-    }
-}
 
 /// The background thread and the channels that pass buffers to it and back.
 struct Writer {
@@ -135,49 +50,17 @@ impl std::fmt::Debug for OutputFile {
     }
 }
 
-/// Opens `path` for writing (created or truncated), with `O_DIRECT` when it is (or will be) a
-/// regular file and the platform and the filesystem accept it. Never for anything else: on a pipe
-/// (`--archive=/dev/stdout`, a FIFO) `O_DIRECT` means packet mode, where a reader's short read
-/// silently drops the rest of a write.
-fn open(path: &Path) -> io::Result<(File, bool)> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    let regular = match std::fs::metadata(path) {
-        Ok(meta) => meta.is_file(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-        Err(_) => false,
-    };
-    #[cfg(target_os = "linux")]
-    if regular {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut direct = options.clone();
-        direct.custom_flags(libc::O_DIRECT);
-        match direct.open(path) {
-            Ok(file) => return Ok((file, true)),
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
-            Err(e) => return Err(e),
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = regular;
-    Ok((options.open(path)?, false))
-}
-
 impl OutputFile {
     /// Creates (or truncates) `path`.
     ///
     /// # Errors
     /// The error of opening the file.
     pub fn create(path: &Path) -> io::Result<Self> {
-        let buffer = AlignedBuffer::new();
-        let (file, direct) = open(path)?;
+        let buffer = AlignedBuffer::new(BUFFER);
+        let mut target = open(path)?;
+        target.direct &= buffer.is_aligned();
         Ok(OutputFile {
-            target: Some(Target {
-                file,
-                path: path.to_owned(),
-                direct: direct && buffer.is_aligned(),
-                offset: 0,
-            }),
+            target: Some(target),
             buffer,
             writer: None,
             buffers: 1,
@@ -225,7 +108,7 @@ impl OutputFile {
             Ok(buffer) => Some(buffer),
             Err(_) if self.buffers < MAX_BUFFERS => {
                 self.buffers += 1;
-                Some(AlignedBuffer::new())
+                Some(AlignedBuffer::new(BUFFER))
             }
             // None: the thread stopped on an error.
             Err(_) => writer.empty.recv().ok(),
@@ -275,12 +158,8 @@ impl OutputFile {
         if self.buffer.len > 0 {
             let tail = self.buffer.len;
             target.write_block(self.buffer.padded(), tail)?;
-            // Only padding written with direct I/O needs cutting off (a fallback wrote the data alone).
-            if target.direct {
-                target.file.set_len(self.len)?;
-            }
         }
-        Ok(target.file)
+        target.finish(self.len)
     }
 }
 
@@ -303,6 +182,7 @@ impl Write for OutputFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ALIGN;
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| u8::try_from(i % 251).unwrap_or(0)).collect()
