@@ -2,19 +2,19 @@
 //!
 //! The source is either an existing dump directory (`--from-dump`, made by `tidemark dump` or the
 //! real mongodump) or archive (`--from-archive`, unpacked losslessly first), or a server. From a
-//! server nothing is staged on disk: the dump engine runs on its own thread and writes an archive
-//! (several collections at once, as `dump` does) into an OS pipe, which is imported into the
-//! snapshot as it arrives (one open stream per collection),
-//! so reading the server and chunking, compressing, encrypting and uploading overlap. With
+//! server nothing is staged on disk: the dump engine (several collections at once, as `dump` does)
+//! hands the server's batches straight to the snapshot writer ([`dump_into_snapshot`]), so reading
+//! the server and chunking, compressing, encrypting and uploading overlap. With
 //! `--oplog` the snapshot's consistency timestamp is the last oplog entry captured, the point a
 //! restore with oplog replay reaches.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use tidemark_core::backup::dump_into_snapshot;
 use tidemark_core::connection::ConnectionOptions;
-use tidemark_core::dump::{ArchiveOutput, DumpOptions, DumpTarget, plan_dump, run_dump};
+use tidemark_core::dump::DumpOptions;
 use tidemark_repo::import::{ImportStats, import_archive, import_directory};
 use tidemark_repo::{CommitOptions, Id, NoProgress, Repository, SnapshotStats, SnapshotWriter, Timestamp};
 
@@ -77,14 +77,8 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             writer.set_member(args.replica_set.as_deref().unwrap_or_default(), "replset");
             import_directory(&mut writer, dir, args.gzip).await?
         } else if let Some(archive) = &args.from_archive {
-            // Unpacked losslessly into a temporary dump directory, then imported like one.
             writer.set_member(args.replica_set.as_deref().unwrap_or_default(), "replset");
-            let temp = tempfile::tempdir().context("create a temporary directory for the archive")?;
-            let dst = temp.path().join("dump");
-            let options = tidemark_format::convert::ConvertOptions { input_gzip: None, output_gzip: false };
-            tidemark_format::convert::convert(archive, &dst, &options)
-                .with_context(|| format!("unpack archive {}", archive.display()))?;
-            import_directory(&mut writer, &dst, false).await?
+            import_archive_file(&mut writer, archive).await?
         } else {
             let conn = args.conn.to_options(None)?;
             let set = match &args.replica_set {
@@ -182,7 +176,21 @@ async fn reported_set_name(conn: &ConnectionOptions) -> Result<String, CliError>
     Ok(hello.get_str("setName").unwrap_or_default().to_owned())
 }
 
-/// Dumps the server on a separate thread as an archive into a pipe and imports it as it arrives.
+/// Imports an archive file (gzip detected) read front to back, nothing staged on disk.
+async fn import_archive_file(writer: &mut SnapshotWriter, path: &Path) -> Result<ImportStats, CliError> {
+    let open = || std::fs::File::open(path).with_context(|| format!("open archive {}", path.display()));
+    let gzip =
+        tidemark_format::archive::gzip::sniff_gzip(path).with_context(|| format!("read archive {}", path.display()))?;
+    let origin = path.display().to_string();
+    let input: Box<dyn std::io::Read> = if gzip {
+        Box::new(tidemark_format::archive::gzip::gzip_reader(open()?))
+    } else {
+        Box::new(std::io::BufReader::with_capacity(1 << 20, open()?))
+    };
+    Ok(import_archive(writer, input, &origin).await?)
+}
+
+/// Dumps the server straight into the writer's current member.
 async fn stream_from_server(
     conn: ConnectionOptions,
     db: Option<String>,
@@ -192,44 +200,8 @@ async fn stream_from_server(
     let mut options = DumpOptions::default();
     options.db = db;
     options.oplog = oplog;
-    let (input, output) = std::io::pipe().context("create a pipe for the dump stream")?;
-    options.target = DumpTarget::Stream(ArchiveOutput::new(output));
-    let dumper = std::thread::Builder::new()
-        .name("dump".into())
-        .spawn(move || -> Result<(), CliError> {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("start async runtime")?;
-            runtime.block_on(async {
-                let client = tidemark_core::connection::connect(&conn, "tidemark-backup").await?;
-                let progress = Arc::new(tidemark_core::progress::NoProgress);
-                let plan = plan_dump(&client, &options, progress.as_ref()).await?;
-                run_dump(&client, &plan, &options, progress).await?;
-                Ok(())
-            })
-            // `options` (and the pipe's write end, if the dump never took it) is dropped here,
-            // so the import sees the end of the stream.
-        })
-        .context("start the dump thread")?;
-    let imported = import_archive(writer, input, "from the dump engine").await;
-    let dumped = dumper
-        .join()
-        .unwrap_or_else(|_| Err(CliError::from(anyhow::anyhow!("the dump thread panicked"))));
-    match (imported, dumped) {
-        (Ok(stats), Ok(())) => Ok(stats),
-        // The import stopped reading (it failed, and says why); the dump only saw a closed pipe.
-        (Err(e), Err(dump)) if is_broken_pipe(&dump.error) => Err(e.into()),
-        // A failed dump explains a failed import (a truncated stream) better than the import's error.
-        (_, Err(dump)) => Err(dump),
-        (Err(e), Ok(())) => Err(e.into()),
-    }
-}
-
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .filter_map(|e| e.downcast_ref::<std::io::Error>())
-        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    let client = tidemark_core::connection::connect(&conn, "tidemark-backup").await?;
+    let progress = Arc::new(tidemark_core::progress::NoProgress);
+    let (_, imported) = dump_into_snapshot(&client, options, writer, progress).await?;
+    Ok(imported)
 }

@@ -54,43 +54,75 @@ pub enum DumpTarget {
     Archive(Option<PathBuf>),
     /// The raw BSON of one collection on standard output (`--out -`).
     Stdout,
-    /// An archive written to a caller-supplied stream (for example a pipe read by another thread).
-    Stream(ArchiveOutput),
+    /// Every namespace's documents handed to a receiver in the same process, as the server sent
+    /// them (a backup storing them in a repository): no file or archive in between.
+    Documents(DocumentOutput),
 }
 
-/// A writable stream for an archive, taken by [`run_dump`] (a dump can be written to it once).
-/// Cloning shares the same stream.
+/// What a dump to [`DumpTarget::Documents`] sends, in order: the prelude first, then the
+/// namespaces' documents and ends, interleaved when several collections are dumped at once.
+#[derive(Debug)]
+pub enum DumpEvent {
+    /// Every namespace of the dump as an archive's prelude lists them (metadata as
+    /// `metadata.json` text; the oplog last, as database `""`, collection `"oplog"`). Later
+    /// events name a namespace by its index here.
+    Prelude {
+        /// The server's version.
+        server_version: String,
+        /// The namespaces.
+        entries: Vec<PreludeEntry>,
+    },
+    /// A batch of documents as the server's reply holds them (checked to hold documents only).
+    Batch {
+        /// Index of the namespace in the prelude.
+        namespace: usize,
+        /// The server's reply.
+        batch: RawBatch,
+    },
+    /// One document (oplog entries, read back from the dump's spool file).
+    Document {
+        /// Index of the namespace in the prelude.
+        namespace: usize,
+        /// The document.
+        document: RawDocumentBuf,
+    },
+    /// The namespace is complete (sent for every namespace, views and empty ones included).
+    End {
+        /// Index of the namespace in the prelude.
+        namespace: usize,
+    },
+}
+
+/// The sending end of a [`DumpTarget::Documents`] dump. Cloning shares the channel; the receiver
+/// sees its end once the dump has finished and every clone is dropped.
 #[derive(Clone)]
-pub struct ArchiveOutput(Arc<std::sync::Mutex<Option<Box<dyn Write + Send>>>>);
+pub struct DocumentOutput(tokio::sync::mpsc::Sender<DumpEvent>);
 
-impl ArchiveOutput {
-    /// Wraps a writer; the archive is written uncompressed unless `gzip` is set in the options.
-    pub fn new(writer: impl Write + Send + 'static) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(Some(Box::new(writer)))))
+impl DocumentOutput {
+    /// Sends the dump's events into `sender` (a bounded channel: the dump waits for its receiver).
+    #[must_use]
+    pub fn new(sender: tokio::sync::mpsc::Sender<DumpEvent>) -> Self {
+        Self(sender)
     }
 
-    fn take(&self) -> Result<Box<dyn Write + Send>> {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut w| w.take())
-            .ok_or_else(|| Error::Options("the archive output stream was already used".into()))
+    async fn send(&self, event: DumpEvent) -> Result<()> {
+        self.0.send(event).await.map_err(|_| Error::ReceiverGone)
     }
 }
 
-impl fmt::Debug for ArchiveOutput {
+impl fmt::Debug for DocumentOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ArchiveOutput")
+        f.write_str("DocumentOutput")
     }
 }
 
-impl PartialEq for ArchiveOutput {
+impl PartialEq for DocumentOutput {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        self.0.same_channel(&other.0)
     }
 }
 
-impl Eq for ArchiveOutput {}
+impl Eq for DocumentOutput {}
 
 /// What to dump and how.
 #[derive(Debug, Clone)]
@@ -750,10 +782,12 @@ enum Sink {
     Directory(DataFileWriter),
     Stdout(BoxWrite),
     Archive(NamespaceWriter<BoxWrite>),
+    /// A [`DumpTarget::Documents`] receiver, and the namespace's index in its prelude.
+    Documents(DocumentOutput, usize),
 }
 
 impl Sink {
-    fn write(&mut self, doc: &bson::RawDocument, ns: &str) -> Result<()> {
+    async fn write(&mut self, doc: &bson::RawDocument, ns: &str) -> Result<()> {
         match self {
             Self::Directory(w) => Ok(w.write_document(doc)?),
             Self::Stdout(w) => w.write_all(doc.as_bytes()).map_err(io_error("error writing", "-")),
@@ -761,10 +795,17 @@ impl Sink {
                 context: format!("error writing {ns} to the archive"),
                 source,
             }),
+            Self::Documents(output, namespace) => {
+                let event = DumpEvent::Document {
+                    namespace: *namespace,
+                    document: doc.to_owned(),
+                };
+                output.send(event).await
+            }
         }
     }
 
-    fn finish(self, ns: &str) -> Result<()> {
+    async fn finish(self, ns: &str) -> Result<()> {
         match self {
             Self::Directory(w) => w.finish().map(|_| ()).map_err(Error::from),
             Self::Stdout(w) => w.close().map_err(io_error("error writing", "-")),
@@ -772,6 +813,7 @@ impl Sink {
                 context: format!("error closing {ns} in the archive"),
                 source,
             }),
+            Self::Documents(output, namespace) => output.send(DumpEvent::End { namespace }).await,
         }
     }
 }
@@ -836,18 +878,27 @@ async fn next_batch(cursor: &mut RawBatchCursor, what: &str) -> Result<Option<Ra
         .context(|| format!("error reading from {what}"))
 }
 
-/// Writes every document of a batch; returns how many.
-fn write_batch(batch: &RawBatch, sink: &mut Sink, ns: &str, what: &str) -> Result<u64> {
-    let documents = batch.doc_slices().context(|| format!("error reading from {what}"))?;
+/// Writes every document of a batch (a document receiver gets the whole batch); returns how many.
+async fn write_batch(batch: RawBatch, sink: &mut Sink, ns: &str, what: &str) -> Result<u64> {
+    let handed_over = matches!(sink, Sink::Documents(..));
     let mut n = 0u64;
-    for element in documents {
+    for element in batch.doc_slices().context(|| format!("error reading from {what}"))? {
         let doc = element.ok().and_then(|value| value.as_document()).ok_or_else(|| {
             Error::Data(format!(
                 "error reading from {what}: the server returned a batch element that is not a document"
             ))
         })?;
-        sink.write(doc, ns)?;
+        if !handed_over {
+            sink.write(doc, ns).await?;
+        }
         n += 1;
+    }
+    if let Sink::Documents(output, namespace) = sink {
+        let event = DumpEvent::Batch {
+            namespace: *namespace,
+            batch,
+        };
+        output.send(event).await?;
     }
     Ok(n)
 }
@@ -919,7 +970,7 @@ async fn dump_collection(
             }
             drop(tx);
             while let Some(batch) = rx.recv().await {
-                let n = write_batch(&batch, &mut sink, &ns, &what)?;
+                let n = write_batch(batch, &mut sink, &ns, &what).await?;
                 count += n;
                 progress.advance(&ns, n);
             }
@@ -937,7 +988,7 @@ async fn dump_collection(
             let opened = find.batch().await.context(|| format!("error reading from {what}"));
             if let Some(mut cursor) = absent_if_dropped(opened, &what, &*progress)? {
                 while let Some(batch) = next_batch(&mut cursor, &what).await? {
-                    let n = write_batch(&batch, &mut sink, &ns, &what)?;
+                    let n = write_batch(batch, &mut sink, &ns, &what).await?;
                     count += n;
                     progress.advance(&ns, n);
                 }
@@ -945,7 +996,7 @@ async fn dump_collection(
         }
         progress.finish(&ns);
     }
-    sink.finish(&ns)?;
+    sink.finish(&ns).await?;
     Ok((count, ranges))
 }
 
@@ -964,6 +1015,38 @@ fn open_data_file(writer: &DumpWriter, plan: &CollectionPlan) -> Result<DataFile
         }
         _ => writer.create_collection(&plan.db, &plan.data_collection)?,
     })
+}
+
+/// The archive prelude of a plan: every collection with its metadata, then the oplog when one is
+/// captured (database `""`, collection `"oplog"`, as mongodump writes it).
+fn prelude_entries(plan: &DumpPlan) -> Result<Vec<PreludeEntry>> {
+    let mut entries: Vec<PreludeEntry> = plan
+        .collections
+        .iter()
+        .map(|c| {
+            let text = c
+                .metadata
+                .as_ref()
+                .map(Metadata::to_json)
+                .transpose()?
+                .unwrap_or_default();
+            Ok(PreludeEntry::new(
+                c.db.clone(),
+                c.name.clone(),
+                text,
+                c.type_name.clone(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    if plan.oplog_start.is_some() {
+        entries.push(PreludeEntry::new(
+            String::new(),
+            "oplog".to_owned(),
+            String::new(),
+            String::new(),
+        ));
+    }
+    Ok(entries)
 }
 
 /// Runs a planned dump.
@@ -986,49 +1069,30 @@ pub async fn run_dump(
     // Open the output.
     let mut archive: Option<SharedArchiveWriter<BoxWrite>> = None;
     match &options.target {
-        DumpTarget::Archive(_) | DumpTarget::Stream(_) => {
-            let out: BoxWrite = match &options.target {
-                DumpTarget::Stream(stream) => Box::new(BufWriter::with_capacity(1 << 20, stream.take()?)),
-                DumpTarget::Archive(Some(p)) => {
+        DumpTarget::Archive(path) => {
+            let out: BoxWrite = match path {
+                Some(p) => {
                     let p = tidemark_format::archive::gzip::resolve_archive_path(p, options.gzip);
                     Box::new(OutputFile::create(&p).map_err(io_error("error creating archive", &p))?)
                 }
-                _ => Box::new(BufWriter::new(std::io::stdout())),
+                None => Box::new(BufWriter::new(std::io::stdout())),
             };
             let out = maybe_gzip(out, options.gzip);
             let concurrent = i32::try_from(parallel).unwrap_or(i32::MAX);
             let header = ArchiveHeader::new(concurrent, plan.server_version.clone(), options.tool_version.clone());
-            let mut entries: Vec<PreludeEntry> = plan
-                .collections
-                .iter()
-                .map(|c| {
-                    let text = c
-                        .metadata
-                        .as_ref()
-                        .map(Metadata::to_json)
-                        .transpose()?
-                        .unwrap_or_default();
-                    Ok(PreludeEntry::new(
-                        c.db.clone(),
-                        c.name.clone(),
-                        text,
-                        c.type_name.clone(),
-                    ))
-                })
-                .collect::<Result<_>>()?;
-            if plan.oplog_start.is_some() {
-                entries.push(PreludeEntry::new(
-                    String::new(),
-                    "oplog".to_owned(),
-                    String::new(),
-                    String::new(),
-                ));
-            }
+            let entries = prelude_entries(plan)?;
             let writer = ArchiveWriter::new(out, &header, &entries).map_err(|source| Error::Archive {
                 context: "error writing the archive prelude".into(),
                 source,
             })?;
             archive = Some(SharedArchiveWriter::new(writer));
+        }
+        DumpTarget::Documents(output) => {
+            let event = DumpEvent::Prelude {
+                server_version: plan.server_version.clone(),
+                entries: prelude_entries(plan)?,
+            };
+            output.send(event).await?;
         }
         DumpTarget::Stdout => {
             if plan.collections.len() != 1 {
@@ -1084,6 +1148,7 @@ pub async fn run_dump(
                             source,
                         })?)
                     }
+                    (DumpTarget::Documents(output), _, _) => Sink::Documents(output, i),
                     (DumpTarget::Stdout, _, _) => Sink::Stdout(Box::new(BufWriter::new(std::io::stdout()))),
                     (DumpTarget::Directory(out), _, _) => {
                         let writer = DumpWriter::new(out, gzip);
@@ -1146,6 +1211,7 @@ pub async fn run_dump(
                     source,
                 })?)
             }
+            (DumpTarget::Documents(output), None) => Sink::Documents(output.clone(), plan.collections.len()),
             // gzip content under the plain name oplog.bson, as mongodump does.
             (DumpTarget::Directory(out), None) => Sink::Directory(DumpWriter::new(out, options.gzip).create_oplog()?),
             _ => return Err(Error::Data("--oplog needs a directory or archive output".into())),
@@ -1155,9 +1221,9 @@ pub async fn run_dump(
             .next_document()
             .map_err(|e| Error::Data(format!("error reading the oplog spool file: {e}")))?
         {
-            sink.write(&entry, "oplog")?;
+            sink.write(&entry, "oplog").await?;
         }
-        sink.finish("oplog")?;
+        sink.finish("oplog").await?;
     }
 
     if let Some(archive) = archive {

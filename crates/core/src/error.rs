@@ -57,6 +57,10 @@ pub enum Error {
     /// Options are invalid or contradict each other (reported before any work is done).
     #[error("{0}")]
     Options(String),
+    /// The receiver of a [`DumpTarget::Documents`](crate::dump::DumpTarget::Documents) dump stopped
+    /// taking documents (it failed, and reports why itself).
+    #[error("the receiver of the dumped documents stopped")]
+    ReceiverGone,
 }
 
 impl Error {

@@ -10,6 +10,7 @@
 //! - [`connection`]: the tools' connection options folded into driver options.
 //! - [`dump`]: [`dump::plan_dump`] and [`dump::run_dump`].
 //! - [`restore`]: [`restore::plan_restore`] and [`restore::run_restore`].
+//! - [`backup`]: a server dumped straight into a backup repository snapshot.
 //! - [`replay`]: parallel oplog replay (lanes by namespace and `_id`, barriers for commands).
 //! - [`follow`]: continuous oplog archiving into a repository (`tidemark oplog follow`).
 //! - [`nsmatch`]: `--nsInclude`/`--nsExclude`/`--nsFrom`/`--nsTo` patterns.
@@ -18,6 +19,7 @@
 //! - [`offline`]: `--dbpath`, dump and restore of a `tidemark-server` data directory with no server running.
 
 pub mod authschema;
+pub mod backup;
 pub mod connection;
 pub mod dump;
 pub mod error;

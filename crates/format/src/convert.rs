@@ -303,7 +303,7 @@ fn archive_to_directory(src: &Path, dst: &Path, options: &ConvertOptions) -> Res
     };
     let gzip = match options.input_gzip {
         Some(g) => g,
-        None => crate::inspect::sniff_gzip(src).map_err(io)?,
+        None => crate::archive::gzip::sniff_gzip(src).map_err(io)?,
     };
     let file = BufReader::new(File::open(src).map_err(io)?);
     let input: Box<dyn Read> = if gzip {

@@ -186,14 +186,6 @@ fn has_bson_extension(path: &Path) -> bool {
     [".bson", ".bson.gz", ".bin"].iter().any(|ext| name.ends_with(ext))
 }
 
-/// Whether the stream starts with the gzip magic bytes.
-pub(crate) fn sniff_gzip(path: &Path) -> std::io::Result<bool> {
-    let mut magic = [0u8; 2];
-    let mut file = File::open(path)?;
-    let n = file.read(&mut magic)?;
-    Ok(n == 2 && magic == [0x1f, 0x8b])
-}
-
 fn inspect_archive(path: &Path, options: &InspectOptions) -> Result<DumpSummary, InspectError> {
     let io_err = |source| InspectError::Io {
         path: path.to_owned(),
@@ -201,7 +193,7 @@ fn inspect_archive(path: &Path, options: &InspectOptions) -> Result<DumpSummary,
     };
     let gzip = match options.gzip {
         Some(g) => g,
-        None => sniff_gzip(path).map_err(io_err)?,
+        None => crate::archive::gzip::sniff_gzip(path).map_err(io_err)?,
     };
     let file = BufReader::new(File::open(path).map_err(io_err)?);
     let input: Box<dyn Read> = if gzip {

@@ -26,6 +26,18 @@ pub fn gzip_writer<W: Write>(output: W) -> ParallelGzEncoder<W> {
     ParallelGzEncoder::new(output, Compression::default())
 }
 
+/// Whether the file starts with the gzip magic bytes (for readers that detect compression
+/// by themselves: `inspect`, `convert`, `backup --from-archive`).
+///
+/// # Errors
+/// The error of opening or reading the file.
+pub fn sniff_gzip(path: &Path) -> std::io::Result<bool> {
+    let mut magic = [0u8; 2];
+    let mut file = std::fs::File::open(path)?;
+    let n = file.read(&mut magic)?;
+    Ok(n == 2 && magic == [0x1f, 0x8b])
+}
+
 /// The file an `--archive=<path>` option names: `<path>/archive` (or `<path>/archive.gz` with
 /// `--gzip`) when `path` is an existing directory, else `path` itself.
 #[must_use]
