@@ -15,11 +15,12 @@ use anyhow::Context;
 use tidemark_core::backup::dump_into_snapshot;
 use tidemark_core::connection::ConnectionOptions;
 use tidemark_core::dump::DumpOptions;
+use tidemark_core::progress::{NoProgress as NoDumpProgress, Progress};
 use tidemark_repo::import::{ImportStats, import_archive, import_directory};
 use tidemark_repo::{CommitOptions, Id, NoProgress, Repository, SnapshotStats, SnapshotWriter, Timestamp};
 
 use crate::CliError;
-use crate::dump::ConnArgs;
+use crate::dump::{Bars, ConnArgs};
 use crate::repo::{RepoOptions, open, runtime};
 
 /// Arguments of `tidemark backup` (`-h` is the host, as in the MongoDB tools; help is `--help`).
@@ -61,6 +62,9 @@ pub(crate) struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// No progress display.
+    #[arg(long)]
+    quiet: bool,
 }
 
 pub(crate) fn run(args: &Args) -> Result<(), CliError> {
@@ -70,6 +74,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             "--from-dump/--from-archive cannot be combined with a server connection or --oplog",
         ));
     }
+    let started = std::time::Instant::now();
     runtime()?.block_on(async {
         let repo = open(&args.repo).await?;
         let mut writer = SnapshotWriter::new(&repo, Arc::new(NoProgress)).await?;
@@ -86,7 +91,10 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
                 None => reported_set_name(&conn).await?,
             };
             writer.set_member(&set, "replset");
-            stream_from_server(conn, args.db.clone(), args.oplog, &mut writer).await?
+            let bars = Arc::new(Bars::new(args.quiet || args.json, None, "backed up"));
+            let imported = stream_from_server(conn, args.db.clone(), args.oplog, &mut writer, bars.clone()).await;
+            bars.done();
+            imported?
         };
         let window = writer.oplog_window();
         let options = CommitOptions {
@@ -96,9 +104,11 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             label: args.label.clone(),
         };
         let (id, stats) = writer.commit(options).await?;
+        let seconds = started.elapsed().as_secs_f64();
         if args.json {
             let json = serde_json::json!({
                 "snapshot": id.to_hex(), "namespaces": imported.namespaces, "documents": imported.documents,
+                "seconds": seconds,
                 "total_bytes": stats.total_bytes, "new_bytes": stats.new_bytes,
                 "deduplicated_bytes": stats.deduplicated_bytes, "added_bytes": stats.added_bytes,
                 "oplog_window": window.map(|w| serde_json::json!({"first": {"t": w.first.t, "i": w.first.i}, "last": {"t": w.last.t, "i": w.last.i}})),
@@ -106,7 +116,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             println!("{json}");
         } else {
             println!(
-                "snapshot {} saved: {} namespace(s), {} document(s), {} bytes ({} new, {} deduplicated, {} added to storage)",
+                "snapshot {} saved: {} namespace(s), {} document(s), {} bytes ({} new, {} deduplicated, {} added to storage) in {seconds:.1} s",
                 &id.to_hex()[..8],
                 imported.namespaces,
                 imported.documents,
@@ -145,7 +155,7 @@ pub(crate) async fn snapshot_server(
     conn.uri = Some(uri.to_owned());
     let mut writer = SnapshotWriter::new(repo, Arc::new(NoProgress)).await?;
     writer.set_member(replica_set, "replset");
-    let imported = stream_from_server(conn, None, true, &mut writer)
+    let imported = stream_from_server(conn, None, true, &mut writer, Arc::new(NoDumpProgress))
         .await
         .map_err(|e| e.error)?;
     let consistency = writer.oplog_window().map(|w| w.last);
@@ -196,12 +206,12 @@ async fn stream_from_server(
     db: Option<String>,
     oplog: bool,
     writer: &mut SnapshotWriter,
+    progress: Arc<dyn Progress>,
 ) -> Result<ImportStats, CliError> {
     let mut options = DumpOptions::default();
     options.db = db;
     options.oplog = oplog;
     let client = tidemark_core::connection::connect(&conn, "tidemark-backup").await?;
-    let progress = Arc::new(tidemark_core::progress::NoProgress);
     let (_, imported) = dump_into_snapshot(&client, options, writer, progress).await?;
     Ok(imported)
 }

@@ -397,6 +397,10 @@ impl Progress for Bars {
         }
     }
 
+    fn expect(&self, documents: u64) {
+        self.set_total(documents);
+    }
+
     fn log(&self, message: &str) {
         if !self.quiet {
             let _ = self.multi.println(message);
@@ -496,7 +500,7 @@ async fn dump_with(
                 }
             }
         }
-        bars.set_total(plan.collections.iter().filter_map(|c| c.estimated_count).sum());
+        bars.expect(plan.collections.iter().filter_map(|c| c.estimated_count).sum());
         let summary = run_dump(&client, &plan, options, bars.clone()).await;
         bars.done();
         let summary = summary?;

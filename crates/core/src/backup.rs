@@ -38,6 +38,7 @@ pub async fn dump_into_snapshot(
     options.target = DumpTarget::Documents(DocumentOutput::new(sender));
     let dump = async move {
         let plan = plan_dump(client, &options, progress.as_ref()).await?;
+        progress.expect(plan.collections.iter().filter_map(|c| c.estimated_count).sum());
         let summary = run_dump(client, &plan, &options, progress).await;
         // The receiver sees the end once the last sender (the one in the options) is gone.
         drop(options);

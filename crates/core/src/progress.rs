@@ -17,6 +17,10 @@ pub trait Progress: Send + Sync {
     fn finish(&self, namespace: &str) {
         let _ = namespace;
     }
+    /// The whole job is expected to process about `documents` documents (for a total and an ETA).
+    fn expect(&self, documents: u64) {
+        let _ = documents;
+    }
     /// A log line for the user (what was skipped and why, phases, warnings).
     fn log(&self, message: &str) {
         let _ = message;

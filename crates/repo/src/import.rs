@@ -186,7 +186,11 @@ impl<'w> DumpImport<'w> {
             self.stats.namespaces += 1;
             let metadata = prelude_metadata(entry);
             let name = self.name_of(index);
-            self.writer.open_namespace(&name, metadata).await?
+            // Invalid metadata is the input's fault: name the input.
+            self.writer.open_namespace(&name, metadata).await.map_err(|e| match e {
+                RepoError::Usage(message) => self.error(message),
+                other => other,
+            })?
         };
         self.open.insert(index, started);
         Ok(())

@@ -694,8 +694,8 @@ impl SnapshotWriter {
             data: DataStream::default(),
         };
         if let Some(text) = metadata.metadata_json {
-            let parsed = tidemark_format::metadata::Metadata::parse(text.as_bytes(), &format!("metadata of {ns}"))
-                .map_err(|e| RepoError::Usage(format!("metadata of {ns}: {e}")))?;
+            let parsed = tidemark_format::metadata::Metadata::parse(text.as_bytes(), ns)
+                .map_err(|e| RepoError::Usage(e.to_string()))?;
             if let Some(md) = parsed {
                 if let Some(t) = &md.collection_type {
                     entry.kind.clone_from(t);
