@@ -38,6 +38,7 @@
 
 mod codec;
 mod compression;
+mod elements;
 mod error;
 mod op_msg;
 mod op_query;
@@ -49,6 +50,7 @@ pub use codec::{
     op_msg_body_prefix,
 };
 pub use compression::{COMPRESSOR_ID_NOOP, COMPRESSOR_ID_SNAPPY, COMPRESSOR_ID_ZLIB, COMPRESSOR_ID_ZSTD, Compressor};
+pub use elements::{Element, TopLevel};
 pub use error::WireError;
 pub use op_msg::{DocumentSequence, FLAG_CHECKSUM_PRESENT, FLAG_EXHAUST_ALLOWED, FLAG_MORE_TO_COME, OpMsg};
 pub use op_query::{OpQuery, encode_op_query};

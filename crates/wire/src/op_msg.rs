@@ -256,18 +256,38 @@ fn parse_sequence<'a>(reader: &mut Reader<'a>) -> Result<(&'a str, Vec<RawDocume
     // for several times the message size.
     let mut documents = Vec::new();
     while inner.remaining() > 0 {
-        let what = format!("document {} of sequence {identifier:?}", documents.len());
+        // Named only if it is refused: formatting a name for every document would cost more than reading it.
+        let what = SequenceDocument {
+            index: documents.len(),
+            identifier,
+        };
         let (bytes, offset) = inner.document(&what)?;
         documents.push(to_raw(bytes, &what, offset)?);
     }
     Ok((identifier, documents))
 }
 
+/// How a document of a document sequence is named in errors.
+struct SequenceDocument<'a> {
+    index: usize,
+    identifier: &'a str,
+}
+
+impl std::fmt::Display for SequenceDocument<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "document {} of sequence {:?}", self.index, self.identifier)
+    }
+}
+
 /// Copies a validated document into its own buffer (the one copy per document).
-pub(crate) fn to_raw(bytes: &[u8], what: &str, offset: usize) -> Result<RawDocumentBuf, WireError> {
+pub(crate) fn to_raw(
+    bytes: &[u8],
+    what: &(impl std::fmt::Display + ?Sized),
+    offset: usize,
+) -> Result<RawDocumentBuf, WireError> {
     // Framing was checked by `Reader::document`, so this cannot fail; map the error anyway.
     RawDocumentBuf::from_bytes(bytes.to_vec()).map_err(|e| WireError::InvalidDocument {
-        what: what.to_owned(),
+        what: what.to_string(),
         offset,
         reason: e.to_string(),
     })
