@@ -89,14 +89,15 @@ impl Request {
     }
 
     /// The documents of a write command's array argument (`documents`, `updates`, `deletes`): from the kind-1
-    /// sequence of that name if present, else from the body's array, as raw documents.
-    pub fn documents(&self, field: &str) -> CommandResult<Vec<RawDocumentBuf>> {
+    /// sequence of that name if present, else from the body's array, borrowed from the request: a document is
+    /// copied once, where it is stored.
+    pub fn documents(&self, field: &str) -> CommandResult<Vec<&RawDocument>> {
         let mut out = Vec::new();
         let mut found = false;
         for (id, docs) in &self.sequences {
             if id == field {
                 found = true;
-                out.extend(docs.iter().cloned());
+                out.extend(docs.iter().map(|d| d.as_ref()));
             }
         }
         match self.raw.get(field) {
@@ -109,7 +110,7 @@ impl Request {
                 found = true;
                 for item in arr {
                     match item {
-                        Ok(bson::RawBsonRef::Document(d)) => out.push(d.to_raw_document_buf()),
+                        Ok(bson::RawBsonRef::Document(d)) => out.push(d),
                         Ok(_) => {
                             return Err(CommandError::type_mismatch(format!(
                                 "BSON field '{}.{field}' is the wrong type, expected an array of objects",

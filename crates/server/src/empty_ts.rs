@@ -13,7 +13,9 @@
 //! values are unique and strictly increasing in commit order, and later than every oplog entry before them.
 //! Documents without an empty top-level timestamp are left byte for byte as sent.
 
-use bson::{Bson, Document, RawBsonRef, RawDocumentBuf, Timestamp};
+use bson::raw::RawElement;
+use bson::spec::ElementType;
+use bson::{Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp};
 
 use crate::error::{CommandError, CommandResult};
 
@@ -25,14 +27,23 @@ pub fn is_empty(t: Timestamp) -> bool {
     t.time == 0 && t.increment == 0
 }
 
+/// Whether a top-level element is an empty timestamp that must be replaced (any field but `_id`).
+pub fn is_empty_element(elem: &RawElement<'_>) -> CommandResult<bool> {
+    if elem.element_type() != ElementType::Timestamp || elem.key() == "_id" {
+        return Ok(false);
+    }
+    match elem.value() {
+        Ok(RawBsonRef::Timestamp(t)) => Ok(is_empty(t)),
+        Ok(_) => Ok(false),
+        Err(e) => Err(CommandError::bad_value(format!("invalid BSON document: {e}"))),
+    }
+}
+
 /// Whether a raw document has an empty timestamp in a top-level field other than `_id`.
-pub fn raw_needs_fill(doc: &RawDocumentBuf) -> CommandResult<bool> {
-    for elem in doc.iter() {
-        let (key, value) = elem.map_err(|e| CommandError::bad_value(format!("invalid BSON document: {e}")))?;
-        if key != "_id"
-            && let RawBsonRef::Timestamp(t) = value
-            && is_empty(t)
-        {
+pub fn raw_needs_fill(doc: &RawDocument) -> CommandResult<bool> {
+    for elem in doc.iter_elements() {
+        let elem = elem.map_err(|e| CommandError::bad_value(format!("invalid BSON document: {e}")))?;
+        if is_empty_element(&elem)? {
             return Ok(true);
         }
     }

@@ -22,9 +22,11 @@
 //! timestamps, replaced as mongod does unless `bypassEmptyTsReplacement` is set (see [`crate::empty_ts`]).
 //! Under `--auth`, `getMore` and `killCursors` only accept cursors opened by the same user.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::ops::Bound::{self, Excluded, Included, Unbounded};
 
+use bson::spec::ElementType;
 use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc, oid::ObjectId};
 use tidemark_query::{Filter, Pipeline, Projection, SortSpec, Update};
 
@@ -1291,7 +1293,7 @@ fn write_out(ctx: &Ctx<'_>, target: &Namespace, docs: Vec<Document>, j: bool) ->
             })?;
         }
         for d in docs {
-            let raw = prepare_insert(encode(&d)?)?;
+            let raw = prepare_insert(Cow::Owned(encode(&d)?), None)?;
             txn.apply(Mutation::Insert {
                 ns: target.clone(),
                 doc: raw,
@@ -1305,40 +1307,112 @@ fn write_out(ctx: &Ctx<'_>, target: &Namespace, docs: Vec<Document>, j: bool) ->
 // Writes
 // ---------------------------------------------------------------------------------------------------------
 
-/// Puts `_id` first (generating an ObjectId when missing) without touching the other fields' bytes.
-pub fn prepare_insert(doc: RawDocumentBuf) -> CommandResult<RawDocumentBuf> {
+/// Makes a document ready to be stored, in one pass over its top-level fields: puts `_id` first (generating
+/// an ObjectId when missing) without touching the other fields' bytes, refuses an `_id` mongod refuses, and,
+/// when `empty_ts` gives the clock, replaces empty top-level timestamps (see [`crate::empty_ts`]).
+///
+/// A document that already starts with `_id` and has nothing to replace is stored as it came: borrowed bytes
+/// are copied once, owned ones not at all.
+pub fn prepare_insert(
+    doc: Cow<'_, RawDocument>,
+    empty_ts: Option<&mut dyn FnMut() -> bson::Timestamp>,
+) -> CommandResult<RawDocumentBuf> {
     check_size(&doc)?;
-    let mut first_is_id = false;
-    let mut id_elem: Option<(usize, usize)> = None;
-    let mut offset = 4usize;
-    for (i, elem) in doc.iter_elements().enumerate() {
-        let elem = elem.map_err(|e| CommandError::bad_value(format!("invalid BSON document: {e}")))?;
-        // Each element is: type byte, key, NUL, value.
-        let elem_len = elem.key().len().saturating_add(2).saturating_add(elem.len());
-        if elem.key() == "_id" {
-            if i == 0 {
-                first_is_id = true;
-            }
-            let v = elem
-                .value()
-                .map_err(|e| CommandError::bad_value(format!("invalid _id: {e}")))?;
-            match v {
-                bson::RawBsonRef::Array(_) => return Err(CommandError::bad_value("can't use an array for _id")),
-                bson::RawBsonRef::RegularExpression(_) => {
-                    return Err(CommandError::bad_value("can't use a regex for _id"));
+    let scan = InsertScan::of(&doc, empty_ts.is_some())?;
+    let raw = if scan.id_first {
+        doc.into_owned()
+    } else {
+        with_id_first(doc.as_bytes(), scan.id)?
+    };
+    match empty_ts {
+        Some(next) if scan.empty_ts => crate::empty_ts::fill_raw(raw, next),
+        _ => Ok(raw),
+    }
+}
+
+/// What [`prepare_insert`] needs to know of a document's top-level fields.
+#[derive(Debug, Default)]
+struct InsertScan {
+    /// Offset and length of the (first) `_id` element.
+    id: Option<(usize, usize)>,
+    /// Whether `_id` is the first field.
+    id_first: bool,
+    /// Whether a field other than `_id` holds an empty timestamp (looked for only when asked).
+    empty_ts: bool,
+}
+
+impl InsertScan {
+    /// Scans `doc`, stopping at `_id` unless `find_empty_ts`.
+    fn of(doc: &RawDocument, find_empty_ts: bool) -> CommandResult<Self> {
+        // Documents arrive validated, so walking their framing is enough. A walk that gives up (possible
+        // only for bytes that did not come through the wire) leaves the decision, and the error message, to
+        // the checked iterator.
+        let mut scan = Self::default();
+        let mut walk = tidemark_wire::TopLevel::new(doc.as_bytes());
+        for (i, element) in walk.by_ref().enumerate() {
+            if scan.id.is_none() && element.key == b"_id" {
+                refuse_id_type(element.kind)?;
+                scan.id = Some((element.offset, element.len));
+                scan.id_first = i == 0;
+                if !find_empty_ts || scan.empty_ts {
+                    return Ok(scan);
                 }
-                bson::RawBsonRef::Undefined => return Err(CommandError::bad_value("can't use a undefined for _id")),
-                _ => {}
+            } else if find_empty_ts
+                && element.kind == ElementType::Timestamp as u8
+                && element.key != b"_id"
+                && element.value.iter().all(|&b| b == 0)
+            {
+                scan.empty_ts = true;
+                if scan.id.is_some() {
+                    return Ok(scan);
+                }
             }
-            id_elem = Some((offset, elem_len));
-            break;
         }
-        offset = offset.saturating_add(elem_len);
+        if walk.finished() {
+            return Ok(scan);
+        }
+        Self::checked(doc, find_empty_ts)
     }
-    if first_is_id {
-        return Ok(doc);
+
+    /// [`InsertScan::of`] through the `bson` crate's checked iterator.
+    fn checked(doc: &RawDocument, find_empty_ts: bool) -> CommandResult<Self> {
+        let mut scan = Self::default();
+        let mut offset = 4usize;
+        for (i, elem) in doc.iter_elements().enumerate() {
+            let elem = elem.map_err(|e| CommandError::bad_value(format!("invalid BSON document: {e}")))?;
+            // Each element is: type byte, key, NUL, value.
+            let elem_len = elem.key().len().saturating_add(2).saturating_add(elem.len());
+            if scan.id.is_none() && elem.key() == "_id" {
+                elem.value()
+                    .map_err(|e| CommandError::bad_value(format!("invalid _id: {e}")))?;
+                refuse_id_type(elem.element_type() as u8)?;
+                scan.id = Some((offset, elem_len));
+                scan.id_first = i == 0;
+                if !find_empty_ts {
+                    break;
+                }
+            } else if find_empty_ts && !scan.empty_ts {
+                scan.empty_ts = crate::empty_ts::is_empty_element(&elem)?;
+            }
+            offset = offset.saturating_add(elem_len);
+        }
+        Ok(scan)
     }
-    let bytes = doc.as_bytes();
+}
+
+/// Refuses the `_id` types mongod refuses.
+fn refuse_id_type(kind: u8) -> CommandResult<()> {
+    match ElementType::from(kind) {
+        Some(ElementType::Array) => Err(CommandError::bad_value("can't use an array for _id")),
+        Some(ElementType::RegularExpression) => Err(CommandError::bad_value("can't use a regex for _id")),
+        Some(ElementType::Undefined) => Err(CommandError::bad_value("can't use a undefined for _id")),
+        _ => Ok(()),
+    }
+}
+
+/// A copy of the document `bytes` with its `_id` element (at `(offset, len)`) moved first, or a new ObjectId
+/// `_id` put first when it has none.
+fn with_id_first(bytes: &[u8], id_elem: Option<(usize, usize)>) -> CommandResult<RawDocumentBuf> {
     let mut out = Vec::with_capacity(bytes.len() + 17);
     out.extend_from_slice(&[0, 0, 0, 0]);
     match id_elem {
@@ -1461,12 +1535,10 @@ fn insert(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         let validator = Validator::for_collection(txn.catalog().collection(&ns), bypass)?;
         let mut n = 0usize;
         let mut errors = Vec::new();
+        let mut next_ts = empty_ts.map(|oplog| move || oplog.next_timestamp());
         for (i, raw) in docs.into_iter().enumerate() {
-            let r = prepare_insert(raw).and_then(|raw| {
-                let raw = match empty_ts {
-                    Some(oplog) => crate::empty_ts::fill_raw(raw, &mut || oplog.next_timestamp())?,
-                    None => raw,
-                };
+            let clock = next_ts.as_mut().map(|f| f as &mut dyn FnMut() -> bson::Timestamp);
+            let r = prepare_insert(Cow::Borrowed(raw), clock).and_then(|raw| {
                 if let Some(v) = &validator {
                     v.check(&ns, &decode(&raw, &ns)?, None)?;
                 }
@@ -1682,7 +1754,7 @@ fn apply_update(
         if let Some(v) = Validator::for_collection(txn.catalog().collection(ns), bypass)? {
             v.check(ns, &doc, None)?;
         }
-        let raw = prepare_insert(encode(&doc)?)?;
+        let raw = prepare_insert(Cow::Owned(encode(&doc)?), None)?;
         txn.apply(Mutation::Insert {
             ns: ns.clone(),
             doc: raw,
@@ -1747,7 +1819,7 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let stmts: Vec<Document> = statements
         .iter()
         .map(|r| {
-            Document::try_from(r.as_ref())
+            Document::try_from(*r)
                 .map_err(|e| CommandError::failed_to_parse(format!("invalid update statement: {e}")))
         })
         .collect::<CommandResult<_>>()?;
@@ -1815,7 +1887,7 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let stmts: Vec<Document> = statements
         .iter()
         .map(|r| {
-            Document::try_from(r.as_ref())
+            Document::try_from(*r)
                 .map_err(|e| CommandError::failed_to_parse(format!("invalid delete statement: {e}")))
         })
         .collect::<CommandResult<_>>()?;
@@ -1992,4 +2064,102 @@ fn find_and_modify(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         (None, _) => Bson::Null,
     };
     Ok(ok_with(doc! { "lastErrorObject": last_error, "value": value }))
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::{Regex, Timestamp, rawdoc};
+
+    use super::*;
+
+    fn clock() -> impl FnMut() -> Timestamp {
+        let mut i = 0;
+        move || {
+            i += 1;
+            Timestamp { time: 9, increment: i }
+        }
+    }
+
+    fn prepare(doc: &RawDocument, with_clock: bool) -> CommandResult<RawDocumentBuf> {
+        let mut next = clock();
+        prepare_insert(
+            Cow::Borrowed(doc),
+            with_clock.then_some(&mut next as &mut dyn FnMut() -> Timestamp),
+        )
+    }
+
+    #[test]
+    fn id_goes_first_and_other_bytes_stay() {
+        let first = rawdoc! { "_id": 1, "a": "x" };
+        assert_eq!(prepare(&first, true).unwrap().as_bytes(), first.as_bytes());
+        let later = rawdoc! { "a": "x", "_id": 1, "b": 2.5 };
+        assert_eq!(prepare(&later, true).unwrap(), rawdoc! { "_id": 1, "a": "x", "b": 2.5 });
+        let none = prepare(&rawdoc! { "a": 1 }, false).unwrap();
+        let keys: Vec<&str> = none.iter_elements().map(|e| e.unwrap().key()).collect();
+        assert_eq!(keys, ["_id", "a"]);
+        assert!(matches!(none.get("_id"), Ok(Some(bson::RawBsonRef::ObjectId(_)))));
+    }
+
+    #[test]
+    fn ids_mongod_refuses_are_refused() {
+        let regex = Regex {
+            pattern: "a".into(),
+            options: String::new(),
+        };
+        for (doc, message) in [
+            (rawdoc! { "_id": [1] }, "can't use an array for _id"),
+            (rawdoc! { "a": 1, "_id": regex }, "can't use a regex for _id"),
+            (
+                rawdoc! { "_id": bson::RawBson::Undefined },
+                "can't use a undefined for _id",
+            ),
+        ] {
+            for with_clock in [false, true] {
+                assert_eq!(prepare(&doc, with_clock).unwrap_err().message, message);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_top_level_timestamps_are_filled_only_with_a_clock() {
+        let zero = Timestamp { time: 0, increment: 0 };
+        let doc = rawdoc! { "a": zero, "_id": zero, "n": { "t": zero }, "b": zero };
+        assert_eq!(
+            prepare(&doc, true).unwrap(),
+            rawdoc! { "_id": zero, "a": Timestamp { time: 9, increment: 1 }, "n": { "t": zero }, "b": Timestamp { time: 9, increment: 2 } }
+        );
+        assert_eq!(
+            prepare(&doc, false).unwrap(),
+            rawdoc! { "_id": zero, "a": zero, "n": { "t": zero }, "b": zero }
+        );
+    }
+
+    /// The framing walk and the checked iterator find the same things, and a document the walk cannot
+    /// frame gets the checked iterator's error.
+    #[test]
+    fn both_scans_agree() {
+        let zero = Timestamp { time: 0, increment: 0 };
+        let docs = [
+            rawdoc! {},
+            rawdoc! { "_id": 1 },
+            rawdoc! { "a": zero, "_id": "k" },
+            rawdoc! { "a": 1, "_id": zero, "_id": 2, "t": zero },
+            rawdoc! { "s": "x", "d": { "_id": 1 } },
+        ];
+        for doc in &docs {
+            for find in [false, true] {
+                let fast = InsertScan::of(doc, find).unwrap();
+                let checked = InsertScan::checked(doc, find).unwrap();
+                assert_eq!(
+                    (fast.id, fast.id_first, fast.empty_ts),
+                    (checked.id, checked.id_first, checked.empty_ts),
+                    "{doc:?}"
+                );
+            }
+        }
+        // {"a": "x"} whose string length points past the document.
+        let bad = RawDocument::from_bytes(b"\x0e\0\0\0\x02a\0\x09\0\0\0x\0\0").unwrap();
+        let err = InsertScan::of(bad, true).unwrap_err();
+        assert!(err.message.starts_with("invalid BSON document"), "{}", err.message);
+    }
 }

@@ -430,14 +430,22 @@ impl Collection {
             .is_some_and(|i| i.fields.len() == 1 && i.fields[0] == "_id")
     }
 
-    fn check_unique(&self, ns: &Namespace, doc: &RawDocument, own: Option<u64>) -> CommandResult<Vec<Vec<Vec<Key>>>> {
-        match raw_id(doc) {
-            Some(Bson::Array(_)) => return Err(CommandError::new(2, "BadValue", "can't use an array for _id")),
+    /// Checks `doc` (whose `_id` is `id`) against the unique indexes; returns its keys in each index (empty for
+    /// the others).
+    fn check_unique(
+        &self,
+        ns: &Namespace,
+        doc: &RawDocument,
+        id: Option<&Key>,
+        own: Option<u64>,
+    ) -> CommandResult<Vec<Vec<Vec<Key>>>> {
+        match id {
+            Some(Key(Bson::Array(_))) => return Err(CommandError::new(2, "BadValue", "can't use an array for _id")),
             Some(id) => {
-                if let Some(rec) = self.id_index.get(&Key(id.clone()))
+                if let Some(rec) = self.id_index.get(id)
                     && Some(*rec) != own
                 {
-                    return Err(dup_key_error(ns, "_id_", &doc! {"_id": 1}, &[Key(id)]));
+                    return Err(dup_key_error(ns, "_id_", &doc! {"_id": 1}, std::slice::from_ref(id)));
                 }
             }
             None if self.requires_id() => {
@@ -478,9 +486,10 @@ impl Collection {
                 "Namespace {ns} is a view, not a collection"
             )));
         }
-        let keys = self.check_unique(ns, &doc, None)?;
-        if let Some(id) = raw_id(&doc) {
-            self.id_index.insert(Key(id), rec);
+        let id = raw_id(&doc).map(Key);
+        let keys = self.check_unique(ns, &doc, id.as_ref(), None)?;
+        if let Some(id) = id {
+            self.id_index.insert(id, rec);
         }
         for (idx, ks) in self.indexes.iter_mut().zip(keys) {
             for k in ks {
@@ -497,17 +506,17 @@ impl Collection {
     /// Replaces the document at `rec`, keeping its position; returns the old document.
     pub fn replace(&mut self, ns: &Namespace, rec: u64, doc: RawDocumentBuf) -> CommandResult<RawDocumentBuf> {
         let old_id = self.records.get(&rec).and_then(|d| raw_id(d));
-        let new_id = raw_id(&doc);
+        let new_id = raw_id(&doc).map(Key);
         if old_id.is_none() {
             return Err(CommandError::internal(format!("record {rec} missing in {ns}")));
         }
-        let keys = self.check_unique(ns, &doc, Some(rec))?;
+        let keys = self.check_unique(ns, &doc, new_id.as_ref(), Some(rec))?;
         let old = self
             .remove(rec)
             .ok_or_else(|| CommandError::internal(format!("record {rec} missing in {ns}")))?;
         debug_assert!(new_id.is_some());
         if let Some(id) = new_id {
-            self.id_index.insert(Key(id), rec);
+            self.id_index.insert(id, rec);
         }
         for (idx, ks) in self.indexes.iter_mut().zip(keys) {
             for k in ks {
