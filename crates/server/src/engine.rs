@@ -6,8 +6,10 @@
 //!   sees and produces a consistent state.
 //! - Every data or catalog change is a [`Mutation`] applied through [`WriteTxn::apply`]. When the write
 //!   closure returns, the mutations that took effect form one [`WriteBatch`] handed to the [`Durability`]
-//!   hook (journal, later the oplog) while the lock is still held. If the closure fails or the hook fails,
-//!   the catalog is rolled back, so a batch is all or nothing.
+//!   hook (journal, later the oplog) while the lock is still held; a hook that does not read batches
+//!   ([`Durability::keeps_batches`], the in-memory server's) gets none, and the mutations are only
+//!   counted. If the closure fails or the hook fails, the catalog is rolled back, so a batch is all or
+//!   nothing.
 //! - Writers first pass a gate that `fsyncLock`-style callers can close ([`Engine::block_writes`]); readers
 //!   never wait on it.
 
@@ -33,6 +35,13 @@ use crate::error::{CommandError, CommandResult};
 pub trait Durability: Send + Sync {
     /// Records `batch`; when `sync` is true the call returns only once the batch is durable.
     fn log(&self, batch: &WriteBatch, sync: bool) -> io::Result<()>;
+
+    /// Whether [`Durability::log`] reads its batches. When it does not, writes only count the mutations they
+    /// apply instead of keeping them (an inserted document is then stored without a copy for the batch), and
+    /// `log` is not called.
+    fn keeps_batches(&self) -> bool {
+        true
+    }
 }
 
 /// Derives extra mutations from a write before it is logged (the replication oplog): sees each mutation
@@ -54,6 +63,10 @@ pub struct NoDurability;
 impl Durability for NoDurability {
     fn log(&self, _batch: &WriteBatch, _sync: bool) -> io::Result<()> {
         Ok(())
+    }
+
+    fn keeps_batches(&self) -> bool {
+        false
     }
 }
 
@@ -110,7 +123,7 @@ impl Default for Engine {
 /// An open write: apply mutations, read the state they produce.
 pub struct WriteTxn<'a> {
     catalog: &'a mut Catalog,
-    applied: Vec<Mutation>,
+    applied: catalog::Applied,
     undo: Vec<catalog::Undo>,
     sync: bool,
     observer: Option<Arc<dyn WriteObserver>>,
@@ -152,9 +165,9 @@ impl WriteTxn<'_> {
         self.sync |= sync;
     }
 
-    /// Mutations applied so far.
-    pub fn applied(&self) -> &[Mutation] {
-        &self.applied
+    /// Number of mutations applied so far.
+    pub fn changes(&self) -> usize {
+        self.applied.len()
     }
 
     /// Marks the write as (part of) a retryable write: `{lsid, txnNumber}` of the command, recorded with its
@@ -221,9 +234,10 @@ impl Engine {
             self.catalog.write().unwrap_or_else(PoisonError::into_inner)
         };
         let observer = self.observer.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let durability = self.durability.read().unwrap_or_else(PoisonError::into_inner).clone();
         let mut txn = WriteTxn {
             catalog: &mut guard,
-            applied: Vec::new(),
+            applied: catalog::Applied::new(durability.keeps_batches()),
             undo: Vec::new(),
             sync: false,
             observer,
@@ -240,12 +254,12 @@ impl Engine {
             }
         }
         let result = match result {
-            Ok(r) if txn.applied.is_empty() => Ok(r),
+            // Nothing to log: either nothing changed or the durability hook does not read batches.
+            Ok(r) if txn.applied.is_empty() || !txn.applied.keeps() => return Ok(r),
             Ok(r) => {
                 let batch = WriteBatch {
-                    mutations: std::mem::take(&mut txn.applied),
+                    mutations: txn.applied.take(),
                 };
-                let durability = self.durability.read().unwrap_or_else(PoisonError::into_inner).clone();
                 match durability.log(&batch, txn.sync) {
                     Ok(()) => return Ok(r),
                     Err(e) => Err(CommandError::internal(format!("failed to journal write: {e}"))),
@@ -431,7 +445,7 @@ mod tests {
                     doc: rawdoc! { "_id": 1.0 },
                 });
                 assert_eq!(dup.unwrap_err().code, 11000);
-                Ok(txn.applied().len())
+                Ok(txn.changes())
             })
             .unwrap();
         assert_eq!(n, 1);

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocumentBuf};
 
 use super::batch::Mutation;
 use super::collection::{Collection, Index};
@@ -26,6 +26,63 @@ pub struct Database {
 #[derive(Debug, Default)]
 pub struct Catalog {
     dbs: BTreeMap<String, Database>,
+}
+
+/// The mutations a write has applied, which become its [`crate::engine::WriteBatch`]. They are kept only when
+/// the batch is logged (see [`crate::engine::Durability::keeps_batches`]); otherwise they are only counted, so
+/// that a server without a journal stores an inserted document without also copying it into a batch that
+/// nobody reads.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    kept: Option<Vec<Mutation>>,
+    count: usize,
+}
+
+impl Applied {
+    /// An empty record that keeps the mutations or only counts them.
+    pub(crate) fn new(keep: bool) -> Self {
+        Self {
+            kept: keep.then(Vec::new),
+            count: 0,
+        }
+    }
+
+    /// Whether the mutations are kept (and so must be given to [`Applied::record`]).
+    pub(crate) fn keeps(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    /// Records one applied mutation: `m` is the mutation when [`Applied::keeps`], and may be `None` otherwise.
+    pub(crate) fn record(&mut self, m: Option<Mutation>) {
+        self.count += 1;
+        if let (Some(kept), Some(m)) = (self.kept.as_mut(), m) {
+            kept.push(m);
+        }
+    }
+
+    /// Number of mutations applied.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether nothing was applied.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Forgets the mutations recorded after the first `len`.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.count = self.count.min(len);
+        if let Some(kept) = self.kept.as_mut() {
+            kept.truncate(len);
+        }
+    }
+
+    /// The kept mutations (none when they were only counted); the record is empty afterwards.
+    pub(crate) fn take(&mut self) -> Vec<Mutation> {
+        self.count = 0;
+        self.kept.as_mut().map(std::mem::take).unwrap_or_default()
+    }
 }
 
 /// How to reverse one applied step.
@@ -70,13 +127,11 @@ impl Catalog {
             .ok_or_else(|| CommandError::namespace_not_found(format!("ns not found: {ns}")))
     }
 
-    /// Applies one mutation; pushes undo steps and the mutations that actually took effect.
-    pub(crate) fn apply(
-        &mut self,
-        m: Mutation,
-        undo: &mut Vec<Undo>,
-        applied: &mut Vec<Mutation>,
-    ) -> CommandResult<()> {
+    /// Applies one mutation; pushes undo steps and records the mutations that actually took effect.
+    pub(crate) fn apply(&mut self, m: Mutation, undo: &mut Vec<Undo>, applied: &mut Applied) -> CommandResult<()> {
+        if let Mutation::Insert { ns, doc } = m {
+            return self.insert(ns, doc, undo, applied);
+        }
         match &m {
             Mutation::CreateCollection { ns, uuid, options } => {
                 if self.collection(ns).is_some() {
@@ -144,21 +199,7 @@ impl Catalog {
                     .ok_or_else(|| CommandError::index_not_found(format!("index not found with name [{name}]")))?;
                 undo.push(Undo::RestoreIndex(ns.clone(), pos, Box::new(idx)));
             }
-            Mutation::Insert { ns, doc } => {
-                let coll = self.collection_mut(ns)?;
-                let rec = coll.insert(ns, doc.clone())?;
-                undo.push(Undo::RemoveRecord(ns.clone(), rec));
-                let excess = coll.capped_excess(rec);
-                applied.push(m.clone());
-                for old in excess {
-                    if let Some(d) = coll.remove(old) {
-                        let id = raw_id(&d).unwrap_or(Bson::Null);
-                        undo.push(Undo::RestoreRecord(ns.clone(), old, d));
-                        applied.push(Mutation::Delete { ns: ns.clone(), id });
-                    }
-                }
-                return Ok(());
-            }
+            Mutation::Insert { .. } => unreachable!("inserts are applied by Catalog::insert"),
             Mutation::Upsert { ns, doc } => {
                 let id = raw_id(doc).ok_or_else(|| CommandError::bad_value(format!("document for {ns} has no _id")))?;
                 let coll = self.collection_mut(ns)?;
@@ -184,7 +225,32 @@ impl Catalog {
                 }
             }
         }
-        applied.push(m);
+        applied.record(Some(m));
+        Ok(())
+    }
+
+    /// Applies [`Mutation::Insert`]: the document moves into the collection, and is copied only when the
+    /// applied mutations are kept.
+    fn insert(
+        &mut self,
+        ns: Namespace,
+        doc: RawDocumentBuf,
+        undo: &mut Vec<Undo>,
+        applied: &mut Applied,
+    ) -> CommandResult<()> {
+        let kept = applied.keeps().then(|| doc.clone());
+        let coll = self.collection_mut(&ns)?;
+        let rec = coll.insert(&ns, doc)?;
+        undo.push(Undo::RemoveRecord(ns.clone(), rec));
+        let excess = coll.capped_excess(rec);
+        applied.record(kept.map(|doc| Mutation::Insert { ns: ns.clone(), doc }));
+        for old in excess {
+            if let Some(d) = coll.remove(old) {
+                let id = raw_id(&d).unwrap_or(Bson::Null);
+                undo.push(Undo::RestoreRecord(ns.clone(), old, d));
+                applied.record(Some(Mutation::Delete { ns: ns.clone(), id }));
+            }
+        }
         Ok(())
     }
 

@@ -360,7 +360,7 @@ impl WriteObserver for Oplog {
     }
 
     fn finish(&self, txn: &mut WriteTxn<'_>, notes: Vec<Document>) -> CommandResult<()> {
-        if !txn.applied().is_empty() {
+        if txn.changes() > 0 {
             // Waiters re-check once the write lock is released; a rolled-back write only wakes them early.
             self.notify();
         }
