@@ -10,9 +10,14 @@
 //! are stored unsealed (but still hashed and checked).
 //!
 //! Sealed form: `nonce (24 bytes) || ciphertext || tag (16 bytes)`.
+//!
+//! XChaCha20-Poly1305 is computed as its definition says (draft-irtf-cfrg-xchacha): HChaCha20 of
+//! the key and the nonce's first 16 bytes gives a subkey for ChaCha20-Poly1305 (RFC 8439) with the
+//! nonce's last 8 bytes. The subkey comes from the `chacha20` crate, the AEAD from `ring`, whose
+//! assembly seals the ~2 KiB chunks of a backup three times as fast as a portable implementation;
+//! a test checks every size against RustCrypto's `XChaCha20Poly1305`.
 
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RepoError, Result};
@@ -233,15 +238,27 @@ pub fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
     buffer
 }
 
+/// The ChaCha20-Poly1305 key and 12-byte nonce that XChaCha20-Poly1305 uses for `nonce`.
+/// (`ring` refuses only keys of another length than 32 bytes.)
+fn subkey(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> Option<(LessSafeKey, Nonce)> {
+    let (prefix, suffix) = nonce.split_at(16);
+    let subkey = chacha20::hchacha::<chacha20::cipher::consts::U10>(key.into(), prefix.into());
+    let mut short = [0u8; 12];
+    short[4..].copy_from_slice(suffix);
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &subkey).ok()?);
+    Some((key, Nonce::assume_unique_for_key(short)))
+}
+
 /// Seals `buffer[NONCE_LEN..]` in place: writes a random nonce over the first [`NONCE_LEN`] bytes,
 /// encrypts the rest and appends the tag.
 fn seal_in_place_with(key: &[u8; 32], buffer: &mut Vec<u8>) {
     let nonce_bytes: [u8; NONCE_LEN] = rand::random();
     buffer[..NONCE_LEN].copy_from_slice(&nonce_bytes);
-    let cipher = XChaCha20Poly1305::new(key.into());
-    // Encryption only fails for plaintexts beyond 256 GiB; without a tag, opening fails.
-    if let Ok(tag) = cipher.encrypt_in_place_detached(&XNonce::from(nonce_bytes), b"", &mut buffer[NONCE_LEN..]) {
-        buffer.extend_from_slice(&tag);
+    // Sealing only fails for plaintexts beyond 256 GiB; without a tag, opening fails.
+    if let Some((key, nonce)) = subkey(key, &nonce_bytes)
+        && let Ok(tag) = key.seal_in_place_separate_tag(nonce, Aad::empty(), &mut buffer[NONCE_LEN..])
+    {
+        buffer.extend_from_slice(tag.as_ref());
     }
 }
 
@@ -251,8 +268,11 @@ pub fn open_with(key: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-    let nonce = XNonce::from_slice(nonce);
-    XChaCha20Poly1305::new(key.into()).decrypt(nonce, ciphertext).ok()
+    let (key, nonce) = subkey(key, nonce.try_into().ok()?)?;
+    let mut plaintext = ciphertext.to_vec();
+    let len = key.open_in_place(nonce, Aad::empty(), &mut plaintext).ok()?.len();
+    plaintext.truncate(len);
+    Some(plaintext)
 }
 
 /// argon2id cost parameters, stored in each key object.
@@ -406,6 +426,39 @@ mod tests {
         // Without encryption sealing is the identity.
         let clear = MasterKeys::generate(Id::random(), false);
         assert_eq!(clear.seal(b"hello"), b"hello");
+    }
+
+    /// The construction matches RustCrypto's XChaCha20-Poly1305 at every size around the
+    /// ChaCha20 block (64 bytes) and Poly1305 block (16 bytes) boundaries.
+    #[test]
+    fn sealing_is_xchacha20_poly1305() {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+        let key: [u8; 32] = rand::random();
+        let reference = XChaCha20Poly1305::new((&key).into());
+        for len in (0..300).chain([1023, 1024, 2048, 4097, 65_536 + 7]) {
+            let plaintext: Vec<u8> = (0..len).map(|_| rand::random()).collect();
+            let sealed = seal_with(&key, &plaintext);
+            let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+            let expected = reference
+                .encrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: &plaintext,
+                        aad: b"",
+                    },
+                )
+                .unwrap();
+            assert_eq!(ciphertext, expected, "length {len}");
+            assert_eq!(open_with(&key, &sealed).as_deref(), Some(&plaintext[..]));
+            let mut theirs = nonce.to_vec();
+            theirs.extend_from_slice(&expected);
+            assert_eq!(open_with(&key, &theirs).as_deref(), Some(&plaintext[..]));
+            let mut bad = sealed.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 0x80;
+            assert_eq!(open_with(&key, &bad), None);
+        }
     }
 
     #[test]
