@@ -11,16 +11,29 @@
 //! the same places: an unchanged stream yields the same groups (stored once), and a changed chunk
 //! dirties only the group holding it.
 //!
-//! [`for_each_blob`] is the one walker of everything a stream references; check, prune and copy
-//! go through it.
+//! A large stream has many chunk lists (one per ~32 KiB of data), so lists are grouped the same way
+//! into lists of lists, level upon level, until at most [`MAX_TOP`] ids remain: those are what the
+//! manifest records ([`DataStream::chunk_lists`], with [`DataStream::list_levels`] levels of lists
+//! above the chunk lists). A manifest thus stays a few KiB per namespace whatever its size, and an
+//! unchanged stream stores no new list at any level. Streams small enough to need no upper level
+//! (at most [`MAX_TOP`] chunk lists) are recorded as before the upper levels existed.
+//!
+//! [`ListTree`] builds the levels as chunk ids arrive (memory bounded by [`MAX_TOP`] ids per
+//! level), [`ChunkListCursor`] reads a stream's chunk lists back in order, and [`for_each_blob`] is
+//! the one walker of everything a stream references; check, prune and copy go through it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use crate::Repository;
+use crate::compression::Compression;
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::pack::{BlobKind, pack_key};
 use crate::snapshot::DataStream;
+use crate::writer::BlobSink;
+
+/// Most list ids a stream's record holds; more are grouped into a list of lists.
+pub const MAX_TOP: usize = 64;
 
 /// Average number of chunk ids per chunk-list blob.
 pub const AVERAGE_GROUP: u32 = 16;
@@ -45,8 +58,131 @@ impl ChunkListBuilder {
     }
 
     /// The last, incomplete group, if any.
-    pub(crate) fn finish(self) -> Option<Vec<u8>> {
-        (!self.current.is_empty()).then_some(self.current)
+    pub(crate) fn finish(&mut self) -> Option<Vec<u8>> {
+        (!self.current.is_empty()).then(|| std::mem::take(&mut self.current))
+    }
+}
+
+/// One level of a [`ListTree`].
+#[derive(Debug, Default)]
+struct TreeLevel {
+    groups: ChunkListBuilder,
+    /// Ids of the lists stored at this level, while they may still be the top (at most
+    /// [`MAX_TOP`]); once there are more, they go up a level as they come.
+    stored: Vec<Id>,
+    overflowed: bool,
+}
+
+/// Groups a stream's chunk ids into chunk lists, and those into lists of lists as needed, storing
+/// every list blob through the sink as it closes (see the module documentation).
+#[derive(Debug, Default)]
+pub(crate) struct ListTree {
+    levels: Vec<TreeLevel>,
+}
+
+impl ListTree {
+    fn level(&mut self, level: usize) -> &mut TreeLevel {
+        if self.levels.len() <= level {
+            self.levels.resize_with(level + 1, TreeLevel::default);
+        }
+        &mut self.levels[level]
+    }
+
+    /// Appends chunk ids.
+    pub(crate) async fn push_chunks(&mut self, chunks: &[Id], sink: &mut BlobSink) -> Result<()> {
+        self.push(0, chunks.to_vec(), sink).await
+    }
+
+    /// Feeds ids into `level`'s groups, stores the groups that close, and feeds their ids upward.
+    async fn push(&mut self, mut level: usize, mut ids: Vec<Id>, sink: &mut BlobSink) -> Result<()> {
+        while !ids.is_empty() {
+            let groups: Vec<Vec<u8>> = {
+                let groups = &mut self.level(level).groups;
+                ids.iter().filter_map(|id| groups.push(id)).collect()
+            };
+            ids = self.store(level, groups, sink).await?;
+            level += 1;
+        }
+        Ok(())
+    }
+
+    /// Stores lists of `level`; returns the ids to feed to the level above.
+    async fn store(&mut self, level: usize, groups: Vec<Vec<u8>>, sink: &mut BlobSink) -> Result<Vec<Id>> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let slices: Vec<&[u8]> = groups.iter().map(Vec::as_slice).collect();
+        // Ids are random bytes: compressing them never pays.
+        let ids = sink
+            .add_batch(&slices, BlobKind::ChunkList, Compression::Stored)
+            .await?;
+        let this = self.level(level);
+        if this.overflowed {
+            return Ok(ids);
+        }
+        this.stored.extend(ids);
+        if this.stored.len() > MAX_TOP {
+            this.overflowed = true;
+            return Ok(std::mem::take(&mut this.stored));
+        }
+        Ok(Vec::new())
+    }
+
+    /// Stores the last lists of every level; returns the top level's ids and how many levels of
+    /// lists are above the chunk lists.
+    pub(crate) async fn finish(mut self, sink: &mut BlobSink) -> Result<(Vec<Id>, u32)> {
+        let mut level = 0;
+        loop {
+            let last: Vec<Vec<u8>> = self.level(level).groups.finish().into_iter().collect();
+            let up = self.store(level, last, sink).await?;
+            self.push(level + 1, up, sink).await?;
+            let this = self.level(level);
+            if !this.overflowed {
+                let levels = u32::try_from(level).map_err(|_| RepoError::Usage("list tree too deep".into()))?;
+                return Ok((std::mem::take(&mut this.stored), levels));
+            }
+            level += 1;
+        }
+    }
+}
+
+/// Reads a stream's chunk-list ids in stream order, descending its upper levels as needed.
+#[derive(Debug)]
+pub(crate) struct ChunkListCursor {
+    /// Lists still to read, in stream order, with their level (0: a chunk list).
+    pending: VecDeque<(Id, u32)>,
+}
+
+impl ChunkListCursor {
+    pub(crate) fn new(data: &DataStream) -> Self {
+        ChunkListCursor {
+            pending: data.chunk_lists.iter().map(|id| (*id, data.list_levels)).collect(),
+        }
+    }
+
+    /// Whether every chunk list was returned.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The next chunk lists (at most `max`, at least one unless the stream has no more).
+    pub(crate) async fn next_lists(&mut self, repo: &Repository, max: usize) -> Result<Vec<Id>> {
+        while let Some(&(list, level)) = self.pending.front()
+            && level > 0
+        {
+            self.pending.pop_front();
+            for child in read_chunk_list(repo, &list).await?.into_iter().rev() {
+                self.pending.push_front((child, level - 1));
+            }
+        }
+        let mut lists = Vec::new();
+        while lists.len() < max
+            && let Some(&(list, 0)) = self.pending.front()
+        {
+            self.pending.pop_front();
+            lists.push(list);
+        }
+        Ok(lists)
     }
 }
 
@@ -100,23 +236,34 @@ pub async fn read_chunk_lists(repo: &Repository, lists: &[Id]) -> Result<Vec<Vec
 /// the chunks it lists. With `visited`, the chunks of a chunk list already in the set are not
 /// visited again (the list itself still is), so walking many snapshots reads each list once.
 /// Fails on the first chunk list that is missing or damaged (the caller names the stream).
+///
+/// Lists of lists come before the lists they list; a list of lists already visited is not
+/// descended again (its lists were visited then).
 pub async fn for_each_blob(
     repo: &Repository,
     data: &DataStream,
     mut visited: Option<&mut HashSet<Id>>,
     mut visit: impl FnMut(Id, BlobKind),
 ) -> Result<()> {
-    for list in &data.chunk_lists {
-        visit(*list, BlobKind::ChunkList);
-        if visited.as_deref().is_some_and(|seen| seen.contains(list)) {
+    let mut pending: VecDeque<(Id, u32)> = data.chunk_lists.iter().map(|id| (*id, data.list_levels)).collect();
+    while let Some((list, level)) = pending.pop_front() {
+        visit(list, BlobKind::ChunkList);
+        if visited.as_deref().is_some_and(|seen| seen.contains(&list)) {
             continue;
         }
-        for chunk in read_chunk_list(repo, list).await? {
-            visit(chunk, BlobKind::Data);
+        let listed = read_chunk_list(repo, &list).await?;
+        if level == 0 {
+            for chunk in listed {
+                visit(chunk, BlobKind::Data);
+            }
+        } else {
+            for child in listed.into_iter().rev() {
+                pending.push_front((child, level - 1));
+            }
         }
         // Only a list read whole counts as visited: a damaged one fails every walk through it.
         if let Some(seen) = visited.as_deref_mut() {
-            seen.insert(*list);
+            seen.insert(list);
         }
     }
     Ok(())

@@ -13,8 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::Repository;
-use crate::chunk_list::{ChunkListBuilder, MAX_GROUP, for_each_blob};
-use crate::compression::Compression;
+use crate::chunk_list::{ListTree, MAX_GROUP, for_each_blob};
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
@@ -58,8 +57,7 @@ async fn remap(
         }
     })
     .await?;
-    let mut lists = ChunkListBuilder::default();
-    let mut groups = Vec::new();
+    let mut lists = ListTree::default();
     for part in chunks.chunks(MAX_GROUP) {
         let uncached: Vec<Id> = part.iter().filter(|c| !cache.contains_key(c)).copied().collect();
         for (old, plain) in uncached.iter().zip(source.read_blobs(&uncached).await?) {
@@ -69,13 +67,10 @@ async fn remap(
             }
             cache.insert(*old, new_id);
         }
-        groups.extend(part.iter().filter_map(|c| lists.push(&cache[c])));
+        let remapped: Vec<Id> = part.iter().map(|c| cache[c]).collect();
+        lists.push_chunks(&remapped, sink).await?;
     }
-    groups.extend(lists.finish());
-    let slices: Vec<&[u8]> = groups.iter().map(Vec::as_slice).collect();
-    stream.chunk_lists = sink
-        .add_batch(&slices, BlobKind::ChunkList, Compression::Stored)
-        .await?;
+    (stream.chunk_lists, stream.list_levels) = lists.finish(sink).await?;
     Ok(())
 }
 

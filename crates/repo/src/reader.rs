@@ -14,7 +14,7 @@ use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use std::collections::VecDeque;
 
-use crate::chunk_list::read_chunk_lists;
+use crate::chunk_list::{ChunkListCursor, read_chunk_lists};
 use crate::snapshot::{DataStream, FileNode, Member, NamespaceEntry, Snapshot, member_label};
 
 /// Largest document accepted: MongoDB's 16 MiB BSON limit plus the 16 KiB internal headroom.
@@ -94,7 +94,7 @@ impl SnapshotReader {
         let data = node.data.as_ref().ok_or_else(|| damaged("not a regular file".into()))?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
-        let mut chunks = ChunkSource::new(data.chunk_lists.clone());
+        let mut chunks = ChunkSource::new(data);
         while let Some(chunk) = chunks.next(&self.repo).await.map_err(|e| damaged(e.to_string()))? {
             hasher.update(&chunk);
             size += chunk.len() as u64;
@@ -145,7 +145,7 @@ impl DocumentStream {
             repo,
             snapshot,
             name,
-            chunks: ChunkSource::new(data.chunk_lists.clone()),
+            chunks: ChunkSource::new(&data),
             data,
             buf: Vec::new(),
             pos: 0,
@@ -253,7 +253,7 @@ impl DocumentStream {
 /// allow, so an object store sees reads of about a MiB rather than one per chunk.
 #[derive(Debug)]
 struct ChunkSource {
-    lists: VecDeque<Id>,
+    lists: ChunkListCursor,
     ready: VecDeque<Vec<u8>>,
 }
 
@@ -261,9 +261,9 @@ struct ChunkSource {
 const LISTS_PER_READ: usize = 32;
 
 impl ChunkSource {
-    fn new(lists: Vec<Id>) -> Self {
+    fn new(data: &DataStream) -> Self {
         ChunkSource {
-            lists: lists.into(),
+            lists: ChunkListCursor::new(data),
             ready: VecDeque::new(),
         }
     }
@@ -271,8 +271,7 @@ impl ChunkSource {
     /// The next chunk's plaintext.
     async fn next(&mut self, repo: &Repository) -> Result<Option<Vec<u8>>> {
         if self.ready.is_empty() && !self.lists.is_empty() {
-            let take = self.lists.len().min(LISTS_PER_READ);
-            let lists: Vec<Id> = self.lists.drain(..take).collect();
+            let lists = self.lists.next_lists(repo, LISTS_PER_READ).await?;
             // Errors name the blob at fault (list or chunk); the caller names the stream.
             let chunks: Vec<Id> = read_chunk_lists(repo, &lists).await?.into_iter().flatten().collect();
             self.ready = repo.read_blobs(&chunks).await?.into();

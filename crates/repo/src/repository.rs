@@ -466,7 +466,15 @@ impl Repository {
         if Id::hash(&plain) != *id {
             return Err(RepoError::corrupt(key, "manifest does not match its id"));
         }
-        serde_json::from_slice(&plain).map_err(|e| RepoError::corrupt(key, e.to_string()))
+        let snapshot: Snapshot = serde_json::from_slice(&plain).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
+        if snapshot.version > crate::snapshot::MANIFEST_VERSION {
+            return Err(RepoError::Usage(format!(
+                "{key}: manifest version {} was written by a newer tidemark (this one reads up to {})",
+                snapshot.version,
+                crate::snapshot::MANIFEST_VERSION
+            )));
+        }
+        Ok(snapshot)
     }
 
     /// All snapshots, oldest first.

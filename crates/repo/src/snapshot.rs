@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::Id;
 
 /// Manifest format version written by this crate.
-pub const MANIFEST_VERSION: u32 = 2;
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// A BSON timestamp (`t` seconds, `i` increment), as in the oplog's `ts` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -70,8 +70,17 @@ pub struct DataStream {
     /// BLAKE3 (unkeyed) of the concatenated raw documents.
     pub content_hash: Id,
     /// Chunk-list blob ids, in order: the chunk ids they list, in order, are the chunks whose
-    /// plaintexts concatenate to the stream (see [`crate::chunk_list`]).
+    /// plaintexts concatenate to the stream (see [`crate::chunk_list`]). With
+    /// [`DataStream::list_levels`] above zero, these are lists of lists.
     pub chunk_lists: Vec<Id>,
+    /// Levels of lists of lists above the chunk lists in [`DataStream::chunk_lists`] (0: they
+    /// are chunk lists; absent in manifests of version 2).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub list_levels: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One namespace of a member.

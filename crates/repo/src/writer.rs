@@ -21,7 +21,7 @@ use bson::RawDocument;
 use bytes::Bytes;
 
 use crate::Repository;
-use crate::chunk_list::ChunkListBuilder;
+use crate::chunk_list::ListTree;
 use crate::chunker::{ByteCutter, DocumentCutter};
 use crate::compression::{Chooser, Compression, Probe};
 use crate::crypto::{Id, IdMap, IdSet};
@@ -365,7 +365,7 @@ pub(crate) struct StreamWriter {
     in_flight: Option<tokio::task::JoinHandle<Result<Batch>>>,
     /// How the stream's chunks are compressed.
     chooser: Chooser,
-    lists: ChunkListBuilder,
+    lists: ListTree,
     stream: DataStream,
     repo: Repository,
 }
@@ -393,7 +393,7 @@ impl StreamWriter {
             hasher: Some(blake3::Hasher::new()),
             in_flight: None,
             chooser: Chooser::new(repo.config.compression_level),
-            lists: ChunkListBuilder::default(),
+            lists: ListTree::default(),
             stream: DataStream::default(),
             repo: repo.clone(),
         }
@@ -498,20 +498,7 @@ impl StreamWriter {
         let ids = sink.add_prepared(&batch.chunks(), prepared, BlobKind::Data).await?;
         self.hasher = Some(batch.hasher);
         self.spare = batch.data;
-        let groups: Vec<Vec<u8>> = ids.iter().filter_map(|id| self.lists.push(id)).collect();
-        self.store_lists(&groups, sink).await
-    }
-
-    async fn store_lists(&mut self, groups: &[Vec<u8>], sink: &mut BlobSink) -> Result<()> {
-        if !groups.is_empty() {
-            let slices: Vec<&[u8]> = groups.iter().map(Vec::as_slice).collect();
-            // Chunk ids are random bytes: compressing them never pays.
-            let ids = sink
-                .add_batch(&slices, BlobKind::ChunkList, Compression::Stored)
-                .await?;
-            self.stream.chunk_lists.extend(ids);
-        }
-        Ok(())
+        self.lists.push_chunks(&ids, sink).await
     }
 
     /// Stores the rest of the stream and returns its record.
@@ -526,8 +513,9 @@ impl StreamWriter {
         }
         self.store(sink).await?;
         self.settle(sink).await?;
-        let last = std::mem::take(&mut self.lists).finish();
-        self.store_lists(last.as_slice(), sink).await?;
+        let (lists, levels) = std::mem::take(&mut self.lists).finish(sink).await?;
+        self.stream.chunk_lists = lists;
+        self.stream.list_levels = levels;
         let hasher = self
             .hasher
             .take()

@@ -355,3 +355,100 @@ async fn compression_follows_each_stream_and_everything_reads_back() {
     let report = check_read_data(&repo).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
+
+/// Backs up `docs` as one namespace; returns the snapshot, its stream and the stats.
+async fn backup_documents(
+    repo: &Repository,
+    docs: &[RawDocumentBuf],
+) -> (
+    tidemark_repo::Id,
+    tidemark_repo::snapshot::DataStream,
+    tidemark_repo::SnapshotStats,
+) {
+    let mut writer = SnapshotWriter::new(repo, progress()).await.unwrap();
+    let mut ns = writer
+        .begin_namespace("shop.events", NamespaceMetadata::default())
+        .await
+        .unwrap();
+    for d in docs {
+        ns.write_document(d).await.unwrap();
+    }
+    let data = ns.finish().await.unwrap();
+    let (id, stats) = writer.commit(CommitOptions::default()).await.unwrap();
+    (id, data, stats)
+}
+
+/// The namespace's documents as a snapshot reader gives them back, concatenated.
+async fn read_back(repo: &Repository, id: &tidemark_repo::Id) -> Vec<u8> {
+    let reader = SnapshotReader::open(repo, id).await.unwrap();
+    let (member, entry) = reader.find_namespace("shop.events").unwrap();
+    let mut stream = reader.documents(member, entry);
+    let mut got = Vec::new();
+    while let Some(doc) = stream.next_document().await.unwrap() {
+        got.extend_from_slice(doc.as_bytes());
+    }
+    got
+}
+
+/// A stream of about twenty thousand chunks is recorded as a few lists of lists (the manifest
+/// stays small), reads back byte for byte, passes `check --read-data`, deduplicates entirely
+/// when unchanged and nearly entirely when one document changed, and survives a copy.
+#[tokio::test]
+async fn a_large_stream_is_recorded_as_lists_of_lists() {
+    use tidemark_repo::chunk_list::MAX_TOP;
+    let mut options = test_options();
+    // About one small document per chunk.
+    options.document_chunker = tidemark_repo::ChunkerParams {
+        min_size: 64,
+        avg_size: 256,
+        max_size: 1024,
+    };
+    let repo = Repository::init(memory().await, Some(PASSWORD), &options)
+        .await
+        .unwrap();
+    let docs: Vec<RawDocumentBuf> = (0..60_000)
+        .map(|i| rawdoc! { "_id": i, "v": noise(u64::try_from(i).unwrap(), 60) })
+        .collect();
+    let (first, data, _) = backup_documents(&repo, &docs).await;
+    let chunks = chunk_ids(&repo, &data).await.len();
+    assert!(chunks > 17_000, "{chunks} chunks");
+    assert!(
+        data.list_levels >= 2,
+        "{} levels over {chunks} chunks",
+        data.list_levels
+    );
+    assert!(!data.chunk_lists.is_empty() && data.chunk_lists.len() <= MAX_TOP);
+    assert_eq!(read_back(&repo, &first).await, concat(&docs));
+    let report = check_read_data(&repo).await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+
+    let (_, same, stats) = backup_documents(&repo, &docs).await;
+    assert_eq!(
+        (same.chunk_lists, same.list_levels),
+        (data.chunk_lists.clone(), data.list_levels)
+    );
+    assert_eq!((stats.new_blobs, stats.added_bytes), (0, 0));
+
+    let mut changed = docs.clone();
+    changed[32_345] = rawdoc! { "_id": 32_345, "v": "changed" };
+    let (second, _, stats) = backup_documents(&repo, &changed).await;
+    // The chunk, and about one list per level (two where a boundary moved).
+    assert!(
+        (1..=2 + 2 * (u64::from(data.list_levels) + 1)).contains(&stats.new_blobs),
+        "{stats:?}"
+    );
+    assert_eq!(read_back(&repo, &second).await, concat(&changed));
+
+    let target = Repository::init(memory().await, Some(PASSWORD), &options)
+        .await
+        .unwrap();
+    let copied = tidemark_repo::copy::copy_snapshots(&repo, &target, &[second])
+        .await
+        .unwrap();
+    let tidemark_repo::copy::CopyOutcome::Copied(copy) = copied[0].1 else {
+        panic!("{copied:?}");
+    };
+    assert_eq!(read_back(&target, &copy).await, concat(&changed));
+    let report = check_read_data(&target).await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+}

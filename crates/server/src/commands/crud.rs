@@ -1819,8 +1819,7 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let stmts: Vec<Document> = statements
         .iter()
         .map(|r| {
-            Document::try_from(*r)
-                .map_err(|e| CommandError::failed_to_parse(format!("invalid update statement: {e}")))
+            Document::try_from(*r).map_err(|e| CommandError::failed_to_parse(format!("invalid update statement: {e}")))
         })
         .collect::<CommandResult<_>>()?;
     let metrics = ctx.server.engine.metrics();
@@ -1887,8 +1886,7 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let stmts: Vec<Document> = statements
         .iter()
         .map(|r| {
-            Document::try_from(*r)
-                .map_err(|e| CommandError::failed_to_parse(format!("invalid delete statement: {e}")))
+            Document::try_from(*r).map_err(|e| CommandError::failed_to_parse(format!("invalid delete statement: {e}")))
         })
         .collect::<CommandResult<_>>()?;
     let metrics = ctx.server.engine.metrics();
