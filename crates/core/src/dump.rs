@@ -33,7 +33,7 @@ use mongodb::{
 };
 use tidemark_directio::OutputFile;
 use tidemark_format::{
-    archive::{ArchiveHeader, ArchiveWriter, NamespaceWriter, PreludeEntry, SharedArchiveWriter},
+    archive::{ArchiveHeader, ArchiveWriter, HeldBytes, NamespaceWriter, PreludeEntry, SharedArchiveWriter},
     bson_stream::{BsonReader, MAX_OPLOG_DOCUMENT_SIZE},
     directory::{DataFileWriter, DbAuthFile, DumpWriter},
     metadata::Metadata,
@@ -781,7 +781,7 @@ fn maybe_gzip(out: BoxWrite, gzip: bool) -> BoxWrite {
 enum Sink {
     Directory(DataFileWriter),
     Stdout(BoxWrite),
-    Archive(NamespaceWriter<BoxWrite>),
+    Archive(Box<NamespaceWriter<BoxWrite>>),
     /// A [`DumpTarget::Documents`] receiver, and the namespace's index in its prelude.
     Documents(DocumentOutput, usize),
 }
@@ -878,9 +878,12 @@ async fn next_batch(cursor: &mut RawBatchCursor, what: &str) -> Result<Option<Ra
         .context(|| format!("error reading from {what}"))
 }
 
-/// Writes every document of a batch (a document receiver gets the whole batch); returns how many.
+/// Writes every document of a batch (a document receiver gets the whole batch, an archive keeps
+/// it until the documents' segment is written); returns how many.
 async fn write_batch(batch: RawBatch, sink: &mut Sink, ns: &str, what: &str) -> Result<u64> {
-    let handed_over = matches!(sink, Sink::Documents(..));
+    let handed_over = matches!(sink, Sink::Documents(..) | Sink::Archive(..));
+    let reply = batch.as_raw_document().as_bytes();
+    let mut held_ranges = Vec::new();
     let mut n = 0u64;
     for element in batch.doc_slices().context(|| format!("error reading from {what}"))? {
         let doc = element.ok().and_then(|value| value.as_document()).ok_or_else(|| {
@@ -890,17 +893,40 @@ async fn write_batch(batch: RawBatch, sink: &mut Sink, ns: &str, what: &str) -> 
         })?;
         if !handed_over {
             sink.write(doc, ns).await?;
+        } else if matches!(sink, Sink::Archive(..)) {
+            // The document's place in the reply (it is a slice of it).
+            let start = doc.as_bytes().as_ptr().addr().wrapping_sub(reply.as_ptr().addr());
+            held_ranges.push(start..start.saturating_add(doc.as_bytes().len()));
         }
         n += 1;
     }
-    if let Sink::Documents(output, namespace) = sink {
-        let event = DumpEvent::Batch {
-            namespace: *namespace,
-            batch,
-        };
-        output.send(event).await?;
+    match sink {
+        Sink::Documents(output, namespace) => {
+            let event = DumpEvent::Batch {
+                namespace: *namespace,
+                batch,
+            };
+            output.send(event).await?;
+        }
+        Sink::Archive(w) => {
+            let held: HeldBytes = Arc::new(HeldReply(batch));
+            w.write_held(&held, held_ranges).map_err(|source| Error::Archive {
+                context: format!("error writing {ns} to the archive"),
+                source,
+            })?;
+        }
+        Sink::Directory(_) | Sink::Stdout(_) => {}
     }
     Ok(n)
+}
+
+/// A server reply whose documents an archive writer holds instead of copying them.
+struct HeldReply(RawBatch);
+
+impl AsRef<[u8]> for HeldReply {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_raw_document().as_bytes()
+    }
 }
 
 async fn dump_collection(
@@ -1143,10 +1169,12 @@ pub async fn run_dump(
                 let _permit = permit;
                 let sink = match (target, sink, archive) {
                     (_, Some(idx), Some(archive)) => {
-                        Sink::Archive(archive.namespace_writer(idx).map_err(|source| Error::Archive {
-                            context: "archive writer".into(),
-                            source,
-                        })?)
+                        Sink::Archive(Box::new(archive.namespace_writer(idx).map_err(|source| {
+                            Error::Archive {
+                                context: "archive writer".into(),
+                                source,
+                            }
+                        })?))
                     }
                     (DumpTarget::Documents(output), _, _) => Sink::Documents(output, i),
                     (DumpTarget::Stdout, _, _) => Sink::Stdout(Box::new(BufWriter::new(std::io::stdout()))),
@@ -1206,10 +1234,12 @@ pub async fn run_dump(
                         source,
                     })?
                     .ok_or_else(|| Error::Data("oplog is not in the archive prelude".into()))?;
-                Sink::Archive(archive.namespace_writer(idx).map_err(|source| Error::Archive {
-                    context: "archive writer".into(),
-                    source,
-                })?)
+                Sink::Archive(Box::new(archive.namespace_writer(idx).map_err(|source| {
+                    Error::Archive {
+                        context: "archive writer".into(),
+                        source,
+                    }
+                })?))
             }
             (DumpTarget::Documents(output), None) => Sink::Documents(output.clone(), plan.collections.len()),
             // gzip content under the plain name oplog.bson, as mongodump does.

@@ -39,7 +39,7 @@ pub mod writer;
 
 pub use prelude::{ArchiveHeader, PreludeEntry, ServerVersion, data_collection};
 pub use reader::{ArchiveEvent, ArchiveEventRef, ArchiveReader, DataNamespace};
-pub use writer::{ArchiveWriter, NamespaceWriter, SharedArchiveWriter};
+pub use writer::{ArchiveWriter, HeldBytes, NamespaceWriter, SharedArchiveWriter};
 
 /// The archive magic number; stored little-endian as the first four bytes.
 pub const MAGIC: u32 = 0x8199_E26D;

@@ -506,3 +506,77 @@ fn output_errors_are_reported_with_their_offset_and_poison_the_writer() {
     assert!(matches!(w.close_namespace(0).unwrap_err(), ArchiveError::Failed(_)));
     assert!(matches!(w.finish().unwrap_err(), ArchiveError::Failed(_)));
 }
+
+/// Documents handed over inside held buffers (as the dump hands over the server's replies) give the
+/// archive that copying them one by one gives, byte for byte: same segments at the same document
+/// boundaries, same interleaving, same checksums.
+#[test]
+fn held_documents_write_the_same_bytes_as_copied_ones() {
+    let docs: Vec<RawDocumentBuf> = (0..200)
+        .map(|n: i32| rawdoc! {"_id": n, "pad": "y".repeat(usize::try_from(n % 37).unwrap())})
+        .collect();
+    // A "reply": the documents inside an array of a wrapping document, as a server's batch holds them.
+    let mut reply = RawDocumentBuf::new();
+    let mut batch = bson::RawArrayBuf::new();
+    for d in &docs {
+        batch.push(d.clone());
+    }
+    reply.append("nextBatch", batch);
+    let bytes = reply.clone().into_bytes();
+    let ranges: Vec<std::ops::Range<usize>> = docs
+        .iter()
+        .map(|d| {
+            let start = bytes
+                .windows(d.as_bytes().len())
+                .position(|w| w == d.as_bytes())
+                .unwrap();
+            start..start + d.as_bytes().len()
+        })
+        .collect();
+    let held: tidemark_format::archive::HeldBytes = std::sync::Arc::new(bytes);
+
+    let write = |held_mode: bool| {
+        let header = ArchiveHeader::new(2, "7.0.16", "t");
+        let shared = SharedArchiveWriter::new(ArchiveWriter::new(Vec::new(), &header, &entries(&["a", "b"])).unwrap());
+        let mut a = shared.namespace_writer_with_buffer(0, 700).unwrap();
+        let mut b = shared.namespace_writer_with_buffer(1, 700).unwrap();
+        // Alternate between the namespaces in uneven steps, so that segments interleave.
+        for (step, chunk) in ranges.chunks(7).enumerate() {
+            let w = if step % 3 == 0 { &mut b } else { &mut a };
+            if held_mode {
+                w.write_held(&held, chunk.iter().cloned()).unwrap();
+            } else {
+                for r in chunk {
+                    w.write_document(bson::RawDocument::from_bytes(&held.as_ref().as_ref()[r.clone()]).unwrap())
+                        .unwrap();
+                }
+            }
+        }
+        a.finish().unwrap();
+        b.finish().unwrap();
+        shared.finish().unwrap()
+    };
+    let copied = write(false);
+    let from_held = write(true);
+    assert_eq!(from_held, copied);
+    let (read, crcs, _) = read_back(&from_held);
+    assert_eq!(read["db.a"].len() + read["db.b"].len(), docs.len());
+    assert_eq!(crcs.len(), 2);
+    let mut reader = ArchiveReader::new(&from_held[..]).unwrap();
+    let mut segments = 0;
+    while let Some(event) = reader.next_event().unwrap() {
+        segments += usize::from(matches!(event, ArchiveEvent::SegmentStart { .. }));
+    }
+    assert!(segments >= 8, "{segments} segments");
+
+    // A range that is not one document is refused.
+    let header = ArchiveHeader::new(1, "7.0.16", "t");
+    let shared = SharedArchiveWriter::new(ArchiveWriter::new(Vec::new(), &header, &entries(&["a"])).unwrap());
+    let mut a = shared.namespace_writer(0).unwrap();
+    let first = ranges[0].clone();
+    assert!(
+        a.write_held(&held, std::iter::once(first.start..first.end + 1))
+            .is_err()
+    );
+    assert!(a.write_held(&held, std::iter::once(0..usize::MAX)).is_err());
+}

@@ -329,6 +329,19 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(())
     }
 
+    /// Writes `parts` (already-validated documents, in order) in a segment of `namespace`.
+    fn emit_segment_parts<'a>(
+        &mut self,
+        namespace: usize,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), ArchiveError> {
+        self.emit_segment(namespace, &[])?;
+        for part in parts {
+            self.emit(part)?;
+        }
+        Ok(())
+    }
+
     /// Writes `bytes` (already-validated documents) in a segment of `namespace`.
     fn emit_segment(&mut self, namespace: usize, bytes: &[u8]) -> Result<(), ArchiveError> {
         if self.current != Some(namespace) {
@@ -475,6 +488,8 @@ impl<W: Write> SharedArchiveWriter<W> {
             namespace,
             capacity: buffer_size,
             buf: Vec::new(),
+            pieces: Vec::new(),
+            pending: 0,
             crc: NamespaceCrc::new(),
             documents: 0,
         })
@@ -509,16 +524,33 @@ pub struct NamespaceWriter<W: Write> {
     shared: Arc<Mutex<ArchiveWriter<W>>>,
     namespace: usize,
     capacity: usize,
+    /// Documents copied in by [`NamespaceWriter::write_document`].
     buf: Vec<u8>,
+    /// The segment being gathered, in order: ranges of `buf` and held documents.
+    pieces: Vec<Piece>,
+    /// Bytes in `pieces`.
+    pending: usize,
     crc: NamespaceCrc,
     documents: u64,
+}
+
+/// Bytes a [`NamespaceWriter`] keeps instead of copying the documents they hold (typically a server
+/// reply the documents are part of), until the segment they belong to is handed to the output.
+pub type HeldBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// Part of a segment being gathered.
+enum Piece {
+    /// A range of the writer's own buffer.
+    Copied(std::ops::Range<usize>),
+    /// One document inside held bytes.
+    Held(HeldBytes, std::ops::Range<usize>),
 }
 
 impl<W: Write> std::fmt::Debug for NamespaceWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NamespaceWriter")
             .field("namespace", &self.namespace)
-            .field("buffered", &self.buf.len())
+            .field("buffered", &self.pending)
             .field("documents", &self.documents)
             .finish_non_exhaustive()
     }
@@ -537,26 +569,71 @@ impl<W: Write> NamespaceWriter<W> {
         self.documents
     }
 
-    /// Appends one document.
+    /// Appends one document (copied into the writer's buffer).
     ///
     /// # Errors
     /// Document over 16 MiB; errors of handing a full buffer over (I/O).
     pub fn write_document(&mut self, document: &RawDocument) -> Result<(), ArchiveError> {
         let bytes = document.as_bytes();
-        if bytes.len() > MAX_DOCUMENT_SIZE {
-            return Err(invalid(format!(
-                "document of {} bytes is larger than the archive maximum of {MAX_DOCUMENT_SIZE} bytes",
-                bytes.len()
-            )));
-        }
-        if !self.buf.is_empty() && self.buf.len() + bytes.len() > self.capacity {
-            self.flush()?;
-        }
+        self.make_room(bytes.len())?;
         if self.buf.capacity() == 0 {
             self.buf.reserve(self.capacity.min(1 << 20));
         }
+        let start = self.buf.len();
         self.buf.extend_from_slice(bytes);
+        match self.pieces.last_mut() {
+            Some(Piece::Copied(range)) if range.end == start => range.end = self.buf.len(),
+            _ => self.pieces.push(Piece::Copied(start..self.buf.len())),
+        }
+        self.pending += bytes.len();
         self.documents += 1;
+        Ok(())
+    }
+
+    /// Appends the documents at `ranges` of `held` (each range one well-framed document), keeping
+    /// `held` until their segment is handed to the output instead of copying them: the archive is
+    /// byte for byte what [`write_document`](Self::write_document) of each would give, with one copy
+    /// fewer of every document.
+    ///
+    /// # Errors
+    /// A range outside `held` or not one framed document of at most 16 MiB (nothing of it is
+    /// written); errors of handing a full buffer over (I/O).
+    pub fn write_held(
+        &mut self,
+        held: &HeldBytes,
+        ranges: impl IntoIterator<Item = std::ops::Range<usize>>,
+    ) -> Result<(), ArchiveError> {
+        let bytes = (**held).as_ref();
+        for range in ranges {
+            let document = bytes.get(range.clone()).ok_or_else(|| {
+                invalid(format!(
+                    "document range {range:?} is outside the {} held bytes",
+                    bytes.len()
+                ))
+            })?;
+            if count_documents(document)? != 1 {
+                return Err(invalid(format!(
+                    "held bytes {range:?} are not exactly one BSON document"
+                )));
+            }
+            self.make_room(document.len())?;
+            self.pieces.push(Piece::Held(Arc::clone(held), range));
+            self.pending += document.len();
+            self.documents += 1;
+        }
+        Ok(())
+    }
+
+    /// Checks a document's size and hands the segment over first if the document does not fit.
+    fn make_room(&mut self, len: usize) -> Result<(), ArchiveError> {
+        if len > MAX_DOCUMENT_SIZE {
+            return Err(invalid(format!(
+                "document of {len} bytes is larger than the archive maximum of {MAX_DOCUMENT_SIZE} bytes"
+            )));
+        }
+        if self.pending > 0 && self.pending + len > self.capacity {
+            self.flush()?;
+        }
         Ok(())
     }
 
@@ -580,10 +657,28 @@ impl<W: Write> NamespaceWriter<W> {
     /// # Errors
     /// I/O errors, or a failed shared writer.
     pub fn flush(&mut self) -> Result<(), ArchiveError> {
-        // The checksum runs over whole buffers (its SIMD path), which is the same as document by document.
-        self.crc.update(&self.buf);
-        lock(&self.shared)?.emit_segment(self.namespace, &self.buf)?;
+        self.checksum_pending();
+        let shared = Arc::clone(&self.shared);
+        let mut writer = lock(&shared)?;
+        self.hand_over(&mut writer)
+    }
+
+    /// Adds the gathered segment to the namespace's checksum (on the producer's thread, before the
+    /// shared output is locked). Runs of copied documents go through it as a whole (its SIMD path),
+    /// which is the same as document by document.
+    fn checksum_pending(&mut self) {
+        for piece in &self.pieces {
+            self.crc.update(piece_bytes(piece, &self.buf));
+        }
+    }
+
+    /// Writes the gathered (and checksummed) segment to the locked output.
+    fn hand_over(&mut self, writer: &mut ArchiveWriter<W>) -> Result<(), ArchiveError> {
+        let parts = self.pieces.iter().map(|piece| piece_bytes(piece, &self.buf));
+        writer.emit_segment_parts(self.namespace, parts)?;
         self.buf.clear();
+        self.pieces.clear();
+        self.pending = 0;
         Ok(())
     }
 
@@ -593,14 +688,22 @@ impl<W: Write> NamespaceWriter<W> {
     /// # Errors
     /// I/O errors, or a failed shared writer.
     pub fn finish(mut self) -> Result<(), ArchiveError> {
-        self.crc.update(&self.buf);
-        let mut writer = lock(&self.shared)?;
-        writer.emit_segment(self.namespace, &self.buf)?;
+        self.checksum_pending();
+        let shared = Arc::clone(&self.shared);
+        let mut writer = lock(&shared)?;
+        self.hand_over(&mut writer)?;
         writer.states[self.namespace].documents = self.documents;
         writer.close_with_crc(self.namespace, self.crc.value())?;
         drop(writer);
         self.buf = Vec::new();
         Ok(())
+    }
+}
+
+fn piece_bytes<'a>(piece: &'a Piece, buf: &'a [u8]) -> &'a [u8] {
+    match piece {
+        Piece::Copied(range) => buf.get(range.clone()).unwrap_or_default(),
+        Piece::Held(held, range) => (**held).as_ref().get(range.clone()).unwrap_or_default(),
     }
 }
 
