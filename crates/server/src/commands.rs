@@ -21,6 +21,8 @@ pub mod raw;
 pub mod replset;
 pub mod transactions;
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -45,8 +47,8 @@ pub struct Request {
     pub body: Document,
     /// The command body as received.
     pub raw: RawDocumentBuf,
-    /// OP_MSG kind-1 sections: `(identifier, documents)`.
-    pub sequences: Vec<(String, Vec<RawDocumentBuf>)>,
+    /// OP_MSG kind-1 sections: `(identifier, documents)`. [`Request::documents`] moves the documents out.
+    pub sequences: Vec<(String, RefCell<Vec<RawDocumentBuf>>)>,
 }
 
 impl Request {
@@ -77,7 +79,10 @@ impl Request {
             name,
             body,
             raw,
-            sequences,
+            sequences: sequences
+                .into_iter()
+                .map(|(id, docs)| (id, RefCell::new(docs)))
+                .collect(),
         })
     }
 
@@ -89,15 +94,15 @@ impl Request {
     }
 
     /// The documents of a write command's array argument (`documents`, `updates`, `deletes`): from the kind-1
-    /// sequence of that name if present, else from the body's array, borrowed from the request: a document is
-    /// copied once, where it is stored.
-    pub fn documents(&self, field: &str) -> CommandResult<Vec<&RawDocument>> {
+    /// sequence of that name if present (moved out of the request, so a second call finds it empty), else
+    /// borrowed from the body's array. A document is copied once, where it is stored.
+    pub fn documents(&self, field: &str) -> CommandResult<Vec<Cow<'_, RawDocument>>> {
         let mut out = Vec::new();
         let mut found = false;
         for (id, docs) in &self.sequences {
             if id == field {
                 found = true;
-                out.extend(docs.iter().map(|d| d.as_ref()));
+                out.extend(docs.take().into_iter().map(Cow::Owned));
             }
         }
         match self.raw.get(field) {
@@ -110,7 +115,7 @@ impl Request {
                 found = true;
                 for item in arr {
                     match item {
-                        Ok(bson::RawBsonRef::Document(d)) => out.push(d),
+                        Ok(bson::RawBsonRef::Document(d)) => out.push(Cow::Borrowed(d)),
                         Ok(_) => {
                             return Err(CommandError::type_mismatch(format!(
                                 "BSON field '{}.{field}' is the wrong type, expected an array of objects",

@@ -547,7 +547,7 @@ pub fn insert_measurements(
     txn: &mut WriteTxn<'_>,
     ns: &Namespace,
     opts: &TimeseriesOptions,
-    measurements: Vec<&RawDocument>,
+    measurements: Vec<std::borrow::Cow<'_, RawDocument>>,
     ordered: bool,
 ) -> CommandResult<(usize, Vec<Document>)> {
     let buckets = buckets_ns(ns)?;
@@ -571,7 +571,7 @@ pub fn insert_measurements(
     let mut n = 0usize;
     let mut errors = Vec::new();
     for (i, raw) in measurements.into_iter().enumerate() {
-        let r = crate::commands::crud::prepare_insert(std::borrow::Cow::Borrowed(raw), None).and_then(|raw| {
+        let r = crate::commands::crud::prepare_insert(raw, None).and_then(|raw| {
             let m = Document::try_from(raw.as_ref())
                 .map_err(|e| CommandError::bad_value(format!("invalid BSON document: {e}")))?;
             let Some(Bson::DateTime(t)) = m.get(&opts.time_field) else {

@@ -1538,7 +1538,7 @@ fn insert(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
         let mut next_ts = empty_ts.map(|oplog| move || oplog.next_timestamp());
         for (i, raw) in docs.into_iter().enumerate() {
             let clock = next_ts.as_mut().map(|f| f as &mut dyn FnMut() -> bson::Timestamp);
-            let r = prepare_insert(Cow::Borrowed(raw), clock).and_then(|raw| {
+            let r = prepare_insert(raw, clock).and_then(|raw| {
                 if let Some(v) = &validator {
                     v.check(&ns, &decode(&raw, &ns)?, None)?;
                 }
@@ -1819,7 +1819,8 @@ fn update(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let stmts: Vec<Document> = statements
         .iter()
         .map(|r| {
-            Document::try_from(*r).map_err(|e| CommandError::failed_to_parse(format!("invalid update statement: {e}")))
+            Document::try_from(r.as_ref())
+                .map_err(|e| CommandError::failed_to_parse(format!("invalid update statement: {e}")))
         })
         .collect::<CommandResult<_>>()?;
     let metrics = ctx.server.engine.metrics();
@@ -1886,7 +1887,8 @@ fn delete(ctx: &mut Ctx<'_>, req: &Request) -> CommandResult<Reply> {
     let stmts: Vec<Document> = statements
         .iter()
         .map(|r| {
-            Document::try_from(*r).map_err(|e| CommandError::failed_to_parse(format!("invalid delete statement: {e}")))
+            Document::try_from(r.as_ref())
+                .map_err(|e| CommandError::failed_to_parse(format!("invalid delete statement: {e}")))
         })
         .collect::<CommandResult<_>>()?;
     let metrics = ctx.server.engine.metrics();
