@@ -22,6 +22,7 @@ use crate::CliError;
 
 mod backup;
 mod follow;
+mod index;
 mod pitr;
 mod replay;
 
@@ -67,6 +68,19 @@ enum What {
         /// Average chunk size of the benchmark repository in KiB (`repo init --chunk-size`).
         #[arg(long)]
         chunk_size: Option<u32>,
+    },
+    /// Opening a repository whose index lists millions of blobs: seconds and peak memory of
+    /// `tidemark snapshots` with binary index objects and with the JSON ones written before.
+    Index {
+        /// Blobs the generated index lists.
+        #[arg(long, default_value_t = 1_000_000)]
+        chunks: u64,
+        /// Scratch directory for the repositories (a temporary one by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Another tidemark binary to time on the JSON repository too (e.g. an older build).
+        #[arg(long)]
+        baseline_bin: Option<PathBuf>,
     },
     /// `tidemark dump`/`tidemark restore` against a generated dataset in tidemark-server, in directory,
     /// archive and gzip modes: wall time, MB/s and peak memory; compared in the same run with the real
@@ -150,6 +164,11 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             dir,
             chunk_size,
         } => backup::bench_backup(*size_mib, server_bin.clone(), dir.as_deref(), *chunk_size),
+        What::Index {
+            chunks,
+            dir,
+            baseline_bin,
+        } => index::bench_index(*chunks, dir.as_deref(), baseline_bin.clone()),
         What::Server { documents, server_bin } => bench_server(*documents, server_bin.clone()),
         What::Pitr { entries, server_bin } => pitr::bench_pitr(*entries, server_bin.clone()),
         What::Follow { seconds, writers } => follow::bench_follow(*seconds, (*writers).max(1)),

@@ -48,6 +48,7 @@ pub mod error;
 pub mod export;
 pub mod forget;
 pub mod import;
+pub mod index;
 pub mod lock;
 pub mod oplog_archive;
 pub mod pack;

@@ -14,8 +14,8 @@
 //! A pack is stored under `data/<first two hex digits>/<id>` where `id` is the unkeyed BLAKE3 of
 //! the whole pack, so a check can verify a pack before trusting anything in it.
 //!
-//! The index (`index/<random id>`, sealed zstd-compressed JSON of [`IndexFile`]) maps blob ids to
-//! `(pack, offset, length)`. Index objects are only ever added (by backups and copies) or replaced
+//! The index (`index/<random id>`, [`IndexFile`] sealed and zstd-compressed, binary since the
+//! [`crate::index`] format, JSON before) maps blob ids to `(pack, offset, length)`. Index objects are only ever added (by backups and copies) or replaced
 //! as a whole (by prune, which writes the new index before deleting the old ones).
 
 use serde::{Deserialize, Serialize};
@@ -94,7 +94,8 @@ pub(crate) fn seal_json(keys: &MasterKeys, json: &[u8]) -> Result<Vec<u8>> {
 /// those, so higher levels gain little and an index of a large backup is written at its end.
 const JSON_LEVEL: i32 = 1;
 
-/// Opens an object written by [`seal_json`], returning the JSON text.
+/// Opens an object written by [`seal_json`], returning its plaintext (JSON text, or a binary
+/// index object).
 pub(crate) fn open_json(keys: &MasterKeys, sealed: &[u8], object: &str) -> Result<Vec<u8>> {
     use std::io::Read;
     let compressed = keys.open(sealed, object)?;

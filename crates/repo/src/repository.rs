@@ -7,7 +7,7 @@
 //! | `config` | JSON in the clear: format version, repository id, chunker, compression, encryption mode |
 //! | `keys/<id>` | JSON in the clear: argon2id salt/params and the sealed master keys |
 //! | `data/<xx>/<id>` | packs (see [`crate::pack`]) |
-//! | `index/<id>` | sealed JSON: packs and the blobs in them |
+//! | `index/<id>` | sealed binary (JSON before): packs and the blobs in them (see [`crate::index`]) |
 //! | `snapshots/<id>` | sealed JSON: snapshot manifests (see [`crate::snapshot`]) |
 //! | `locks/<id>` | JSON in the clear: lock holder, mode, refresh time |
 
@@ -16,8 +16,9 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Id, IdMap, KdfParams, KeyFile, MasterKeys};
+use crate::crypto::{Id, KdfParams, KeyFile, MasterKeys};
 use crate::error::{RepoError, Result};
+use crate::index::{BlobIndex, IndexEncoding, for_each_pack};
 use crate::pack::{IndexFile, IndexPack, PackEntry, blob_bytes, decode_blob, open_json, pack_key, seal_json};
 use crate::snapshot::Snapshot;
 use crate::util::{hostname, now_unix, parallel_map, rfc3339};
@@ -108,14 +109,7 @@ impl Default for InitOptions {
     }
 }
 
-/// Where a blob lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlobLocation {
-    /// Pack id.
-    pub pack: Id,
-    /// Entry in the pack.
-    pub entry: PackEntry,
-}
+pub use crate::index::BlobLocation;
 
 /// An open repository. Cheap to clone; clones share the blob index.
 #[derive(Clone)]
@@ -123,7 +117,7 @@ pub struct Repository {
     pub(crate) storage: Storage,
     pub(crate) config: Config,
     pub(crate) keys: Arc<MasterKeys>,
-    pub(crate) index: Arc<RwLock<IdMap<BlobLocation>>>,
+    pub(crate) index: Arc<RwLock<BlobIndex>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -157,14 +151,19 @@ fn check_params(options: &InitOptions) -> Result<()> {
             message: format!("{} is outside 1..=22", options.compression_level),
         });
     }
-    if options.pack_size < 1024 {
+    // Packs end after the blob that reaches the target, so a pack stays well under the 4 GiB
+    // that in-memory index records can point into.
+    if !(1024..=MAX_PACK_SIZE).contains(&options.pack_size) {
         return Err(RepoError::InvalidOption {
             option: "pack_size",
-            message: "must be at least 1024 bytes".into(),
+            message: "must be between 1024 bytes and 2 GiB".into(),
         });
     }
     Ok(())
 }
+
+/// Largest pack size target.
+const MAX_PACK_SIZE: u64 = 2 << 30;
 
 /// Largest gap between two blobs read with one request.
 const READ_GAP: u64 = 64 * 1024;
@@ -331,17 +330,18 @@ impl Repository {
 
     /// Reads all `index/` objects into memory.
     pub async fn reload_index(&self) -> Result<()> {
-        let files = self.index_files().await?;
-        let mut map = IdMap::default();
-        map.reserve(files.iter().flat_map(|(_, f)| &f.packs).map(|p| p.blobs.len()).sum());
-        for (_, file) in files {
-            for pack in file.packs {
-                for entry in pack.blobs {
-                    map.insert(entry.id, BlobLocation { pack: pack.id, entry });
-                }
-            }
+        let mut index = BlobIndex::default();
+        let objects = self.storage.list("index/").await?;
+        index.reserve(BlobIndex::blobs_at_most(objects.iter().map(|m| m.size).sum()));
+        for meta in objects {
+            let sealed = self.storage.get(&meta.key).await?;
+            let plain = open_json(&self.keys, &sealed, &meta.key)?;
+            drop(sealed);
+            // One pack at a time, so a large object is never held decoded as a whole.
+            for_each_pack(&plain, &meta.key, |pack| index.stage(&pack, &meta.key))?;
         }
-        *self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+        index.merge_staged(0);
+        *self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner) = index;
         Ok(())
     }
 
@@ -351,29 +351,36 @@ impl Repository {
         for meta in self.storage.list("index/").await? {
             let sealed = self.storage.get(&meta.key).await?;
             let plain = open_json(&self.keys, &sealed, &meta.key)?;
-            let file: IndexFile =
-                serde_json::from_slice(&plain).map_err(|e| RepoError::corrupt(meta.key.clone(), e.to_string()))?;
+            let file = IndexFile::decode(&plain, &meta.key)?;
             out.push((meta.key, file));
         }
         Ok(out)
     }
 
-    /// Writes an index object and adds it to the in-memory index.
+    /// Writes an index object (binary) and adds it to the in-memory index.
     pub(crate) async fn write_index(&self, packs: Vec<IndexPack>) -> Result<String> {
+        self.write_index_as(packs, IndexEncoding::Binary).await
+    }
+
+    /// Writes an index object for packs already stored, encoded as `encoding`, and adds it to the
+    /// in-memory index; returns its key. Backups, copies and prune do this themselves; the JSON
+    /// encoding is for repositories that older versions of tidemark must still read.
+    pub async fn write_index_as(&self, packs: Vec<IndexPack>, encoding: IndexEncoding) -> Result<String> {
         let file = IndexFile { packs };
-        let json = serde_json::to_vec(&file).map_err(|e| RepoError::Usage(e.to_string()))?;
+        let plain = match encoding {
+            IndexEncoding::Binary => file.encode(),
+            IndexEncoding::Json => serde_json::to_vec(&file).map_err(|e| RepoError::Usage(e.to_string()))?,
+        };
         let key = format!("index/{}", Id::random());
-        self.storage
-            .put(&key, Bytes::from(seal_json(&self.keys, &json)?))
-            .await?;
-        let mut map = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // One allocation instead of a rehash at every doubling (each touching fresh pages).
-        map.reserve(file.packs.iter().map(|p| p.blobs.len()).sum());
-        for pack in file.packs {
-            for entry in pack.blobs {
-                map.insert(entry.id, BlobLocation { pack: pack.id, entry });
-            }
-        }
+        let sealed = seal_json(&self.keys, &plain)?;
+        drop(plain);
+        // Checked before the object is stored, so an index no reader can hold is never written.
+        BlobIndex::check_fits(&file.packs, &key)?;
+        self.storage.put(&key, Bytes::from(sealed)).await?;
+        self.index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .add_packs(&file.packs, &key)?;
         Ok(key)
     }
 
@@ -383,11 +390,10 @@ impl Repository {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
-            .copied()
     }
 
     /// Runs `f` with the in-memory index held for reading: one lock for a whole batch of lookups.
-    pub(crate) fn with_index<R>(&self, f: impl FnOnce(&IdMap<BlobLocation>) -> R) -> R {
+    pub(crate) fn with_index<R>(&self, f: impl FnOnce(&BlobIndex) -> R) -> R {
         f(&self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 

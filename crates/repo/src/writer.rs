@@ -24,11 +24,11 @@ use crate::Repository;
 use crate::chunk_list::ListTree;
 use crate::chunker::{ByteCutter, DocumentCutter};
 use crate::compression::{Chooser, Compression, Probe};
-use crate::crypto::{Id, IdMap, IdSet};
+use crate::crypto::{Id, IdSet};
 use crate::error::{RepoError, Result};
+use crate::index::BlobIndex;
 use crate::lock::Lock;
 use crate::pack::{BlobKind, IndexPack, PackBuilder, encode_blob, pack_key};
-use crate::repository::BlobLocation;
 use crate::snapshot::{
     DataStream, FileKind, FileNode, MANIFEST_VERSION, Member, NamespaceEntry, OplogEntry, OplogWindow, Snapshot,
     SnapshotStats, Timestamp,
@@ -253,13 +253,13 @@ impl BlobSink {
 /// checked later, by [`BlobSink::add_prepared`] (this runs beside it, on another batch).
 fn prepare_one(
     repo: &Repository,
-    index: &IdMap<BlobLocation>,
+    index: &BlobIndex,
     plaintext: &[u8],
     compression: Compression,
     probe_level: Option<i32>,
 ) -> Result<(Prepared, Probe)> {
     let id = repo.keys.blob_id(plaintext);
-    if index.contains_key(&id) {
+    if index.contains(&id) {
         return Ok(((id, None), Probe::default()));
     }
     let probe = match probe_level {

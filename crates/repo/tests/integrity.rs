@@ -583,3 +583,90 @@ async fn an_older_format_is_refused_with_both_versions() {
         "{err}"
     );
 }
+
+/// Replaces every index object by one holding the same packs, encoded as `encoding`.
+async fn rewrite_index(storage: &Storage, repo: &Repository, encoding: tidemark_repo::index::IndexEncoding) {
+    let files = repo.index_files().await.unwrap();
+    let packs = files.iter().flat_map(|(_, f)| f.packs.clone()).collect();
+    for (key, _) in &files {
+        storage.delete(key).await.unwrap();
+    }
+    repo.write_index_as(packs, encoding).await.unwrap();
+}
+
+#[tokio::test]
+async fn index_objects_written_as_json_before_still_read() {
+    use tidemark_repo::index::IndexEncoding;
+    let (storage, repo) = init_memory().await;
+    let docs = documents(200, &[], 0);
+    let (first, _) = backup(&repo, &[("db.c", &docs)]).await;
+    let binary = storage.list("index/").await.unwrap();
+    rewrite_index(&storage, &repo, IndexEncoding::Json).await;
+    let json = storage.list("index/").await.unwrap();
+    assert_eq!(json.len(), 1);
+    // The JSON object is the larger one (hex ids, field names), even compressed.
+    assert!(json[0].size > binary[0].size, "{} vs {}", json[0].size, binary[0].size);
+
+    let reopened = Repository::open(storage.clone(), Some(PASSWORD)).await.unwrap();
+    assert_eq!(read_all(&reopened, &first, "db.c").await.unwrap(), concat(&docs));
+    assert!(check_read_data(&reopened).await.unwrap().errors.is_empty());
+    // A backup over the JSON index deduplicates against it and adds a binary object beside it.
+    let more = documents(210, &[], 0);
+    let (second, stats) = backup(&reopened, &[("db.c", &more)]).await;
+    assert!(stats.deduplicated_bytes > stats.new_bytes, "{stats:?}");
+    assert_eq!(storage.list("index/").await.unwrap().len(), 2);
+    let reopened = Repository::open(storage.clone(), Some(PASSWORD)).await.unwrap();
+    assert_eq!(read_all(&reopened, &second, "db.c").await.unwrap(), concat(&more));
+    assert!(check_read_data(&reopened).await.unwrap().errors.is_empty());
+}
+
+#[tokio::test]
+async fn a_damaged_binary_index_is_named_without_encryption_too() {
+    let storage = memory().await;
+    let repo = Repository::init(storage.clone(), None, &test_options()).await.unwrap();
+    backup(&repo, &[("db.c", &documents(100, &[], 0))]).await;
+    let key = storage.list("index/").await.unwrap()[0].key.clone();
+    let good = storage.get(&key).await.unwrap();
+    // Without a seal, the object is the zstd frame itself: damage it after decompression by
+    // rewriting it with one byte of a blob id changed, keeping the zstd frame valid.
+    let mut plain = zstd::decode_all(&good[..]).unwrap();
+    assert_eq!(&plain[..4], b"TMIX");
+    plain[60] ^= 1;
+    storage
+        .put(&key, Bytes::from(zstd::encode_all(&plain[..], 1).unwrap()))
+        .await
+        .unwrap();
+    let err = Repository::open(storage.clone(), None).await.unwrap_err().to_string();
+    assert!(err.contains(&key) && err.contains("checksum mismatch"), "{err}");
+    // Truncated: the zstd frame itself is incomplete.
+    storage.put(&key, good.slice(..good.len() / 2)).await.unwrap();
+    let err = Repository::open(storage.clone(), None).await.unwrap_err().to_string();
+    assert!(err.contains(&key), "{err}");
+    storage.put(&key, good).await.unwrap();
+    Repository::open(storage, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn check_reports_an_index_that_disagrees_with_the_packs() {
+    use tidemark_repo::index::IndexEncoding;
+    let (storage, repo) = init_memory().await;
+    backup(&repo, &[("db.c", &documents(100, &[], 0))]).await;
+    let files = repo.index_files().await.unwrap();
+    let mut packs: Vec<_> = files.iter().flat_map(|(_, f)| f.packs.clone()).collect();
+    for (key, _) in &files {
+        storage.delete(key).await.unwrap();
+    }
+    packs[0].blobs[1].length += 1;
+    packs[0].size += 1;
+    let wrong_pack = pack_key(&packs[0].id);
+    repo.write_index_as(packs, IndexEncoding::Binary).await.unwrap();
+    let repo = Repository::open(storage, Some(PASSWORD)).await.unwrap();
+    let report = check_read_data(&repo).await.unwrap();
+    let expect = [
+        format!("pack {wrong_pack} has size"),
+        format!("{wrong_pack}: header differs from the index"),
+    ];
+    for e in expect {
+        assert!(report.errors.iter().any(|r| r.contains(&e)), "{e}: {:?}", report.errors);
+    }
+}
