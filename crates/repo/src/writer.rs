@@ -292,8 +292,6 @@ struct Batch {
     compression: Compression,
     /// The repository's level, the one measurements compare with.
     level: i32,
-    /// The stream's content hash, updated with `data`.
-    hasher: blake3::Hasher,
     /// Ids and encodings (once prepared).
     prepared: Vec<Prepared>,
     /// Sum of the measurements (once prepared).
@@ -305,7 +303,7 @@ impl Batch {
         split(&self.data, &self.cuts)
     }
 
-    /// Hashes, compresses and seals the batch (on every core) and adds it to the content hash.
+    /// Hashes, compresses and seals the batch's chunks (on every core).
     fn prepare(mut self, repo: &Repository) -> Result<Batch> {
         let data = &self.data;
         let chunks: Vec<(&[u8], bool)> = split(data, &self.cuts)
@@ -313,19 +311,11 @@ impl Batch {
             .zip(self.probes.iter().copied())
             .collect();
         let (compression, level) = (self.compression, self.level);
-        let hasher = &mut self.hasher;
-        let ((), prepared) = rayon::join(
-            || {
-                hasher.update(data);
-            },
-            || {
-                repo.with_index(|index| {
-                    parallel_map(&chunks, data.len() >= PARALLEL_MIN_BYTES, |&(chunk, probe)| {
-                        prepare_one(repo, index, chunk, compression, probe.then_some(level))
-                    })
-                })
-            },
-        );
+        let prepared = repo.with_index(|index| {
+            parallel_map(&chunks, data.len() >= PARALLEL_MIN_BYTES, |&(chunk, probe)| {
+                prepare_one(repo, index, chunk, compression, probe.then_some(level))
+            })
+        });
         for (one, probe) in prepared? {
             self.prepared.push(one);
             self.probe += probe;
@@ -338,6 +328,9 @@ impl Batch {
 const PARALLEL_MIN_BYTES: usize = 256 * 1024;
 /// Plaintext gathered before chunks are hashed, compressed and sealed together.
 const BATCH_BYTES: usize = 1024 * 1024;
+/// Batches of one stream being prepared at once: while one waits for its last chunks, the
+/// workers already take the next one's, so no core idles between batches.
+const BATCHES_IN_FLIGHT: usize = 3;
 
 /// How a stream is cut.
 enum Cutter {
@@ -352,17 +345,17 @@ pub(crate) struct StreamWriter {
     cutter: Cutter,
     /// Plaintext not yet stored: complete chunks (`cuts`), then the open chunk.
     buf: Vec<u8>,
-    /// The buffer of the last stored batch, reused for the next `buf`: a fresh 1 MiB buffer
-    /// costs a page fault per 4 KiB as it fills.
-    spare: Vec<u8>,
     /// Lengths of the complete chunks at the start of `buf`.
     cuts: Vec<usize>,
     /// Bytes of `buf` covered by `cuts`.
     cut_bytes: usize,
-    /// The content hash, while no batch is being prepared (a batch carries it meanwhile).
-    hasher: Option<blake3::Hasher>,
-    /// The batch being prepared on the blocking pool while the next one fills.
-    in_flight: Option<tokio::task::JoinHandle<Result<Batch>>>,
+    /// The content hash (of the batches sent to be prepared).
+    hasher: blake3::Hasher,
+    /// The batches being prepared on the blocking pool while the next one fills, oldest first.
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<Result<Batch>>>,
+    /// Buffers of stored batches, reused for the next `buf`s: a fresh 1 MiB buffer costs a page
+    /// fault per 4 KiB as it fills.
+    spare: Vec<Vec<u8>>,
     /// How the stream's chunks are compressed.
     chooser: Chooser,
     lists: ListTree,
@@ -390,8 +383,8 @@ impl StreamWriter {
             spare: Vec::new(),
             cuts: Vec::new(),
             cut_bytes: 0,
-            hasher: Some(blake3::Hasher::new()),
-            in_flight: None,
+            hasher: blake3::Hasher::new(),
+            in_flight: std::collections::VecDeque::new(),
             chooser: Chooser::new(repo.config.compression_level),
             lists: ListTree::default(),
             stream: DataStream::default(),
@@ -460,8 +453,10 @@ impl StreamWriter {
         if self.cuts.is_empty() {
             return Ok(());
         }
-        self.settle(sink).await?;
-        let mut next = std::mem::take(&mut self.spare);
+        if self.in_flight.len() >= BATCHES_IN_FLIGHT {
+            self.settle_one(sink).await?;
+        }
+        let mut next = self.spare.pop().unwrap_or_default();
         next.clear();
         next.extend_from_slice(&self.buf[self.cut_bytes..]);
         self.buf.truncate(self.cut_bytes);
@@ -472,22 +467,28 @@ impl StreamWriter {
             cuts,
             compression: self.chooser.current(),
             level: self.chooser.level(),
-            hasher: self
-                .hasher
-                .take()
-                .ok_or_else(|| RepoError::Usage("stream hasher missing".into()))?,
             prepared: Vec::new(),
             probe: Probe::default(),
         };
+        self.hasher.update(&batch.data);
         self.cut_bytes = 0;
         let repo = self.repo.clone();
-        self.in_flight = Some(tokio::task::spawn_blocking(move || batch.prepare(&repo)));
+        self.in_flight
+            .push_back(tokio::task::spawn_blocking(move || batch.prepare(&repo)));
         Ok(())
     }
 
-    /// Stores the batch in flight, if any, into the sink (in stream order).
+    /// Stores every batch in flight into the sink.
     async fn settle(&mut self, sink: &mut BlobSink) -> Result<()> {
-        let Some(handle) = self.in_flight.take() else {
+        while !self.in_flight.is_empty() {
+            self.settle_one(sink).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the oldest batch in flight, if any, into the sink (in stream order).
+    async fn settle_one(&mut self, sink: &mut BlobSink) -> Result<()> {
+        let Some(handle) = self.in_flight.pop_front() else {
             return Ok(());
         };
         let mut batch = handle
@@ -496,8 +497,7 @@ impl StreamWriter {
         self.chooser.observe(batch.probe);
         let prepared = std::mem::take(&mut batch.prepared);
         let ids = sink.add_prepared(&batch.chunks(), prepared, BlobKind::Data).await?;
-        self.hasher = Some(batch.hasher);
-        self.spare = batch.data;
+        self.spare.push(batch.data);
         self.lists.push_chunks(&ids, sink).await
     }
 
@@ -516,11 +516,7 @@ impl StreamWriter {
         let (lists, levels) = std::mem::take(&mut self.lists).finish(sink).await?;
         self.stream.chunk_lists = lists;
         self.stream.list_levels = levels;
-        let hasher = self
-            .hasher
-            .take()
-            .ok_or_else(|| RepoError::Usage("stream hasher missing".into()))?;
-        self.stream.content_hash = Id(*hasher.finalize().as_bytes());
+        self.stream.content_hash = Id(*self.hasher.finalize().as_bytes());
         Ok(self.stream)
     }
 }

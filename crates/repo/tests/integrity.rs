@@ -233,7 +233,7 @@ async fn damaged_manifest_and_index_are_detected() {
 async fn crash_before_commit_leaves_a_usable_repository() {
     let (storage, repo) = init_memory().await;
     // Enough for several batches, so some pack uploads complete before the crash.
-    let docs = documents(4000, &[], 3);
+    let docs = documents(10_000, &[], 3);
     {
         let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
         let mut ns = writer
