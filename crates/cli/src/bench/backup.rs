@@ -116,6 +116,10 @@ pub(super) fn bench_backup(
         Ok((run, stored_bytes(&repo)? - before))
     };
     let (full, first) = backup("tidemark backup (full)")?;
+    let parts: Vec<String> = ["data", "index", "snapshots"]
+        .iter()
+        .map(|dir| Ok(format!("{dir}/ {:.1} MB", stored_bytes(&repo.join(dir))? as f64 / 1e6)))
+        .collect::<anyhow::Result<_>>()?;
 
     let target = ServerProcess::start(&bin, None)?;
     let restore = run_measured(tidemark(&me).args([
@@ -136,10 +140,11 @@ pub(super) fn bench_backup(
     let ratio = dump.seconds / full.seconds.max(1e-9) * 100.0;
     println!();
     println!(
-        "data {:.1} MB; repository: {:.1} MB after the first backup (from {} bytes empty)",
+        "data {:.1} MB; repository: {:.1} MB after the first backup (from {} bytes empty): {}",
         bytes as f64 / 1e6,
         first as f64 / 1e6,
-        empty
+        empty,
+        parts.join(", ")
     );
     println!("backup throughput = {ratio:.0}% of dump --archive (target >= 80%)");
     println!(
