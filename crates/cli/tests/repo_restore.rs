@@ -426,3 +426,35 @@ fn real_archives_are_backed_up_plain_or_gzipped() {
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
 }
+
+/// When the repository fails while a backup streams from the server, the backup stops with the
+/// repository's error (naming the object it could not write), not the dump's view of it, exits 1
+/// and commits no snapshot.
+#[test]
+fn a_repository_failure_during_a_backup_is_reported_and_commits_nothing() {
+    let source = Server::start();
+    seed(&source.uri);
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "correct horse\n").unwrap();
+    let root = dir.path().join("repo");
+    let (url, pw) = (root.display().to_string(), pw.display().to_string());
+    ok(
+        tidemark(&["repo", "init", "--repo", &url, "--password-file", &pw]),
+        "repo init",
+    );
+    // Packs go under data/: a file in its place makes every pack write fail (even as root).
+    let _ = std::fs::remove_dir_all(root.join("data"));
+    std::fs::write(root.join("data"), b"not a directory").unwrap();
+    let out = tidemark(&["backup", "--repo", &url, "--password-file", &pw, "--uri", &source.uri]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(message.contains("data/") && !message.contains("receiver"), "{message}");
+    std::fs::remove_file(root.join("data")).unwrap();
+    let listed = ok(
+        tidemark(&["snapshots", "--repo", &url, "--password-file", &pw, "--json"]),
+        "snapshots",
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+}
