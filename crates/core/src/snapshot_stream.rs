@@ -4,7 +4,9 @@
 //! engine's [`RestoreSource::Stream`](crate::restore::RestoreSource::Stream). Memory stays bounded
 //! by the pipe and the buffers on either side, and the chunks are verified (decrypted,
 //! authenticated, counted and hashed per namespace) as they stream. The export runs on its own
-//! thread and runtime because the pipe blocks, and the engine reads it synchronously.
+//! thread and runtime because the pipe blocks, and the engine reads it synchronously; the
+//! runtime has workers of its own, on which each namespace's chunks are read ahead (see
+//! `tidemark_repo::reader`) while the export waits on the pipe.
 //!
 //! When the repository cannot deliver a namespace the engine only sees a truncated archive, so
 //! [`SnapshotStream::finish`] returns the export's own error, which names the snapshot and
@@ -54,7 +56,11 @@ impl SnapshotStream {
         let thread = std::thread::Builder::new()
             .name("snapshot-export".into())
             .spawn(move || -> Result<ExportStats> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
+                // Two workers: while this thread's writes wait for the engine to drain the pipe,
+                // the streams' read-ahead tasks go on fetching and decoding chunks.
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("snapshot-read")
                     .enable_all()
                     .build()
                     .map_err(io_error("error starting the snapshot export runtime", "runtime"))?;

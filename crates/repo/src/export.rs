@@ -80,8 +80,8 @@ pub async fn export_directory(
             }
             .map_err(err)?;
             let mut docs = reader.documents(member, ns);
-            while let Some(doc) = docs.next_document().await? {
-                file.write_document(&doc).map_err(err)?;
+            while let Some(doc) = docs.next_document_ref().await? {
+                file.write_document(doc).map_err(err)?;
                 stats.documents += 1;
             }
             file.finish().map_err(err)?;
@@ -91,8 +91,8 @@ pub async fn export_directory(
     if member.oplog.is_some() {
         let mut file = dump.create_oplog().map_err(err)?;
         let mut docs = reader.oplog(member);
-        while let Some(doc) = docs.next_document().await? {
-            file.write_document(&doc).map_err(err)?;
+        while let Some(doc) = docs.next_document_ref().await? {
+            file.write_document(doc).map_err(err)?;
             stats.documents += 1;
         }
         file.finish().map_err(err)?;
@@ -146,8 +146,8 @@ pub async fn export_archive<W: Write>(
                 message: format!("no slot for {}", ns.name()),
             })?;
         let mut docs = reader.documents(member, ns);
-        while let Some(doc) = docs.next_document().await? {
-            writer.write_document(index, &doc).map_err(err)?;
+        while let Some(doc) = docs.next_document_ref().await? {
+            writer.write_document(index, doc).map_err(err)?;
             stats.documents += 1;
         }
         writer.close_namespace(index).map_err(err)?;
@@ -159,8 +159,8 @@ pub async fn export_archive<W: Write>(
             message: "no slot for the oplog".into(),
         })?;
         let mut docs = reader.oplog(member);
-        while let Some(doc) = docs.next_document().await? {
-            writer.write_document(index, &doc).map_err(err)?;
+        while let Some(doc) = docs.next_document_ref().await? {
+            writer.write_document(index, doc).map_err(err)?;
             stats.documents += 1;
         }
         writer.close_namespace(index).map_err(err)?;

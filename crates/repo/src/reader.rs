@@ -1,18 +1,19 @@
 //! Reading snapshots back: namespaces and their raw documents, verified.
 //!
-//! Chunks are read 32 chunk-list blobs at a time: the lists' chunks are fetched with as few ranged
-//! reads as their places in the packs allow and decoded on every core. Every chunk list and chunk
+//! Chunks are read ahead of the consumer by a task of each stream, 32 chunk-list blobs at a time:
+//! the lists' chunks are fetched with as few ranged reads as their places in the packs allow,
+//! decoded on every core and joined into batches of about 2 MiB, in which documents are parsed
+//! without another copy. Every chunk list and chunk
 //! is checked against its keyed id when read (see [`crate::pack::decode_blob`]), the
 //! document framing is checked as chunks are joined (documents may span chunk boundaries), and
 //! at the end of a stream the count, byte size and BLAKE3 content hash must match the manifest.
 //! Any mismatch is reported as [`RepoError::NamespaceDamaged`] naming the snapshot and namespace.
 
-use bson::RawDocumentBuf;
+use bson::{RawDocument, RawDocumentBuf};
 
 use crate::Repository;
 use crate::crypto::Id;
 use crate::error::{RepoError, Result};
-use std::collections::VecDeque;
 
 use crate::chunk_list::{ChunkListCursor, read_chunk_lists};
 use crate::snapshot::{DataStream, FileNode, Member, NamespaceEntry, Snapshot, member_label};
@@ -92,18 +93,16 @@ impl SnapshotReader {
             message,
         };
         let data = node.data.as_ref().ok_or_else(|| damaged("not a regular file".into()))?;
-        let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
-        let mut chunks = ChunkSource::new(data);
-        while let Some(chunk) = chunks.next(&self.repo).await.map_err(|e| damaged(e.to_string()))? {
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            sink(&chunk);
+        let mut chunks = ChunkSource::new(self.repo.clone(), data);
+        while let Some(batch) = chunks.next_batch().await.map_err(|e| damaged(e.to_string()))? {
+            size += batch.len() as u64;
+            sink(&batch);
         }
         if size != data.bytes {
             return Err(damaged(format!("{size} bytes read, manifest says {}", data.bytes)));
         }
-        if Id(*hasher.finalize().as_bytes()) != data.content_hash {
+        if chunks.content_hash() != Some(data.content_hash) {
             return Err(damaged("content hash does not match the manifest".into()));
         }
         Ok(size)
@@ -126,14 +125,15 @@ impl SnapshotReader {
 /// Documents of one namespace, decoded chunk by chunk.
 #[derive(Debug)]
 pub struct DocumentStream {
-    repo: Repository,
     snapshot: Id,
     name: String,
     data: DataStream,
     chunks: ChunkSource,
+    /// The batch being parsed, or (while a document spans two batches) that document's bytes.
     buf: Vec<u8>,
     pos: usize,
-    hasher: blake3::Hasher,
+    /// The rest of a batch whose first bytes completed a spanning document.
+    pending: Option<(Vec<u8>, usize)>,
     documents: u64,
     bytes: u64,
     done: bool,
@@ -142,14 +142,13 @@ pub struct DocumentStream {
 impl DocumentStream {
     pub(crate) fn new(repo: Repository, snapshot: Id, name: String, data: DataStream) -> Self {
         DocumentStream {
-            repo,
             snapshot,
             name,
-            chunks: ChunkSource::new(&data),
+            chunks: ChunkSource::new(repo, &data),
             data,
             buf: Vec::new(),
             pos: 0,
-            hasher: blake3::Hasher::new(),
+            pending: None,
             documents: 0,
             bytes: 0,
             done: false,
@@ -169,23 +168,45 @@ impl DocumentStream {
         }
     }
 
-    /// Ensures at least `n` unread bytes are buffered; false at the end of the chunks.
+    /// Ensures the next `n` unread bytes are contiguous in `buf`; false at the end of the chunks.
+    /// A batch is parsed where it arrived; only a document that spans two batches is copied.
     async fn fill(&mut self, n: usize) -> Result<bool> {
         while self.buf.len() - self.pos < n {
-            let chunk = match self.chunks.next(&self.repo).await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => return Ok(false),
-                Err(e) => return Err(self.damaged(e.to_string())),
+            let (next, start) = match self.pending.take() {
+                Some(rest) => rest,
+                None => match self.chunks.next_batch().await {
+                    Ok(Some(batch)) => (batch, 0),
+                    Ok(None) => return Ok(false),
+                    Err(e) => return Err(self.damaged(e.to_string())),
+                },
             };
-            self.buf.drain(..self.pos);
+            if self.pos == self.buf.len() {
+                self.buf = next;
+                self.pos = start;
+                continue;
+            }
+            let missing = n - (self.buf.len() - self.pos);
+            let take = missing.min(next.len() - start);
+            let mut joined = Vec::with_capacity(n.max(self.buf.len() - self.pos + take));
+            joined.extend_from_slice(&self.buf[self.pos..]);
+            joined.extend_from_slice(&next[start..start + take]);
+            self.buf = joined;
             self.pos = 0;
-            self.buf.extend_from_slice(&chunk);
+            if start + take < next.len() {
+                self.pending = Some((next, start + take));
+            }
         }
         Ok(true)
     }
 
     /// The next document, or `None` after the last one (once every check has passed).
     pub async fn next_document(&mut self) -> Result<Option<RawDocumentBuf>> {
+        Ok(self.next_document_ref().await?.map(ToOwned::to_owned))
+    }
+
+    /// The next document, borrowed from the stream's buffer (no copy), or `None` after the last
+    /// one (once every check has passed).
+    pub async fn next_document_ref(&mut self) -> Result<Option<&RawDocument>> {
         if self.done {
             return Ok(None);
         }
@@ -215,14 +236,14 @@ impl DocumentStream {
         if !self.fill(len).await? {
             return Err(self.damaged(format!("document {} is truncated", self.documents)));
         }
-        let bytes = &self.buf[self.pos..self.pos + len];
-        let doc = RawDocumentBuf::from_bytes(bytes.to_vec())
-            .map_err(|e| self.damaged(format!("document {} is not valid BSON: {e}", self.documents)))?;
-        self.hasher.update(bytes);
+        let (start, number) = (self.pos, self.documents);
         self.pos += len;
         self.documents += 1;
         self.bytes += len as u64;
-        Ok(Some(doc))
+        match RawDocument::from_bytes(&self.buf[start..start + len]) {
+            Ok(doc) => Ok(Some(doc)),
+            Err(e) => Err(self.damaged(format!("document {number} is not valid BSON: {e}"))),
+        }
     }
 
     fn verify_end(&self) -> Result<()> {
@@ -235,7 +256,7 @@ impl DocumentStream {
         if self.bytes != self.data.bytes {
             return Err(self.damaged(format!("{} bytes read, manifest says {}", self.bytes, self.data.bytes)));
         }
-        if Id(*self.hasher.finalize().as_bytes()) != self.data.content_hash {
+        if self.chunks.content_hash() != Some(self.data.content_hash) {
             return Err(self.damaged("content hash does not match the manifest"));
         }
         Ok(())
@@ -243,39 +264,141 @@ impl DocumentStream {
 
     /// Reads to the end, checking everything; returns the document count.
     pub async fn verify(mut self) -> Result<u64> {
-        while self.next_document().await?.is_some() {}
+        while self.next_document_ref().await?.is_some() {}
         Ok(self.documents)
     }
 }
 
-/// A stream's chunks in order, read a group of chunk lists at a time: the lists with one ranged
-/// read (a batch's lists lie together in a pack), then their chunks with as few as their places
-/// allow, so an object store sees reads of about a MiB rather than one per chunk.
+/// A stream's plaintext in order, in batches of whole chunks, read ahead by a task of its own.
+///
+/// The task reads a group of chunk lists at a time (a group's lists lie together in a pack, so
+/// usually with one ranged read), then their chunks with as few ranged reads as their places
+/// allow, decoded on every core, a batch of about [`BATCH_BYTES`] at a time; it joins each batch
+/// into one buffer and adds it to the content hash (BLAKE3 is several times faster over a
+/// megabyte than over one document at a time). Up to [`BATCHES_AHEAD`] batches wait for the
+/// reader, so fetching and decoding overlap with whatever consumes the documents.
 #[derive(Debug)]
 struct ChunkSource {
-    lists: ChunkListCursor,
-    ready: VecDeque<Vec<u8>>,
+    state: SourceState,
+    content_hash: Option<Id>,
+}
+
+#[derive(Debug)]
+enum SourceState {
+    /// Not started (the task starts at the first read, inside the caller's runtime).
+    Idle(Repository, ChunkListCursor),
+    Running(tokio::sync::mpsc::Receiver<Result<Piece>>, tokio::task::AbortHandle),
+    Finished,
+}
+
+/// What the read-ahead task sends.
+#[derive(Debug)]
+enum Piece {
+    /// Plaintext of consecutive chunks.
+    Batch(Vec<u8>),
+    /// After the last batch: BLAKE3 of all of them.
+    End(Id),
 }
 
 /// Chunk lists read together (about 16 chunks each).
 const LISTS_PER_READ: usize = 32;
+/// Plaintext of one batch (a chunk larger than this is a batch by itself).
+const BATCH_BYTES: u64 = 2 * 1024 * 1024;
+/// Batches read ahead of the consumer.
+const BATCHES_AHEAD: usize = 4;
 
 impl ChunkSource {
-    fn new(data: &DataStream) -> Self {
+    fn new(repo: Repository, data: &DataStream) -> Self {
         ChunkSource {
-            lists: ChunkListCursor::new(data),
-            ready: VecDeque::new(),
+            state: SourceState::Idle(repo, ChunkListCursor::new(data)),
+            content_hash: None,
         }
     }
 
-    /// The next chunk's plaintext.
-    async fn next(&mut self, repo: &Repository) -> Result<Option<Vec<u8>>> {
-        if self.ready.is_empty() && !self.lists.is_empty() {
-            let lists = self.lists.next_lists(repo, LISTS_PER_READ).await?;
-            // Errors name the blob at fault (list or chunk); the caller names the stream.
-            let chunks: Vec<Id> = read_chunk_lists(repo, &lists).await?.into_iter().flatten().collect();
-            self.ready = repo.read_blobs(&chunks).await?.into();
-        }
-        Ok(self.ready.pop_front())
+    /// BLAKE3 of the whole stream, once [`ChunkSource::next_batch`] returned `None`.
+    fn content_hash(&self) -> Option<Id> {
+        self.content_hash
     }
+
+    /// The next batch of plaintext, or `None` after the last one.
+    async fn next_batch(&mut self) -> Result<Option<Vec<u8>>> {
+        if let SourceState::Idle(..) = self.state {
+            let SourceState::Idle(repo, lists) = std::mem::replace(&mut self.state, SourceState::Finished) else {
+                unreachable!("checked above")
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+            let task = tokio::spawn(async move {
+                if let Err(e) = read_ahead(&repo, lists, &tx).await {
+                    // The receiver may be gone already; nobody is left to tell then.
+                    let _ = tx.send(Err(e)).await;
+                }
+            });
+            self.state = SourceState::Running(rx, task.abort_handle());
+        }
+        let SourceState::Running(rx, _) = &mut self.state else {
+            return Ok(None);
+        };
+        let piece = rx.recv().await;
+        match piece {
+            Some(Ok(Piece::Batch(batch))) => Ok(Some(batch)),
+            Some(Ok(Piece::End(hash))) => {
+                self.content_hash = Some(hash);
+                self.state = SourceState::Finished;
+                Ok(None)
+            }
+            Some(Err(e)) => {
+                self.state = SourceState::Finished;
+                Err(e)
+            }
+            None => {
+                self.state = SourceState::Finished;
+                Err(RepoError::Usage("the chunk read-ahead task stopped".into()))
+            }
+        }
+    }
+}
+
+impl Drop for ChunkSource {
+    fn drop(&mut self) {
+        if let SourceState::Running(_, task) = &self.state {
+            task.abort();
+        }
+    }
+}
+
+/// The read-ahead task of a [`ChunkSource`]: sends every batch, then the content hash. Returns
+/// early, without error, when the reader is gone.
+async fn read_ahead(
+    repo: &Repository,
+    mut lists: ChunkListCursor,
+    tx: &tokio::sync::mpsc::Sender<Result<Piece>>,
+) -> Result<()> {
+    let mut hasher = blake3::Hasher::new();
+    while !lists.is_empty() {
+        let group = lists.next_lists(repo, LISTS_PER_READ).await?;
+        // Errors name the blob at fault (list or chunk); the reader names the stream.
+        let chunks: Vec<Id> = read_chunk_lists(repo, &group).await?.into_iter().flatten().collect();
+        let mut start = 0;
+        while start < chunks.len() {
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < chunks.len() && (end == start || bytes < BATCH_BYTES) {
+                bytes += repo.locate(&chunks[end]).map_or(0, |l| l.entry.raw_length);
+                end += 1;
+            }
+            let plaintexts = repo.read_blobs(&chunks[start..end]).await?;
+            let mut batch = Vec::with_capacity(plaintexts.iter().map(Vec::len).sum());
+            for p in &plaintexts {
+                batch.extend_from_slice(p);
+            }
+            drop(plaintexts);
+            hasher.update(&batch);
+            if tx.send(Ok(Piece::Batch(batch))).await.is_err() {
+                return Ok(());
+            }
+            start = end;
+        }
+    }
+    let _ = tx.send(Ok(Piece::End(Id(*hasher.finalize().as_bytes())))).await;
+    Ok(())
 }

@@ -452,3 +452,46 @@ async fn a_large_stream_is_recorded_as_lists_of_lists() {
     let report = check_read_data(&target).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
+
+#[tokio::test]
+async fn documents_spanning_read_batches_come_back_byte_exact() {
+    let (_, repo) = init_memory().await;
+    // Sizes from 100 bytes to 40 KiB, and three documents of 3 MiB (more than a read batch):
+    // documents cross the boundaries of chunks and of the reader's batches at every offset.
+    let docs: Vec<RawDocumentBuf> = (0..1500u64)
+        .map(|i| {
+            let len = if i % 500 == 250 {
+                3 << 20
+            } else {
+                100 + usize::try_from(i * 7919 % 40_000).unwrap()
+            };
+            rawdoc! { "_id": i64::try_from(i).unwrap(), "payload": bson::Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes: random_bytes(i, len),
+            } }
+        })
+        .collect();
+    let (id, _, _) = backup_documents(&repo, &docs).await;
+    let expected = concat(&docs);
+    assert!(expected.len() > 12 << 20, "{}", expected.len());
+
+    let reader = SnapshotReader::open(&repo, &id).await.unwrap();
+    let (member, entry) = reader.find_namespace("shop.events").unwrap();
+    // A stream left early stops its read-ahead; the next one starts over.
+    let mut early = reader.documents(member, entry);
+    for _ in 0..10 {
+        early.next_document_ref().await.unwrap().unwrap();
+    }
+    drop(early);
+    let mut stream = reader.documents(member, entry);
+    let mut got = Vec::with_capacity(expected.len());
+    let mut count = 0;
+    while let Some(doc) = stream.next_document_ref().await.unwrap() {
+        assert_eq!(doc.get_i64("_id").unwrap(), count);
+        got.extend_from_slice(doc.as_bytes());
+        count += 1;
+    }
+    assert_eq!(count, 1500);
+    assert_eq!(got, expected);
+    assert_eq!(reader.documents(member, entry).verify().await.unwrap(), 1500);
+}
