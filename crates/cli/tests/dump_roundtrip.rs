@@ -455,3 +455,42 @@ fn users_and_roles_round_trip() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(pymongo(&target.uri, users), expected);
 }
+
+/// A `Timestamp(0, 0)` in a top-level field survives dump and restore: mongod (and
+/// tidemark-server, 7.0.14) replaces an empty timestamp in an inserted document's top-level field
+/// by the current time unless the insert says `bypassEmptyTsReplacement: true`, which the restore
+/// sends as mongorestore does (FORMATS.md §3.2). Checked through pymongo on both servers.
+#[test]
+fn zero_timestamps_survive_dump_and_restore() {
+    let source = Server::start();
+    let script = r#"
+from bson import Timestamp
+db = client["ts"]
+docs = [{"_id": 1, "t": Timestamp(0, 0), "nested": {"t": Timestamp(0, 0)}}, {"_id": 2, "t": Timestamp(5, 6)}]
+db.command({"insert": "c", "documents": docs, "bypassEmptyTsReplacement": True})
+db.c.insert_one({"_id": 3, "t": Timestamp(0, 0)})
+print(sorted((d["_id"], d["t"].time, d["t"].inc) for d in db.c.find()))
+"#;
+    let seeded = pymongo(&source.uri, script);
+    // Without the option the server replaced document 3's timestamp, as mongod does.
+    assert!(seeded.starts_with("[(1, 0, 0), (2, 5, 6), (3, "), "{seeded}");
+    assert!(!seeded.contains("(3, 0, 0)"), "{seeded}");
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("dump");
+    let out = tidemark(&["dump", "--uri", &source.uri, "-o", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = Server::start();
+    let out = tidemark(&["restore", "--uri", &target.uri, out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read = r#"
+db = client["ts"]
+print(sorted((d["_id"], d["t"].time, d["t"].inc) for d in db.c.find()), db.c.find_one({"_id": 1})["nested"]["t"])
+"#;
+    let restored = pymongo(&target.uri, read);
+    let source_view = pymongo(&source.uri, read);
+    assert_eq!(restored, source_view);
+    assert!(
+        restored.contains("(1, 0, 0)") && restored.contains("Timestamp(0, 0)"),
+        "{restored}"
+    );
+}

@@ -701,6 +701,29 @@ struct Context {
     progress: Arc<dyn Progress>,
     filter: Option<tidemark_query::Filter>,
     counts: Mutex<BTreeMap<String, Arc<Counts>>>,
+    /// Inserts carry `bypassEmptyTsReplacement: true` (see [`takes_bypass_empty_ts`]).
+    bypass_empty_ts: bool,
+}
+
+/// Whether the destination accepts `bypassEmptyTsReplacement` (SERVER-88750), which mongorestore
+/// sends so that a restored `Timestamp(0, 0)` in a top-level field stays as it was instead of being
+/// replaced by the current time: 8.0 and later, 7.0.13, 6.0.17 and 5.0.29 on (FORMATS.md §3.2).
+fn takes_bypass_empty_ts((major, minor, patch): (i64, i64, i64)) -> bool {
+    major >= 8
+        || matches!((major, minor), (7, 0) if patch >= 13)
+        || matches!((major, minor), (6, 0) if patch >= 17)
+        || matches!((major, minor), (5, 0) if patch >= 29)
+}
+
+/// Largest command body of an insert sent without a document sequence: mongod's limit for a
+/// command (16 MiB plus 16 KiB), less room for the other fields.
+const MAX_INSERT_COMMAND: usize = 16 * 1024 * 1024 - 64 * 1024;
+
+/// What an insert command reported.
+struct InsertOutcome {
+    /// `(index in the batch, code, message)` of each document refused.
+    write_errors: Vec<(usize, i32, String)>,
+    write_concern_error: Option<String>,
 }
 
 impl Context {
@@ -734,49 +757,135 @@ async fn insert_batch(
     timeseries: bool,
 ) -> Result<(u64, u64)> {
     let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-    let coll = ctx.collection(insert_ns);
     let ordered = ctx.options.maintain_insertion_order;
-    let mut action = coll.insert_many(batch).ordered(ordered);
-    if ctx.options.bypass_document_validation && !timeseries {
-        action = action.bypass_document_validation(true);
-    }
-    match action.await {
-        Ok(_) => Ok((n, 0)),
-        Err(e) => {
-            let ErrorKind::InsertMany(ref failure) = *e.kind else {
-                return Err(Error::Mongo {
-                    context: format!("error restoring {ns}"),
-                    source: Box::new(e),
-                });
-            };
-            if let Some(wce) = &failure.write_concern_error {
-                return Err(Error::Data(format!("{ns}: write concern error: {}", wce.message)));
-            }
-            let errors = failure.write_errors.as_deref().unwrap_or_default();
-            let failed = u64::try_from(errors.len()).unwrap_or(u64::MAX);
-            let inserted = if ordered {
-                errors
-                    .iter()
-                    .map(|w| w.index)
-                    .min()
-                    .map_or(n, |i| u64::try_from(i).unwrap_or(0))
-            } else {
-                n.saturating_sub(failed)
-            };
-            let fatal = errors.iter().find(|w| !is_tolerated(w.code));
-            let strict = ctx.options.stop_on_error || ctx.options.maintain_insertion_order;
-            if let Some(w) = fatal.or(if strict { errors.first() } else { None }) {
-                let counts = ctx.counts(&ns.to_string());
-                counts.ok.fetch_add(inserted, Ordering::SeqCst);
-                counts.failed.fetch_add(failed, Ordering::SeqCst);
-                return Err(Error::Data(format!("{ns}: error restoring documents: {}", w.message)));
-            }
-            for w in errors {
-                ctx.progress.log(&format!("continuing through error: {}", w.message));
-            }
-            Ok((inserted, failed))
+    let bypass_validation = ctx.options.bypass_document_validation && !timeseries;
+    let outcome = if ctx.bypass_empty_ts {
+        insert_command(ctx, ns, insert_ns, &batch, ordered, bypass_validation).await?
+    } else {
+        let coll = ctx.collection(insert_ns);
+        let mut action = coll.insert_many(batch).ordered(ordered);
+        if bypass_validation {
+            action = action.bypass_document_validation(true);
         }
+        match action.await {
+            Ok(_) => InsertOutcome {
+                write_errors: Vec::new(),
+                write_concern_error: None,
+            },
+            Err(e) => {
+                let ErrorKind::InsertMany(ref failure) = *e.kind else {
+                    return Err(Error::Mongo {
+                        context: format!("error restoring {ns}"),
+                        source: Box::new(e),
+                    });
+                };
+                InsertOutcome {
+                    write_errors: failure
+                        .write_errors
+                        .iter()
+                        .flatten()
+                        .map(|w| (w.index, w.code, w.message.clone()))
+                        .collect(),
+                    write_concern_error: failure.write_concern_error.as_ref().map(|w| w.message.clone()),
+                }
+            }
+        }
+    };
+    if let Some(message) = outcome.write_concern_error {
+        return Err(Error::Data(format!("{ns}: write concern error: {message}")));
     }
+    let errors = outcome.write_errors;
+    if errors.is_empty() {
+        return Ok((n, 0));
+    }
+    let failed = u64::try_from(errors.len()).unwrap_or(u64::MAX);
+    let inserted = if ordered {
+        errors
+            .iter()
+            .map(|w| w.0)
+            .min()
+            .map_or(n, |i| u64::try_from(i).unwrap_or(0))
+    } else {
+        n.saturating_sub(failed)
+    };
+    let fatal = errors.iter().find(|w| !is_tolerated(w.1));
+    let strict = ctx.options.stop_on_error || ctx.options.maintain_insertion_order;
+    if let Some(w) = fatal.or(if strict { errors.first() } else { None }) {
+        let counts = ctx.counts(&ns.to_string());
+        counts.ok.fetch_add(inserted, Ordering::SeqCst);
+        counts.failed.fetch_add(failed, Ordering::SeqCst);
+        return Err(Error::Data(format!("{ns}: error restoring documents: {}", w.2)));
+    }
+    for w in &errors {
+        ctx.progress.log(&format!("continuing through error: {}", w.2));
+    }
+    Ok((inserted, failed))
+}
+
+/// Inserts a batch with `insert` commands carrying `bypassEmptyTsReplacement: true`, as
+/// mongorestore does on destinations that take it (the driver's `insert_many` cannot add the
+/// field). Each command holds at most [`MAX_INSERT_COMMAND`] bytes of documents; write errors
+/// come back with their index in the whole batch.
+async fn insert_command(
+    ctx: &Context,
+    ns: &Namespace,
+    insert_ns: &Namespace,
+    batch: &[RawDocumentBuf],
+    ordered: bool,
+    bypass_validation: bool,
+) -> Result<InsertOutcome> {
+    let write_concern = ctx.options.write_concern.clone().unwrap_or_else(WriteConcern::majority);
+    let write_concern = bson::to_raw_document_buf(&write_concern)
+        .map_err(|e| Error::Data(format!("{ns}: invalid write concern: {e}")))?;
+    let mut outcome = InsertOutcome {
+        write_errors: Vec::new(),
+        write_concern_error: None,
+    };
+    let mut start = 0;
+    while start < batch.len() {
+        let mut documents = bson::RawArrayBuf::new();
+        let mut bytes = 0;
+        let mut end = start;
+        while end < batch.len() && (end == start || bytes + batch[end].as_bytes().len() <= MAX_INSERT_COMMAND) {
+            bytes += batch[end].as_bytes().len();
+            documents.push(batch[end].clone());
+            end += 1;
+        }
+        let mut command = bson::rawdoc! { "insert": insert_ns.collection.as_str() };
+        command.append("documents", documents);
+        command.append("ordered", ordered);
+        if bypass_validation {
+            command.append("bypassDocumentValidation", true);
+        }
+        command.append("bypassEmptyTsReplacement", true);
+        command.append("writeConcern", write_concern.clone());
+        let reply = ctx
+            .client
+            .database(&insert_ns.db)
+            .run_raw_command(command)
+            .await
+            .context(|| format!("error restoring {ns}"))?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for error in errors.iter().filter_map(|e| e.as_document()) {
+                let index = error
+                    .get_i32("index")
+                    .ok()
+                    .and_then(|i| usize::try_from(i).ok())
+                    .unwrap_or(0);
+                let code = error.get_i32("code").unwrap_or(0);
+                let message = error.get_str("errmsg").unwrap_or_default().to_owned();
+                outcome.write_errors.push((start + index, code, message));
+            }
+        }
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            outcome.write_concern_error = Some(wce.get_str("errmsg").unwrap_or_default().to_owned());
+        }
+        if ordered && !outcome.write_errors.is_empty() {
+            break;
+        }
+        start = end;
+    }
+    Ok(outcome)
 }
 
 /// Accumulates documents into batches and inserts them through `workers` concurrent inserters.
@@ -1095,6 +1204,7 @@ pub async fn run_restore(
         progress,
         filter,
         counts: Mutex::new(BTreeMap::new()),
+        bypass_empty_ts: takes_bypass_empty_ts(server_version(client).await),
     });
     let order: Vec<String> = plan.intents.iter().map(|i| i.destination.to_string()).collect();
     let result = execute(&ctx, plan).await;
