@@ -759,7 +759,9 @@ async fn insert_batch(
     let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
     let ordered = ctx.options.maintain_insertion_order;
     let bypass_validation = ctx.options.bypass_document_validation && !timeseries;
-    let outcome = if ctx.bypass_empty_ts {
+    // Only batches that hold an empty timestamp need the option; the others take the driver's
+    // insert, whose document sequence the server reads without a copy.
+    let outcome = if ctx.bypass_empty_ts && batch.iter().any(|d| has_empty_top_level_timestamp(d)) {
         insert_command(ctx, ns, insert_ns, &batch, ordered, bypass_validation).await?
     } else {
         let coll = ctx.collection(insert_ns);
@@ -820,6 +822,17 @@ async fn insert_batch(
         ctx.progress.log(&format!("continuing through error: {}", w.2));
     }
     Ok((inserted, failed))
+}
+
+/// Whether a top-level field of `doc` holds `Timestamp(0, 0)`, which the server would replace on
+/// insert (`_id` included, to be safe).
+fn has_empty_top_level_timestamp(doc: &bson::RawDocument) -> bool {
+    doc.iter_elements().any(|element| {
+        element.is_ok_and(|e| {
+            e.element_type() == bson::spec::ElementType::Timestamp
+                && matches!(e.value(), Ok(bson::RawBsonRef::Timestamp(t)) if t.time == 0 && t.increment == 0)
+        })
+    })
 }
 
 /// Inserts a batch with `insert` commands carrying `bypassEmptyTsReplacement: true`, as
