@@ -825,8 +825,12 @@ async fn insert_batch(
 }
 
 /// Whether a top-level field of `doc` holds `Timestamp(0, 0)`, which the server would replace on
-/// insert (`_id` included, to be safe).
+/// insert (`_id` included, to be safe). Such a value is eight zero bytes, so documents without
+/// eight zero bytes in a row (found with SIMD) are not walked.
 fn has_empty_top_level_timestamp(doc: &bson::RawDocument) -> bool {
+    if memchr::memmem::find(doc.as_bytes(), &[0u8; 8]).is_none() {
+        return false;
+    }
     doc.iter_elements().any(|element| {
         element.is_ok_and(|e| {
             e.element_type() == bson::spec::ElementType::Timestamp
@@ -1630,6 +1634,20 @@ async fn restore_auth(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_timestamps_are_found_at_the_top_level_only() {
+        use bson::{Timestamp, rawdoc};
+        let zero = Timestamp { time: 0, increment: 0 };
+        assert!(has_empty_top_level_timestamp(&rawdoc! {"a": 1, "t": zero}));
+        assert!(has_empty_top_level_timestamp(&rawdoc! {"_id": zero}));
+        // Eight zero bytes that are not an empty timestamp: a zero int64, a zero double, a
+        // timestamp one second in, an empty timestamp below the top level.
+        assert!(!has_empty_top_level_timestamp(
+            &rawdoc! {"n": 0_i64, "d": 0.0, "t": Timestamp { time: 1, increment: 0 }, "sub": {"t": zero}}
+        ));
+        assert!(!has_empty_top_level_timestamp(&rawdoc! {"s": "x"}));
+    }
 
     #[test]
     fn write_concern_forms() {
