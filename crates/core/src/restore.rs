@@ -825,18 +825,10 @@ async fn insert_batch(
 }
 
 /// Whether a top-level field of `doc` holds `Timestamp(0, 0)`, which the server would replace on
-/// insert (`_id` included, to be safe). Such a value is eight zero bytes, so documents without
-/// eight zero bytes in a row (found with SIMD) are not walked.
+/// insert (`_id` included, to be safe). Found by the elements' framing alone (no key or value is
+/// decoded): every restored document passes here.
 fn has_empty_top_level_timestamp(doc: &bson::RawDocument) -> bool {
-    if memchr::memmem::find(doc.as_bytes(), &[0u8; 8]).is_none() {
-        return false;
-    }
-    doc.iter_elements().any(|element| {
-        element.is_ok_and(|e| {
-            e.element_type() == bson::spec::ElementType::Timestamp
-                && matches!(e.value(), Ok(bson::RawBsonRef::Timestamp(t)) if t.time == 0 && t.increment == 0)
-        })
-    })
+    tidemark_wire::TopLevel::new(doc.as_bytes()).any(|e| e.kind == 0x11 && e.value == [0u8; 8])
 }
 
 /// Inserts a batch with `insert` commands carrying `bypassEmptyTsReplacement: true`, as
