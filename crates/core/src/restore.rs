@@ -701,8 +701,8 @@ struct Context {
     progress: Arc<dyn Progress>,
     filter: Option<tidemark_query::Filter>,
     counts: Mutex<BTreeMap<String, Arc<Counts>>>,
-    /// Inserts carry `bypassEmptyTsReplacement: true` (see [`takes_bypass_empty_ts`]).
-    bypass_empty_ts: bool,
+    /// The destination's version as (major, minor, patch), asked once.
+    server_version: (i64, i64, i64),
 }
 
 /// Whether the destination accepts `bypassEmptyTsReplacement` (SERVER-88750), which mongorestore
@@ -761,7 +761,8 @@ async fn insert_batch(
     let bypass_validation = ctx.options.bypass_document_validation && !timeseries;
     // Only batches that hold an empty timestamp need the option; the others take the driver's
     // insert, whose document sequence the server reads without a copy.
-    let outcome = if ctx.bypass_empty_ts && batch.iter().any(|d| has_empty_top_level_timestamp(d)) {
+    let outcome = if takes_bypass_empty_ts(ctx.server_version) && batch.iter().any(|d| has_empty_top_level_timestamp(d))
+    {
         insert_command(ctx, ns, insert_ns, &batch, ordered, bypass_validation).await?
     } else {
         let coll = ctx.collection(insert_ns);
@@ -1213,7 +1214,7 @@ pub async fn run_restore(
         progress,
         filter,
         counts: Mutex::new(BTreeMap::new()),
-        bypass_empty_ts: takes_bypass_empty_ts(server_version(client).await),
+        server_version: server_version(client).await,
     });
     let order: Vec<String> = plan.intents.iter().map(|i| i.destination.to_string()).collect();
     let result = execute(&ctx, plan).await;
@@ -1250,7 +1251,7 @@ struct Replayed {
 /// Runs the plan; returns what the oplog replay did, when an oplog was replayed.
 async fn execute(ctx: &Arc<Context>, mut plan: RestorePlan) -> Result<Option<Replayed>> {
     let options = &ctx.options;
-    let version = server_version(&ctx.client).await;
+    let version = ctx.server_version;
 
     // Pre-flight checks.
     for intent in &plan.intents {
