@@ -178,6 +178,15 @@ impl MasterKeys {
         Id(*blake3::keyed_hash(&self.id_key.0, plaintext).as_bytes())
     }
 
+    /// [`MasterKeys::blob_id`] of every plaintext, in order, hashed together: several times
+    /// faster than one by one for blobs of a few KiB (see [`crate::many_hashes`]).
+    pub fn blob_ids(&self, plaintexts: &[&[u8]]) -> Vec<Id> {
+        crate::many_hashes::keyed_hashes(&self.id_key.0, plaintexts)
+            .into_iter()
+            .map(Id)
+            .collect()
+    }
+
     /// Seed of the chunker's gear table, derived from the id key.
     pub fn chunker_seed(&self) -> u64 {
         let hash = blake3::keyed_hash(&self.id_key.0, b"tidemark chunker seed");

@@ -50,6 +50,7 @@ pub mod forget;
 pub mod import;
 pub mod index;
 pub mod lock;
+mod many_hashes;
 pub mod oplog_archive;
 pub mod pack;
 pub mod reader;
@@ -58,6 +59,7 @@ pub mod snapshot;
 mod util;
 pub mod writer;
 
+pub use chunker::CutRule;
 pub use crypto::{Id, KdfParams};
 pub use error::{RepoError, Result};
 pub use reader::{DocumentStream, SnapshotReader};

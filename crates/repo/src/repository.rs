@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::chunker::CutRule;
 use crate::crypto::{Id, KdfParams, KeyFile, MasterKeys};
 use crate::error::{RepoError, Result};
 use crate::index::{BlobIndex, IndexEncoding, for_each_pack};
@@ -72,6 +73,10 @@ pub struct Config {
     pub chunker: ChunkerParams,
     /// Chunker parameters of document streams (namespaces and oplogs), cut between documents.
     pub document_chunker: ChunkerParams,
+    /// Which bytes of a document count towards a cut after it; absent in configs written before
+    /// the rules had names (their rule, [`CutRule::WholeDocument`]).
+    #[serde(default = "CutRule::unnamed")]
+    pub document_cut_rule: CutRule,
     /// `zstd`.
     pub compression: String,
     /// zstd level.
@@ -203,6 +208,7 @@ impl Repository {
             id: Id::random(),
             chunker: options.chunker,
             document_chunker: options.document_chunker,
+            document_cut_rule: CutRule::BeyondMinimum,
             compression: "zstd".into(),
             compression_level: options.compression_level,
             encryption: if password.is_some() {

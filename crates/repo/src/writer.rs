@@ -108,9 +108,12 @@ impl BlobSink {
     ) -> Result<Vec<Id>> {
         let bytes: usize = blobs.iter().map(|b| b.len()).sum();
         let repo = &self.repo;
+        let parallel = bytes >= PARALLEL_MIN_BYTES;
+        let ids = blob_ids(repo, blobs, parallel)?;
+        let items: Vec<(&[u8], Id)> = blobs.iter().copied().zip(ids).collect();
         let prepared = repo.with_index(|index| {
-            parallel_map(blobs, bytes >= PARALLEL_MIN_BYTES, |b| {
-                prepare_one(repo, index, b, compression, None).map(|(prepared, _)| prepared)
+            parallel_map(&items, parallel, |&(b, id)| {
+                prepare_one(repo, index, b, id, compression, None).map(|(prepared, _)| prepared)
             })
         })?;
         self.add_prepared(blobs, prepared, kind).await
@@ -248,17 +251,28 @@ impl BlobSink {
     }
 }
 
-/// A blob's id and, unless `index` (the repository's) has it, its encoding as `compression` says
-/// and, with `probe_level`, its measurement (see [`Chooser`]). The sink's own pending blobs are
+/// Blobs hashed together by one [`crate::crypto::MasterKeys::blob_ids`] call: enough to fill the
+/// SIMD lanes a few times, few enough to spread a batch over the cores.
+const IDS_PER_CALL: usize = 64;
+
+/// The ids of `blobs`, in order, hashed [`IDS_PER_CALL`] at a time (on every core when `parallel`).
+fn blob_ids(repo: &Repository, blobs: &[&[u8]], parallel: bool) -> Result<Vec<Id>> {
+    let groups: Vec<&[&[u8]]> = blobs.chunks(IDS_PER_CALL).collect();
+    let ids = parallel_map(&groups, parallel, |group| Ok(repo.keys.blob_ids(group)))?;
+    Ok(ids.into_iter().flatten().collect())
+}
+
+/// Unless `index` (the repository's) has the blob `id`, its encoding as `compression` says and,
+/// with `probe_level`, its measurement (see [`Chooser`]). The sink's own pending blobs are
 /// checked later, by [`BlobSink::add_prepared`] (this runs beside it, on another batch).
 fn prepare_one(
     repo: &Repository,
     index: &BlobIndex,
     plaintext: &[u8],
+    id: Id,
     compression: Compression,
     probe_level: Option<i32>,
 ) -> Result<(Prepared, Probe)> {
-    let id = repo.keys.blob_id(plaintext);
     if index.contains(&id) {
         return Ok(((id, None), Probe::default()));
     }
@@ -306,14 +320,19 @@ impl Batch {
     /// Hashes, compresses and seals the batch's chunks (on every core).
     fn prepare(mut self, repo: &Repository) -> Result<Batch> {
         let data = &self.data;
-        let chunks: Vec<(&[u8], bool)> = split(data, &self.cuts)
+        let parallel = data.len() >= PARALLEL_MIN_BYTES;
+        let plaintexts = split(data, &self.cuts);
+        let ids = blob_ids(repo, &plaintexts, parallel)?;
+        let chunks: Vec<(&[u8], Id, bool)> = plaintexts
             .into_iter()
+            .zip(ids)
             .zip(self.probes.iter().copied())
+            .map(|((chunk, id), probe)| (chunk, id, probe))
             .collect();
         let (compression, level) = (self.compression, self.level);
         let prepared = repo.with_index(|index| {
-            parallel_map(&chunks, data.len() >= PARALLEL_MIN_BYTES, |&(chunk, probe)| {
-                prepare_one(repo, index, chunk, compression, probe.then_some(level))
+            parallel_map(&chunks, parallel, |&(chunk, id, probe)| {
+                prepare_one(repo, index, chunk, id, compression, probe.then_some(level))
             })
         });
         for (one, probe) in prepared? {
@@ -366,7 +385,11 @@ pub(crate) struct StreamWriter {
 impl StreamWriter {
     /// A document stream (cut between documents).
     pub(crate) fn for_documents(repo: &Repository) -> Self {
-        let cutter = DocumentCutter::new(repo.config.document_chunker, repo.keys.document_cut_key());
+        let cutter = DocumentCutter::new(
+            repo.config.document_chunker,
+            repo.config.document_cut_rule,
+            repo.keys.document_cut_key(),
+        );
         Self::new(repo, Cutter::Documents(cutter))
     }
 

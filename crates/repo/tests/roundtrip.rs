@@ -495,3 +495,46 @@ async fn documents_spanning_read_batches_come_back_byte_exact() {
     assert_eq!(got, expected);
     assert_eq!(reader.documents(member, entry).verify().await.unwrap(), 1500);
 }
+
+/// New repositories cut document streams into chunks of about the configured average size (two
+/// 1 KiB documents per chunk with the defaults); a repository whose config names no cut rule was
+/// created before the rule existed and keeps cutting as it always did (one such document per
+/// chunk), so its next backups still deduplicate against its earlier snapshots.
+#[tokio::test]
+async fn a_repository_keeps_the_cut_rule_it_was_created_with() {
+    let mut options = test_options();
+    options.document_chunker = tidemark_repo::ChunkerParams::DOCUMENTS;
+    let docs = documents(2_000, &[], 0);
+    let doc_len = docs[0].as_bytes().len();
+    assert!((1024..1100).contains(&doc_len), "{doc_len}");
+
+    let storage = memory().await;
+    let repo = Repository::init(storage.clone(), Some(PASSWORD), &options)
+        .await
+        .unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&storage.get("config").await.unwrap()).unwrap();
+    assert_eq!(config["document_cut_rule"], "beyond-minimum");
+    let (_, data, _) = backup_documents(&repo, &docs).await;
+    let chunks = chunk_ids(&repo, &data).await.len();
+    let mean = data.bytes / chunks as u64;
+    assert!(
+        (1900..2600).contains(&mean),
+        "mean chunk {mean} bytes over {chunks} chunks"
+    );
+
+    let older = memory().await;
+    Repository::init(older.clone(), Some(PASSWORD), &options).await.unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&older.get("config").await.unwrap()).unwrap();
+    config.as_object_mut().unwrap().remove("document_cut_rule");
+    older
+        .put("config", bytes::Bytes::from(serde_json::to_vec(&config).unwrap()))
+        .await
+        .unwrap();
+    let repo = Repository::open(older, Some(PASSWORD)).await.unwrap();
+    assert_eq!(repo.config().document_cut_rule, tidemark_repo::CutRule::WholeDocument);
+    let (first, data, _) = backup_documents(&repo, &docs).await;
+    assert_eq!(chunk_ids(&repo, &data).await.len(), docs.len());
+    let (_, _, stats) = backup_documents(&repo, &docs).await;
+    assert_eq!((stats.new_blobs, stats.added_bytes), (0, 0));
+    assert_eq!(read_back(&repo, &first).await, concat(&docs));
+}
