@@ -580,3 +580,87 @@ fn held_documents_write_the_same_bytes_as_copied_ones() {
     );
     assert!(a.write_held(&held, std::iter::once(0..usize::MAX)).is_err());
 }
+
+/// The checksum is computed while segments are copied out, through a staging buffer of a few
+/// hundred KiB: runs of small documents that overflow it, documents larger than it, and segments
+/// split across several hand-overs all end with the CRC-64/XZ of exactly the namespace's documents.
+#[test]
+fn checksums_of_documents_of_every_size_match_the_whole_stream() {
+    let sized = |n: usize, len: usize| {
+        let mut doc = rawdoc! {"_id": i64::try_from(n).unwrap()};
+        doc.append(
+            "pad",
+            bson::Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes: (0..len).map(|i| u8::try_from((i * 31 + n) % 251).unwrap()).collect(),
+            },
+        );
+        doc
+    };
+    // 100 KiB documents overflow the staging buffer every few documents; 300 KiB and 3 MiB ones are
+    // larger than it; tiny ones sit between them.
+    let sizes = [
+        100 << 10,
+        100 << 10,
+        100 << 10,
+        10,
+        300 << 10,
+        100 << 10,
+        3 << 20,
+        20,
+        100 << 10,
+    ];
+    let docs: Vec<RawDocumentBuf> = (0..40).map(|n| sized(n, sizes[n % sizes.len()])).collect();
+    let mut reply = RawDocumentBuf::new();
+    let mut batch = bson::RawArrayBuf::new();
+    for d in &docs {
+        batch.push(d.clone());
+    }
+    reply.append("nextBatch", batch);
+    let bytes = reply.into_bytes();
+    let mut from = 0;
+    let ranges: Vec<std::ops::Range<usize>> = docs
+        .iter()
+        .map(|d| {
+            let len = d.as_bytes().len();
+            let start = from + bytes[from..].windows(len).position(|w| w == d.as_bytes()).unwrap();
+            from = start + len;
+            start..start + len
+        })
+        .collect();
+    let held: tidemark_format::archive::HeldBytes = std::sync::Arc::new(bytes);
+
+    let header = ArchiveHeader::new(2, "7.0.16", "t");
+    let shared = SharedArchiveWriter::new(ArchiveWriter::new(Vec::new(), &header, &entries(&["a", "b"])).unwrap());
+    let mut a = shared.namespace_writer_with_buffer(0, 1 << 20).unwrap();
+    let mut b = shared.namespace_writer(1).unwrap();
+    // `a` takes the documents held in one reply, in steps of three, so that its 1 MiB segments end
+    // inside a reply; `b` copies the same documents in and hands them over every other step, so
+    // that the two interleave.
+    for (step, chunk) in ranges.chunks(3).enumerate() {
+        a.write_held(&held, chunk.iter().cloned()).unwrap();
+        if step % 2 == 0 {
+            b.flush().unwrap();
+        }
+        for r in chunk {
+            b.write_document(bson::RawDocument::from_bytes(&held.as_ref().as_ref()[r.clone()]).unwrap())
+                .unwrap();
+        }
+    }
+    a.finish().unwrap();
+    b.finish().unwrap();
+    let archive = shared.finish().unwrap();
+
+    let (read, crcs, _) = read_back(&archive);
+    let whole = crc64(&concat(&docs));
+    for ns in ["db.a", "db.b"] {
+        assert_eq!(read[ns], docs, "{ns}");
+        assert_eq!(crcs[ns], whole, "{ns}");
+    }
+    let mut reader = ArchiveReader::new(&archive[..]).unwrap();
+    let mut segments = 0;
+    while let Some(event) = reader.next_event().unwrap() {
+        segments += usize::from(matches!(event, ArchiveEvent::SegmentStart { .. }));
+    }
+    assert!(segments >= 10, "{segments} segments");
+}
