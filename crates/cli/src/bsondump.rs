@@ -7,16 +7,20 @@
 //! truncation) always fails, naming the byte offset.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use bson::RawDocument;
 use bson::raw::RawBsonRef;
+use tidemark_directio::InputFile;
 use tidemark_format::bson_stream::{BsonReader, MAX_OPLOG_DOCUMENT_SIZE};
 use tidemark_format::extjson::{self, Mode};
 
 use crate::CliError;
+
+/// Bytes of standard input buffered for the document parser.
+const STDIN_BUFFER: usize = 256 * 1024;
 
 /// Output styles of `--type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -66,9 +70,9 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     let name = path
         .as_ref()
         .map_or_else(|| "standard input".to_owned(), |p| p.display().to_string());
-    let input: Box<dyn Read> = match &path {
-        Some(p) => Box::new(File::open(p).with_context(|| format!("couldn't open BSON file {}", p.display()))?),
-        None => Box::new(io::stdin().lock()),
+    let input: Box<dyn BufRead> = match &path {
+        Some(p) => Box::new(InputFile::open(p).with_context(|| format!("couldn't open BSON file {}", p.display()))?),
+        None => Box::new(BufReader::with_capacity(STDIN_BUFFER, io::stdin().lock())),
     };
     let output: Box<dyn Write> = match &args.out_file {
         Some(p) => Box::new(File::create(p).with_context(|| format!("couldn't create output file {}", p.display()))?),
@@ -96,9 +100,9 @@ fn summary(args: &Args, count: u64) {
 }
 
 /// Streams every document; returns the number of documents seen, or that number with the error.
-fn dump(args: &Args, input: impl Read, out: &mut impl Write) -> Result<u64, (u64, anyhow::Error)> {
+fn dump(args: &Args, input: impl BufRead, out: &mut impl Write) -> Result<u64, (u64, anyhow::Error)> {
     let mode = if args.relaxed { Mode::Relaxed } else { Mode::Canonical };
-    let mut reader = BsonReader::new(input, MAX_OPLOG_DOCUMENT_SIZE);
+    let mut reader = BsonReader::buffered(input, MAX_OPLOG_DOCUMENT_SIZE);
     let mut buf = Vec::new();
     let mut count = 0u64;
     let mut line = String::new();

@@ -15,7 +15,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
-    io::{Read, Seek, Write},
+    io::{BufRead, BufReader, Read, Seek, Write},
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -49,6 +49,8 @@ use crate::{
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
 /// Raw bytes per insert batch: 48 000 000 − 1 MiB.
 pub const MAX_BATCH_BYTES: usize = 48_000_000 - 1_048_576;
+/// Bytes of standard input buffered for the document parser (`restore -`).
+const STDIN_BUFFER: usize = 256 * 1024;
 
 /// Where the dump comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1155,14 +1157,12 @@ async fn restore_file(ctx: Arc<Context>, intent: RestoreIntent, insert_ns: Names
     let ns = intent.destination.clone();
     ctx.progress.start(&ns.to_string(), None);
     let mut sink = BatchSink::new(&ctx, &intent, insert_ns);
-    let mut reader: BsonReader<Box<dyn Read + Send>> = match &intent.data {
-        IntentData::File { path, gzip } => {
-            let r = open_bson_file(path, *gzip, MAX_DOCUMENT_SIZE)?;
-            BsonReader::new(Box::new(r.into_inner()), MAX_DOCUMENT_SIZE)
-        }
-        IntentData::Stdin => BsonReader::new(Box::new(std::io::stdin()), MAX_DOCUMENT_SIZE),
+    let input: Box<dyn BufRead + Send> = match &intent.data {
+        IntentData::File { path, gzip } => Box::new(open_bson_file(path, *gzip, MAX_DOCUMENT_SIZE)?.into_inner()),
+        IntentData::Stdin => Box::new(BufReader::with_capacity(STDIN_BUFFER, std::io::stdin())),
         _ => return Ok(()),
     };
+    let mut reader = BsonReader::buffered(input, MAX_DOCUMENT_SIZE);
     let mut buf = Vec::new();
     let result: Result<()> = async {
         loop {
@@ -1453,19 +1453,19 @@ async fn execute(ctx: &Arc<Context>, mut plan: RestorePlan) -> Result<Option<Rep
         if let Some(selection) = plan.selection.take() {
             replayer = replayer.with_selection(selection);
         }
-        let mut reader: BsonReader<Box<dyn Read + Send>> = match (plan.oplog.as_ref().map(|o| &o.data), oplog_spool) {
-            (Some(IntentData::File { path, gzip }), _) => BsonReader::new(
-                Box::new(open_bson_file(path, *gzip, MAX_OPLOG_DOCUMENT_SIZE)?.into_inner()),
-                MAX_OPLOG_DOCUMENT_SIZE,
-            ),
+        let input: Box<dyn BufRead + Send> = match (plan.oplog.as_ref().map(|o| &o.data), oplog_spool) {
+            (Some(IntentData::File { path, gzip }), _) => {
+                Box::new(open_bson_file(path, *gzip, MAX_OPLOG_DOCUMENT_SIZE)?.into_inner())
+            }
             (_, Some(mut spool)) => {
                 spool
                     .rewind()
                     .map_err(io_error("error reading oplog spool", std::env::temp_dir()))?;
-                BsonReader::new(Box::new(spool), MAX_OPLOG_DOCUMENT_SIZE)
+                Box::new(BufReader::new(spool))
             }
-            _ => BsonReader::new(Box::new(std::io::empty()), MAX_OPLOG_DOCUMENT_SIZE),
+            _ => Box::new(std::io::empty()),
         };
+        let mut reader = BsonReader::buffered(input, MAX_OPLOG_DOCUMENT_SIZE);
         let mut partitioner =
             tidemark_oplog::Partitioner::new(options.oplog_replay_workers, options.bypass_document_validation);
         crate::replay::serialize_existing_collections(&ctx.client, &mut partitioner).await?;

@@ -183,10 +183,7 @@ impl Write for OutputFile {
 mod tests {
     use super::*;
     use crate::ALIGN;
-
-    fn pattern(len: usize) -> Vec<u8> {
-        (0..len).map(|i| u8::try_from(i % 251).unwrap_or(0)).collect()
-    }
+    use crate::tests::pattern;
 
     #[test]
     fn files_of_every_shape_read_back_exactly() {

@@ -99,21 +99,29 @@ impl StreamError {
 /// assert_eq!(n, 2);
 /// ```
 pub struct BsonReader<R> {
-    inner: BufReader<R>,
+    inner: R,
     max_size: usize,
     offset: u64,
     count: u64,
 }
 
-impl<R: Read> BsonReader<R> {
+impl<R: Read> BsonReader<BufReader<R>> {
     /// Buffer size used for the internal [`BufReader`].
     const BUFFER: usize = 256 * 1024;
 
     /// A reader that accepts documents of at most `max_size` bytes
-    /// ([`MAX_DOCUMENT_SIZE`] or [`MAX_OPLOG_DOCUMENT_SIZE`]).
+    /// ([`MAX_DOCUMENT_SIZE`] or [`MAX_OPLOG_DOCUMENT_SIZE`]), buffering `reader`.
     pub fn new(reader: R, max_size: usize) -> Self {
+        Self::buffered(BufReader::with_capacity(Self::BUFFER, reader), max_size)
+    }
+}
+
+impl<R: BufRead> BsonReader<R> {
+    /// A reader over input that is buffered already (a [`tidemark_directio::InputFile`], a
+    /// slice): documents are copied out of its buffer once, with no buffer in between.
+    pub fn buffered(reader: R, max_size: usize) -> Self {
         Self {
-            inner: BufReader::with_capacity(Self::BUFFER, reader),
+            inner: reader,
             max_size,
             offset: 0,
             count: 0,
@@ -132,9 +140,9 @@ impl<R: Read> BsonReader<R> {
         self.count
     }
 
-    /// Gives back the underlying reader (buffered input that was not consumed is lost).
+    /// Gives back the underlying reader, positioned at the next document.
     pub fn into_inner(self) -> R {
-        self.inner.into_inner()
+        self.inner
     }
 
     /// Reads the next document's bytes into `buf` (cleared first). Returns `Ok(false)` at a clean
@@ -168,19 +176,25 @@ impl<R: Read> BsonReader<R> {
                 max: self.max_size,
             });
         };
-        buf.reserve(size);
+        buf.reserve_exact(size);
         buf.extend_from_slice(&len_bytes);
-        let body = size - 4;
-        let got = (&mut self.inner)
-            .take(body as u64)
-            .read_to_end(buf)
-            .map_err(|source| StreamError::Io { offset, source })?;
-        if got < body {
-            return Err(StreamError::Truncated {
-                offset,
-                declared: size,
-                present: 4 + got,
-            });
+        // Straight out of the reader's buffer, a piece at a time.
+        while buf.len() < size {
+            let available = match self.inner.fill_buf() {
+                Ok(available) => available,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(StreamError::Io { offset, source }),
+            };
+            if available.is_empty() {
+                return Err(StreamError::Truncated {
+                    offset,
+                    declared: size,
+                    present: buf.len(),
+                });
+            }
+            let n = available.len().min(size - buf.len());
+            buf.extend_from_slice(&available[..n]);
+            self.inner.consume(n);
         }
         if buf[size - 1] != 0 {
             return Err(StreamError::MissingTerminator { offset, size });
@@ -215,7 +229,7 @@ impl<R: Read> BsonReader<R> {
     }
 }
 
-impl<R: Read> Iterator for BsonReader<R> {
+impl<R: BufRead> Iterator for BsonReader<R> {
     type Item = Result<RawDocumentBuf, StreamError>;
 
     fn next(&mut self) -> Option<Self::Item> {

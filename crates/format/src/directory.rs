@@ -54,7 +54,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -62,7 +62,7 @@ use crate::parallel_gzip::ParallelGzEncoder;
 use bson::RawDocument;
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
-use tidemark_directio::OutputFile;
+use tidemark_directio::{InputFile, OutputFile};
 
 use crate::bson_stream::{BsonReader, MAX_DOCUMENT_SIZE, MAX_OPLOG_DOCUMENT_SIZE};
 use crate::metadata::{Metadata, MetadataError};
@@ -269,12 +269,13 @@ impl DumpEntry {
     }
 }
 
-/// A data file being read: plain or gunzipped.
+/// A data file being read: plain or gunzipped, with direct I/O where the filesystem allows it
+/// ([`InputFile`]: read ahead on a thread, parsed in place).
 pub struct DataSource(DataSourceInner);
 
 enum DataSourceInner {
-    Plain(File),
-    Gzip(Box<MultiGzDecoder<BufReader<File>>>),
+    Plain(InputFile),
+    Gzip(Box<BufReader<flate2::bufread::MultiGzDecoder<InputFile>>>),
 }
 
 impl Read for DataSource {
@@ -282,6 +283,22 @@ impl Read for DataSource {
         match &mut self.0 {
             DataSourceInner::Plain(f) => f.read(buf),
             DataSourceInner::Gzip(g) => g.read(buf),
+        }
+    }
+}
+
+impl BufRead for DataSource {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        match &mut self.0 {
+            DataSourceInner::Plain(f) => f.fill_buf(),
+            DataSourceInner::Gzip(g) => g.fill_buf(),
+        }
+    }
+
+    fn consume(&mut self, amount: usize) {
+        match &mut self.0 {
+            DataSourceInner::Plain(f) => f.consume(amount),
+            DataSourceInner::Gzip(g) => g.consume(amount),
         }
     }
 }
@@ -295,19 +312,25 @@ impl std::fmt::Debug for DataSource {
     }
 }
 
+/// Decompressed bytes buffered for the document parser of a gzip'd data file.
+const GUNZIP_BUFFER: usize = 256 * 1024;
+
 /// Opens any BSON data file (`.bson`, `.bin`, `oplog.bson`, `--oplogFile`) as a document stream,
 /// gunzipping when `gzip` is set. Go's gzip reader, like this one, reads concatenated members.
 ///
 /// # Errors
 /// [`DirectoryError::Io`] naming the file.
 pub fn open_bson_file(path: &Path, gzip: bool, max_size: usize) -> Result<BsonReader<DataSource>, DirectoryError> {
-    let file = File::open(path).map_err(DirectoryError::io("error reading BSON file", path))?;
+    let file = InputFile::open(path).map_err(DirectoryError::io("error reading BSON file", path))?;
     let inner = if gzip {
-        DataSourceInner::Gzip(Box::new(MultiGzDecoder::new(BufReader::new(file))))
+        DataSourceInner::Gzip(Box::new(BufReader::with_capacity(
+            GUNZIP_BUFFER,
+            flate2::bufread::MultiGzDecoder::new(file),
+        )))
     } else {
         DataSourceInner::Plain(file)
     };
-    Ok(BsonReader::new(DataSource(inner), max_size))
+    Ok(BsonReader::buffered(DataSource(inner), max_size))
 }
 
 /// Why a file or directory was left out of a [`Discovery`].

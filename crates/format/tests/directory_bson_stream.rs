@@ -238,3 +238,116 @@ proptest! {
         }
     }
 }
+
+/// Every document of `path` as read by the data-file reader (direct I/O where the filesystem
+/// allows it), or the stream error.
+fn read_data_file(path: &Path, gzip: bool) -> Result<Vec<Vec<u8>>, StreamError> {
+    let mut reader = tidemark_format::directory::open_bson_file(path, gzip, MAX_OPLOG_DOCUMENT_SIZE).unwrap();
+    let mut docs = Vec::new();
+    while let Some(doc) = reader.next_document()? {
+        docs.push(doc.into_bytes());
+    }
+    Ok(docs)
+}
+
+#[test]
+fn data_files_give_the_in_memory_reader_s_documents_and_errors() {
+    // The fixtures, valid and broken, read from their files as a restore reads them.
+    for name in [
+        "sample.bson",
+        "broken_array.bson",
+        "bad_cstring.bson",
+        "invalid_field_name.bson",
+        "partial_file.bson",
+        "random_bytes.bson",
+    ] {
+        let bytes = fs::read(bsondump(name)).unwrap();
+        let in_memory: Result<Vec<Vec<u8>>, StreamError> = BsonReader::new(&bytes[..], MAX_OPLOG_DOCUMENT_SIZE)
+            .map(|d| d.map(bson::RawDocumentBuf::into_bytes))
+            .collect();
+        let from_file = read_data_file(&bsondump(name), false);
+        match (in_memory, from_file) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{name}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{name}"),
+            (a, b) => panic!("{name}: {a:?} against {b:?}"),
+        }
+    }
+}
+
+#[test]
+fn data_files_of_every_length_read_back_document_for_document() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    // Documents of uneven sizes (one of 16 MiB), so that they straddle the reader's 4 KiB blocks and
+    // 1 MiB buffers, then filler documents that end the file exactly on a 1 MiB boundary.
+    let mut docs: Vec<Vec<u8>> = (0..3000_i32)
+        .map(|i| {
+            let pad = vec![u8::try_from(i % 251).unwrap(); usize::try_from(i * 7 % 2500).unwrap()];
+            bson::rawdoc! {"i": i, "pad": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: pad }}
+                .into_bytes()
+        })
+        .collect();
+    let big = vec![7u8; MAX_DOCUMENT_SIZE - 40];
+    docs.push(
+        bson::rawdoc! {"big": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: big }}.into_bytes(),
+    );
+    let mut total: usize = docs.iter().map(Vec::len).sum();
+    let boundary = total.next_multiple_of(1 << 20) + (1 << 20);
+    while total < boundary {
+        let left = boundary - total;
+        // A document holding only a binary field "p" takes 13 bytes besides the binary's bytes.
+        let pad = if left >= 2 * 4096 { 4096 } else { left - 13 };
+        let doc =
+            bson::rawdoc! {"p": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![1u8; pad] }}
+                .into_bytes();
+        total += doc.len();
+        docs.push(doc);
+    }
+    assert_eq!(total, boundary, "the filler ends the file on a 1 MiB boundary");
+    let bytes = docs.concat();
+    let plain = dir.path().join("c.bson");
+    fs::write(&plain, &bytes).unwrap();
+    assert_eq!(read_data_file(&plain, false).unwrap(), docs);
+    let gz = dir.path().join("c.bson.gz");
+    let mut encoder = flate2::write::GzEncoder::new(fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    encoder.write_all(&bytes).unwrap();
+    encoder.finish().unwrap();
+    assert_eq!(read_data_file(&gz, true).unwrap(), docs);
+
+    // Cut anywhere, the file reads as the documents before the cut, then names the one cut short
+    // by its offset (or ends cleanly when the cut falls between documents).
+    let starts: Vec<usize> = docs
+        .iter()
+        .scan(0, |at, d| {
+            let start = *at;
+            *at += d.len();
+            Some(start)
+        })
+        .collect();
+    let cut_file = dir.path().join("cut.bson");
+    for cut in [
+        0,
+        1,
+        4096,
+        4097,
+        1 << 20,
+        (1 << 20) + 3,
+        starts[2000],
+        starts[3000] + 100,
+        bytes.len() - 1,
+    ] {
+        fs::write(&cut_file, &bytes[..cut]).unwrap();
+        let whole = starts.iter().filter(|&&s| s < cut).count();
+        let last_start = starts[whole.saturating_sub(1)];
+        match read_data_file(&cut_file, false) {
+            Ok(read) => {
+                assert!(starts.contains(&cut) || cut == 0, "cut at {cut} read cleanly");
+                assert_eq!(read, docs[..read.len()], "cut at {cut}");
+            }
+            Err(e) => {
+                assert_eq!(e.offset(), last_start as u64, "cut at {cut}: {e}");
+                assert!(matches!(e, StreamError::Truncated { .. }), "cut at {cut}: {e}");
+            }
+        }
+    }
+}
