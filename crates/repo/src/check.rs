@@ -21,7 +21,7 @@ use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
 use crate::oplog_archive;
-use crate::pack::{BlobKind, blob_bytes, decode_blob, pack_key, read_header};
+use crate::pack::{BlobKind, blob_bytes, decode_frame, pack_key, read_header};
 use crate::reader::SnapshotReader;
 
 /// What to verify beyond structure.
@@ -258,15 +258,24 @@ async fn verify_pack(
     if header != indexed {
         report.errors.push(format!("{key}: header differs from the index"));
     }
-    for entry in &header {
-        let stored = blob_bytes(&bytes, entry, &key)?;
-        match decode_blob(&repo.keys, stored, entry, id) {
-            Ok(plaintext) if entry.kind == BlobKind::ChunkList => match decode_chunk_list(&plaintext) {
-                Ok(_) => report.blobs_verified += 1,
-                Err(e) => report.errors.push(format!("{key} (chunk list {}): {e}", entry.id)),
-            },
-            Ok(_) => report.blobs_verified += 1,
-            Err(e) => report.errors.push(e.to_string()),
+    for frame in header.chunk_by(|a, b| a.same_frame(b)) {
+        let decoded =
+            blob_bytes(&bytes, &frame[0], &key).and_then(|stored| decode_frame(&repo.keys, stored, frame, id));
+        let plaintexts = match decoded {
+            Ok(plaintexts) => plaintexts,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                continue;
+            }
+        };
+        for (entry, plaintext) in frame.iter().zip(plaintexts) {
+            if entry.kind == BlobKind::ChunkList
+                && let Err(e) = decode_chunk_list(&plaintext)
+            {
+                report.errors.push(format!("{key} (chunk list {}): {e}", entry.id));
+                continue;
+            }
+            report.blobs_verified += 1;
         }
     }
     Ok(())

@@ -1,21 +1,22 @@
-//! How a blob's plaintext becomes the zstd frame that is sealed: compressed at the repository's
-//! level, compressed fast, or stored.
+//! How the plaintext of a frame (one blob, or new blobs of a stream stored together, up to 64 KiB)
+//! becomes the zstd frame that is sealed: compressed at the repository's level, compressed fast,
+//! or stored.
 //!
-//! Every blob is one zstd frame, whichever way it was made, so readers need no marker and no guess:
-//! a plain zstd decoder reads all of them. *Stored* frames hold the plaintext in raw blocks
-//! (RFC 8878, section 3.1.1.2), written here directly, at a cost of a copy.
+//! Every frame is one zstd frame, whichever way it was made, so readers need no marker and no
+//! guess: a plain zstd decoder reads all of them. Every frame records its content size. *Stored*
+//! frames hold the plaintext in raw blocks (RFC 8878, section 3.1.1.2), written here directly, at
+//! a cost of a copy.
 //!
-//! Compressing every ~2 KiB chunk at the configured level costs more than hashing and sealing
-//! together, and often buys little: much MongoDB data is binary payloads, already compressed
-//! values or encrypted fields. zstd spends most of that time building entropy tables for each small
-//! input, so a stream's chunks are compressed at one of three strengths, chosen per stream from
-//! measurements ([`Chooser`]): about every [`PROBE_INTERVAL`] bytes a chunk's first
+//! Compressing at the configured level costs more than hashing and sealing together, and often
+//! buys little: much MongoDB data is binary payloads, already compressed values or encrypted
+//! fields. So a stream's frames are compressed at one of three strengths, chosen per stream from
+//! measurements ([`Chooser`]): about every [`PROBE_INTERVAL`] bytes a frame's first
 //! [`PROBE_BYTES`] are compressed both at the configured level and at [`FAST_LEVEL`] (matches
-//! only, no entropy coding, several times faster). Entropy coding is kept while it saves at least
-//! 1/64 of the plaintext over the fast level; otherwise the fast level is used while it saves at
-//! least 1/16 of the plaintext; otherwise chunks are stored. The choice is revisited after every batch, so
-//! a stream whose contents change changes strength too. Chunk ids never depend on compression, so
-//! deduplication is unaffected.
+//! only, no entropy coding of literals, several times faster). The configured level is kept while
+//! it saves at least 1/64 of the plaintext over the fast level; otherwise the fast level is used
+//! while it saves at least 1/16 of the plaintext; otherwise frames are stored. The choice is
+//! revisited after every batch, so a stream whose contents change changes strength too. Chunk ids
+//! never depend on compression, so deduplication is unaffected.
 
 use std::cell::RefCell;
 
@@ -33,7 +34,7 @@ pub enum Compression {
 /// zstd level of the fast strength: negative levels find matches only and skip entropy coding.
 pub const FAST_LEVEL: i32 = -1;
 /// Plaintext bytes between two measurements of a stream.
-pub const PROBE_INTERVAL: u64 = 64 * 1024;
+pub const PROBE_INTERVAL: u64 = 1024 * 1024;
 /// Bytes of a chunk compressed for a measurement.
 pub const PROBE_BYTES: usize = 16 * 1024;
 /// The configured level is used while it saves at least 1/64 of the plaintext over the fast one.
@@ -320,11 +321,11 @@ mod tests {
     #[test]
     fn probes_are_spaced_by_bytes() {
         let mut chooser = Chooser::new(3);
-        let probed: Vec<bool> = (0..70).map(|_| chooser.probe_next(2048)).collect();
-        // The first chunk, then the one after 64 KiB (32 chunks of 2 KiB).
+        let probed: Vec<bool> = (0..1100).map(|_| chooser.probe_next(2048)).collect();
+        // The first chunk, then the one after 1 MiB (512 chunks of 2 KiB).
         let at: Vec<usize> = probed.iter().enumerate().filter(|(_, p)| **p).map(|(i, _)| i).collect();
-        assert_eq!(at, vec![0, 32, 64]);
-        // 12 KiB since the last measurement; then large chunks are each measured.
+        assert_eq!(at, vec![0, 512, 1024]);
+        // 152 KiB since the last measurement; then large chunks are each measured.
         assert!(!chooser.probe_next(1 << 20));
         assert!(chooser.probe_next(1 << 20));
         assert!(chooser.probe_next(1 << 20));

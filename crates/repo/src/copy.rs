@@ -47,7 +47,6 @@ async fn remap(
     stream: &mut DataStream,
     source: &Repository,
     sink: &mut BlobSink,
-    target: &Repository,
     cache: &mut HashMap<Id, Id>,
 ) -> Result<()> {
     let mut chunks = Vec::new();
@@ -60,13 +59,11 @@ async fn remap(
     let mut lists = ListTree::default();
     for part in chunks.chunks(MAX_GROUP) {
         let uncached: Vec<Id> = part.iter().filter(|c| !cache.contains_key(c)).copied().collect();
-        for (old, plain) in uncached.iter().zip(source.read_blobs(&uncached).await?) {
-            let new_id = target.keys.blob_id(&plain);
-            if !sink.has(&new_id) {
-                sink.add_new(new_id, BlobKind::Data, &plain).await?;
-            }
-            cache.insert(*old, new_id);
-        }
+        let plaintexts = source.read_blobs(&uncached).await?;
+        let blobs: Vec<&[u8]> = plaintexts.iter().map(Vec::as_slice).collect();
+        let compression = sink.configured();
+        let new_ids = sink.add_batch(&blobs, BlobKind::Data, compression).await?;
+        cache.extend(uncached.iter().copied().zip(new_ids));
         let remapped: Vec<Id> = part.iter().map(|c| cache[c]).collect();
         lists.push_chunks(&remapped, sink).await?;
     }
@@ -96,7 +93,7 @@ async fn run_slices(source: &Repository, target: &Repository) -> Result<Vec<(Id,
         }
         let mut sink = BlobSink::new(target.clone(), Arc::new(NoProgress));
         let mut data = slice.data.clone();
-        remap(&mut data, source, &mut sink, target, &mut cache)
+        remap(&mut data, source, &mut sink, &mut cache)
             .await
             .map_err(|e| RepoError::Usage(format!("copy {}: {e}", slice.label())))?;
         sink.finish().await?;
@@ -145,7 +142,7 @@ async fn run(source: &Repository, target: &Repository, ids: &[Id]) -> Result<Vec
         }
         let mut sink = BlobSink::new(target.clone(), Arc::new(NoProgress));
         for (name, data) in snap.streams_mut() {
-            remap(data, source, &mut sink, target, &mut cache)
+            remap(data, source, &mut sink, &mut cache)
                 .await
                 .map_err(|e| RepoError::Usage(format!("copy snapshot {id}: {name}: {e}")))?;
         }

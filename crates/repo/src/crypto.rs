@@ -179,7 +179,7 @@ impl MasterKeys {
     }
 
     /// [`MasterKeys::blob_id`] of every plaintext, in order, hashed together: several times
-    /// faster than one by one for blobs of a few KiB (see [`crate::many_hashes`]).
+    /// faster than one by one for blobs of a few KiB (see the `many_hashes` module).
     pub fn blob_ids(&self, plaintexts: &[&[u8]]) -> Vec<Id> {
         crate::many_hashes::keyed_hashes(&self.id_key.0, plaintexts)
             .into_iter()

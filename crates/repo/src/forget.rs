@@ -24,7 +24,8 @@ use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
 use crate::oplog_archive::{self, SliceInfo};
-use crate::pack::{IndexPack, blob_bytes, decode_blob, pack_key};
+use crate::pack::{IndexPack, PackEntry, pack_key};
+use crate::repository::decode_entries;
 use crate::snapshot::{Snapshot, Timestamp};
 use crate::util::civil_from_days;
 use crate::writer::{BlobSink, NoProgress};
@@ -318,10 +319,14 @@ async fn run_prune(repo: &Repository, dry_run: bool) -> Result<PrunePlan> {
     for (pack, wanted) in &repack {
         let key = pack_key(&pack.id);
         let bytes = repo.storage.get(&key).await?;
-        for &i in wanted {
-            let entry = &pack.blobs[i];
-            let plain = decode_blob(&repo.keys, blob_bytes(&bytes, entry, &key)?, entry, &pack.id)?;
-            sink.add_new(entry.id, entry.kind, &plain).await?;
+        let entries: Vec<PackEntry> = wanted.iter().map(|&i| pack.blobs[i]).collect();
+        let plaintexts = decode_entries(&repo.keys, &bytes, 0, &entries, &pack.id, &key)?;
+        // Kept blobs move together, in frames again, one kind at a time.
+        let mut start = 0;
+        for run in entries.chunk_by(|a, b| a.kind == b.kind) {
+            let blobs: Vec<&[u8]> = plaintexts[start..start + run.len()].iter().map(Vec::as_slice).collect();
+            sink.add_batch_again(&blobs, run[0].kind).await?;
+            start += run.len();
         }
     }
     let (_, stats) = sink.finish().await?;

@@ -3,25 +3,30 @@
 //! Every command loads the whole index when it opens a repository, and with document chunks of a
 //! few KiB a large database has hundreds of millions of blobs. So both forms are compact:
 //!
-//! - **Objects** are binary ([`IndexFile::encode`]): per blob its 32-byte id, a kind byte and
-//!   three varints (offset gap, stored length, plaintext length), about 38 bytes instead of about
-//!   210 of hex JSON, and decoded without parsing text. Objects written before (zstd JSON) still
-//!   read: [`IndexFile::decode`] tells them apart by their first byte.
-//! - **In memory** ([`BlobIndex`]) a blob is one fixed 48-byte record (id, interned pack number
-//!   with the kind in its top bit, offset, stored and plaintext lengths as `u32`) in one array
-//!   sorted by id, found through a fan-out table on the id's leading bits and a binary search in
-//!   its bucket. A hash map of ids to full locations cost about 3 times as much per blob.
+//! - **Objects** are binary ([`IndexFile::encode`]): per blob its 32-byte id, a flags byte and
+//!   a few varints (the frame's place, once per frame, then the blob's place in the frame and its
+//!   length), about 37 bytes instead of about 210 of hex JSON, and decoded without parsing text.
+//!   Objects written before (layout version 1, or zstd JSON) still read: [`IndexFile::decode`]
+//!   tells them apart by their first bytes.
+//! - **In memory** ([`BlobIndex`]) a blob is one fixed 52-byte record (id, interned pack number
+//!   with the kind in its top bit, frame offset and stored length, place in the frame and
+//!   plaintext length as `u32`) in one array sorted by id, found through a fan-out table on the
+//!   id's leading bits and a binary search in its bucket. A hash map of ids to full locations
+//!   cost about 3 times as much per blob.
 //!
 //! Binary object layout (inside `seal(zstd(...))`, like every other sealed object):
 //!
 //! ```text
-//! "TMIX" | version u8 (1) | varint pack count
+//! "TMIX" | version u8 (2) | varint pack count
 //! per pack:  pack id (32) | varint pack size | varint blob count
-//!   per blob: blob id (32) | kind u8 (0 data, 1 chunk list)
-//!             | zigzag varint (offset - end of the previous blob of the pack, 0 for the first)
-//!             | varint stored length | varint plaintext length
+//!   per blob: blob id (32) | flags u8 (bit 0: chunk list; bit 1: in the previous blob's frame)
+//!             | unless bit 1: zigzag varint (frame offset - end of the previous frame of the
+//!               pack, 0 for the first) | varint frame stored length
+//!             | varint offset in the frame's plaintext | varint plaintext length
 //! BLAKE3 (unkeyed, 32 bytes) of everything before it
 //! ```
+//!
+//! Version 1 had neither bit 1 nor the offset in the frame: every blob was a frame of its own.
 //!
 //! Varints are unsigned LEB128 (7 bits per byte, least significant first, at most 10 bytes).
 //! The trailing hash catches damage in repositories without encryption (with encryption the seal
@@ -35,10 +40,14 @@ use crate::pack::{BlobKind, IndexFile, IndexPack, PackEntry};
 
 /// First bytes of a binary index object.
 const MAGIC: &[u8; 4] = b"TMIX";
-/// Version of the binary index layout written by this crate.
-const BINARY_VERSION: u8 = 1;
-/// Smallest encoding of one blob: id, kind and three one-byte varints.
-const MIN_BLOB_BYTES: usize = 32 + 1 + 3;
+/// Version of the binary index layout written by this crate (1 is still read).
+const BINARY_VERSION: u8 = 2;
+/// Smallest encoding of one blob: id, flags and two one-byte varints.
+const MIN_BLOB_BYTES: usize = 32 + 1 + 2;
+/// Flags bit: the blob is a chunk list.
+const FLAG_CHUNK_LIST: u8 = 1;
+/// Flags bit: the blob is in the frame of the blob before it.
+const FLAG_SAME_FRAME: u8 = 2;
 /// Smallest encoding of one pack: id and two one-byte varints.
 const MIN_PACK_BYTES: usize = 32 + 2;
 
@@ -85,16 +94,23 @@ impl IndexFile {
             put_varint(&mut out, pack.size);
             put_varint(&mut out, pack.blobs.len() as u64);
             let mut end = 0u64;
+            let mut previous: Option<&PackEntry> = None;
             for blob in &pack.blobs {
                 out.extend_from_slice(&blob.id.0);
-                out.push(match blob.kind {
+                let same_frame = previous.is_some_and(|p| p.same_frame(blob));
+                let kind = match blob.kind {
                     BlobKind::Data => 0,
-                    BlobKind::ChunkList => 1,
-                });
-                put_varint(&mut out, zigzag(i128::from(blob.offset) - i128::from(end)));
-                put_varint(&mut out, blob.length);
+                    BlobKind::ChunkList => FLAG_CHUNK_LIST,
+                };
+                out.push(kind | if same_frame { FLAG_SAME_FRAME } else { 0 });
+                if !same_frame {
+                    put_varint(&mut out, zigzag(i128::from(blob.offset) - i128::from(end)));
+                    put_varint(&mut out, blob.length);
+                    end = blob.offset.saturating_add(blob.length);
+                }
+                put_varint(&mut out, blob.inner_offset);
                 put_varint(&mut out, blob.raw_length);
-                end = blob.offset.saturating_add(blob.length);
+                previous = Some(blob);
             }
         }
         let hash = blake3::hash(&out);
@@ -127,7 +143,7 @@ pub(crate) fn for_each_pack(plain: &[u8], object: &str, mut visit: impl FnMut(In
         return Err(corrupt("not an index object (unknown leading bytes)".into()));
     }
     let version = plain[MAGIC.len()];
-    if version != BINARY_VERSION {
+    if !(1..=BINARY_VERSION).contains(&version) {
         return Err(corrupt(format!(
             "layout version {version}, this tidemark reads {BINARY_VERSION}"
         )));
@@ -150,25 +166,45 @@ pub(crate) fn for_each_pack(plain: &[u8], object: &str, mut visit: impl FnMut(In
         let count = reader.count(MIN_BLOB_BYTES).map_err(&at)?;
         let mut blobs = Vec::with_capacity(count);
         let mut end = 0u64;
+        let mut frame: Option<(u64, u64)> = None;
         for b in 0..count {
             let at = |m: &str| corrupt(format!("pack {p} ({id}), blob {b}: {m}"));
             let blob_id = reader.id().map_err(&at)?;
-            let kind = match reader.byte().map_err(&at)? {
-                0 => BlobKind::Data,
-                1 => BlobKind::ChunkList,
-                other => return Err(at(&format!("unknown kind {other}"))),
+            let flags = reader.byte().map_err(&at)?;
+            let known = if version == 1 {
+                FLAG_CHUNK_LIST
+            } else {
+                FLAG_CHUNK_LIST | FLAG_SAME_FRAME
             };
-            let gap = unzigzag(reader.varint().map_err(&at)?);
-            let offset = end.checked_add_signed(gap).ok_or_else(|| at("offset out of range"))?;
-            let length = reader.varint().map_err(&at)?;
+            if flags & !known != 0 {
+                return Err(at(&format!("unknown kind {flags}")));
+            }
+            let kind = if flags & FLAG_CHUNK_LIST != 0 {
+                BlobKind::ChunkList
+            } else {
+                BlobKind::Data
+            };
+            let (offset, length) = match frame {
+                Some(previous) if flags & FLAG_SAME_FRAME != 0 => previous,
+                None if flags & FLAG_SAME_FRAME != 0 => return Err(at("no frame before it")),
+                _ => {
+                    let gap = unzigzag(reader.varint().map_err(&at)?);
+                    let offset = end.checked_add_signed(gap).ok_or_else(|| at("offset out of range"))?;
+                    let length = reader.varint().map_err(&at)?;
+                    end = offset.checked_add(length).ok_or_else(|| at("offset out of range"))?;
+                    (offset, length)
+                }
+            };
+            frame = Some((offset, length));
+            let inner_offset = if version == 1 { 0 } else { reader.varint().map_err(&at)? };
             let raw_length = reader.varint().map_err(&at)?;
-            end = offset.checked_add(length).ok_or_else(|| at("offset out of range"))?;
             blobs.push(PackEntry {
                 id: blob_id,
                 kind,
                 offset,
                 length,
                 raw_length,
+                inner_offset,
             });
         }
         visit(IndexPack { id, size, blobs })?;
@@ -247,7 +283,7 @@ pub struct BlobLocation {
     pub entry: PackEntry,
 }
 
-/// One blob in memory: 48 bytes, no padding.
+/// One blob in memory: 52 bytes, no padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Record {
     id: [u8; 32],
@@ -256,6 +292,7 @@ struct Record {
     offset: u32,
     length: u32,
     raw_length: u32,
+    inner_offset: u32,
 }
 
 impl Record {
@@ -339,6 +376,7 @@ impl BlobIndex {
                 offset: u64::from(r.offset),
                 length: u64::from(r.length),
                 raw_length: u64::from(r.raw_length),
+                inner_offset: u64::from(r.inner_offset),
             },
         })
     }
@@ -379,10 +417,17 @@ impl BlobIndex {
         Ok(())
     }
 
-    fn record_fields(pack: &IndexPack, blob: &PackEntry, object: &str) -> Result<(u32, u32, u32)> {
+    fn record_fields(pack: &IndexPack, blob: &PackEntry, object: &str) -> Result<(u32, u32, u32, u32)> {
         let small = |v: u64| u32::try_from(v).ok();
-        match (small(blob.offset), small(blob.length), small(blob.raw_length)) {
-            (Some(offset), Some(length), Some(raw_length)) => Ok((offset, length, raw_length)),
+        match (
+            small(blob.offset),
+            small(blob.length),
+            small(blob.raw_length),
+            small(blob.inner_offset),
+        ) {
+            (Some(offset), Some(length), Some(raw_length), Some(inner_offset)) => {
+                Ok((offset, length, raw_length, inner_offset))
+            }
             _ => Err(RepoError::corrupt(
                 object,
                 format!(
@@ -409,7 +454,7 @@ impl BlobIndex {
             }
         };
         for blob in &pack.blobs {
-            let (offset, length, raw_length) = Self::record_fields(pack, blob, object)?;
+            let (offset, length, raw_length, inner_offset) = Self::record_fields(pack, blob, object)?;
             let kind = match blob.kind {
                 BlobKind::Data => 0,
                 BlobKind::ChunkList => CHUNK_LIST_BIT,
@@ -420,6 +465,7 @@ impl BlobIndex {
                 offset,
                 length,
                 raw_length,
+                inner_offset,
             });
         }
         Ok(())
@@ -479,29 +525,86 @@ impl BlobIndex {
 mod tests {
     use super::*;
 
+    /// A pack of `blobs` blobs: frames of one, and from the tenth blob on frames of four.
     fn pack(seed: u8, blobs: usize) -> IndexPack {
         let mut offset = 0;
+        let mut inner_offset = 0;
+        let mut entries: Vec<PackEntry> = Vec::new();
+        for i in 0..blobs {
+            let shared = i > 10 && i % 4 != 0;
+            if let Some(previous) = entries.last() {
+                if shared {
+                    inner_offset += previous.raw_length;
+                } else {
+                    offset += previous.length + u64::from(i == 3) * 7;
+                    inner_offset = 0;
+                }
+            }
+            let length = match entries.last() {
+                Some(previous) if shared => previous.length,
+                _ => 100 + i as u64,
+            };
+            entries.push(PackEntry {
+                id: Id(*blake3::hash(format!("{seed}/{i}").as_bytes()).as_bytes()),
+                kind: if i % 16 == 0 {
+                    BlobKind::ChunkList
+                } else {
+                    BlobKind::Data
+                },
+                offset,
+                length,
+                raw_length: 2000 + i as u64 * 300,
+                inner_offset,
+            });
+        }
         IndexPack {
             id: Id(*blake3::hash(&[seed]).as_bytes()),
             size: 0,
-            blobs: (0..blobs)
-                .map(|i| {
-                    let entry = PackEntry {
-                        id: Id(*blake3::hash(format!("{seed}/{i}").as_bytes()).as_bytes()),
-                        kind: if i % 16 == 0 {
-                            BlobKind::ChunkList
-                        } else {
-                            BlobKind::Data
-                        },
-                        offset,
-                        length: 100 + i as u64,
-                        raw_length: 2000 + i as u64 * 300,
-                    };
-                    offset += entry.length + u64::from(i == 3) * 7;
-                    entry
-                })
-                .collect(),
+            blobs: entries,
         }
+    }
+
+    /// The layout of version 1: every blob a frame of its own, no offset in the frame.
+    fn encode_version_1(file: &IndexFile) -> Vec<u8> {
+        let mut out = b"TMIX\x01".to_vec();
+        put_varint(&mut out, file.packs.len() as u64);
+        for pack in &file.packs {
+            out.extend_from_slice(&pack.id.0);
+            put_varint(&mut out, pack.size);
+            put_varint(&mut out, pack.blobs.len() as u64);
+            let mut end = 0u64;
+            for blob in &pack.blobs {
+                out.extend_from_slice(&blob.id.0);
+                out.push(u8::from(blob.kind == BlobKind::ChunkList));
+                put_varint(&mut out, zigzag(i128::from(blob.offset) - i128::from(end)));
+                put_varint(&mut out, blob.length);
+                put_varint(&mut out, blob.raw_length);
+                end = blob.offset + blob.length;
+            }
+        }
+        let hash = blake3::hash(&out);
+        out.extend_from_slice(hash.as_bytes());
+        out
+    }
+
+    #[test]
+    fn version_1_objects_still_read() {
+        let mut file = IndexFile {
+            packs: vec![pack(1, 10), pack(2, 0), pack(3, 7)],
+        };
+        file.packs[2].blobs.swap(1, 4);
+        assert!(file.packs.iter().flat_map(|p| &p.blobs).all(|b| b.inner_offset == 0));
+        assert_eq!(IndexFile::decode(&encode_version_1(&file), "index/x").unwrap(), file);
+        // Version 1 knew no frames shared by several blobs.
+        let mut bad = encode_version_1(&IndexFile {
+            packs: vec![pack(1, 2)],
+        });
+        bad.truncate(bad.len() - 32);
+        let second_flags = 5 + 1 + 32 + 1 + 1 + (32 + 1 + 1 + 1 + 2) + 32;
+        bad[second_flags] |= FLAG_SAME_FRAME;
+        bad.extend_from_slice(blake3::hash(&bad.clone()).as_bytes());
+        let err = IndexFile::decode(&bad, "index/v1").unwrap_err().to_string();
+        assert!(err.contains("index/v1") && err.contains("unknown kind"), "{err}");
     }
 
     #[test]
@@ -512,9 +615,10 @@ mod tests {
         file.packs[0].size = 1 << 40;
         // Blobs out of offset order encode too (negative gaps).
         file.packs[2].blobs.swap(1, 4);
+        assert!(file.packs[0].blobs.iter().any(|b| b.inner_offset > 0));
         let binary = file.encode();
         assert_eq!(IndexFile::decode(&binary, "index/x").unwrap(), file);
-        // About 38 bytes per blob, against about 200 of JSON.
+        // About 36 to 40 bytes per blob, against about 200 of JSON.
         assert!(binary.len() < 60 * 57 + 100, "{}", binary.len());
         let json = serde_json::to_vec(&file).unwrap();
         assert!(json.len() > 3 * binary.len(), "{} {}", json.len(), binary.len());
@@ -564,7 +668,7 @@ mod tests {
         }
         assert!(!index.contains(&Id([0; 32])));
         assert!(!index.contains(&Id([0xff; 32])));
-        assert!(index.memory_bytes() < 3510 * 56 + 64 * 1024);
+        assert!(index.memory_bytes() < 3510 * 60 + 64 * 1024);
         // An entry past 4 GiB is refused and leaves the index as it was.
         let mut big = pack(4, 2);
         big.blobs[1].offset = 1 << 32;

@@ -1,14 +1,16 @@
 //! Pack files and the index that locates blobs inside them.
 //!
-//! A blob is one chunk of plaintext (a piece of a namespace's BSON stream, or of a file). It is
-//! put into a zstd frame (compressed or stored, see [`crate::compression`]), then sealed, and
-//! appended to the current pack. Packs collect many blobs
+//! A blob is one chunk of plaintext (a piece of a namespace's BSON stream, or of a file). New
+//! blobs that follow each other in a stream are put together, up to 64 KiB, into one zstd frame
+//! (compressed or stored, see [`crate::compression`]), which is sealed and appended to the
+//! current pack: a *frame* holds one blob or several, and each blob's [`PackEntry`] places the
+//! frame in the pack and the blob in the frame. Packs collect many frames
 //! (target size from the repository config, 16 MiB by default) so that object stores see few large
 //! objects. A pack ends with its own header, sealed, followed by the header's length as a 4-byte
 //! little-endian integer, so a pack alone is enough to rebuild the index:
 //!
 //! ```text
-//! blob_0 | blob_1 | ... | blob_n-1 | sealed(zstd(JSON [PackEntry...])) | u32 LE header length
+//! frame_0 | frame_1 | ... | frame_n-1 | sealed(zstd(JSON [PackEntry...])) | u32 LE header length
 //! ```
 //!
 //! A pack is stored under `data/<first two hex digits>/<id>` where `id` is the unkeyed BLAKE3 of
@@ -41,12 +43,27 @@ pub struct PackEntry {
     pub id: Id,
     /// Kind of blob.
     pub kind: BlobKind,
-    /// Byte offset in the pack.
+    /// Byte offset in the pack of the sealed frame holding the blob.
     pub offset: u64,
-    /// Stored (compressed, sealed) length.
+    /// Stored (compressed, sealed) length of that frame.
     pub length: u64,
-    /// Plaintext length.
+    /// Plaintext length of the blob.
     pub raw_length: u64,
+    /// Where the blob starts in its frame's plaintext: 0 when the frame holds it alone. Blobs of
+    /// one frame share `offset` and `length`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inner_offset: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+impl PackEntry {
+    /// Whether the two entries' blobs are in the same frame (of the same pack).
+    pub fn same_frame(&self, other: &PackEntry) -> bool {
+        (self.offset, self.length) == (other.offset, other.length)
+    }
 }
 
 /// Index entry of one pack.
@@ -109,24 +126,82 @@ pub(crate) fn open_json(keys: &MasterKeys, sealed: &[u8], object: &str) -> Resul
     Ok(json)
 }
 
-/// Opens, decompresses and verifies one blob against its id.
-pub fn decode_blob(keys: &MasterKeys, stored: &[u8], entry: &PackEntry, pack: &Id) -> Result<Vec<u8>> {
-    let object = || format!("{} (blob {})", pack_key(pack), entry.id);
+/// Largest plaintext of one frame: a file chunk (16 MiB at most) alone, or blobs packed together
+/// up to [`crate::writer::FRAME_BYTES`].
+const MAX_FRAME: u64 = 16 * 1024 * 1024;
+
+/// Opens and decompresses one sealed frame; errors name `object`.
+fn open_frame(keys: &MasterKeys, stored: &[u8], object: &dyn Fn() -> String) -> Result<Vec<u8>> {
     let compressed = keys.open(stored, &object())?;
-    let capacity = usize::try_from(entry.raw_length)
-        .map_err(|_| RepoError::corrupt(object(), "blob length does not fit in memory"))?;
+    // Every frame records its plaintext size (see `crate::compression`).
+    let size = match zstd::zstd_safe::get_frame_content_size(&compressed) {
+        Ok(Some(size)) if size <= MAX_FRAME => size,
+        Ok(Some(_)) => return Err(RepoError::corrupt(object(), "frame larger than 16 MiB")),
+        _ => return Err(RepoError::corrupt(object(), "zstd: no frame content size")),
+    };
+    let capacity = usize::try_from(size).map_err(|_| RepoError::corrupt(object(), "frame does not fit in memory"))?;
     let plaintext =
         decompress(&compressed, capacity).map_err(|e| RepoError::corrupt(object(), format!("zstd: {e}")))?;
-    if plaintext.len() as u64 != entry.raw_length {
-        return Err(RepoError::corrupt(
-            object(),
-            "decompressed length differs from the index",
-        ));
-    }
-    if keys.blob_id(&plaintext) != entry.id {
-        return Err(RepoError::corrupt(object(), "content does not match its id"));
+    if plaintext.len() as u64 != size {
+        return Err(RepoError::corrupt(object(), "frame shorter than its content size"));
     }
     Ok(plaintext)
+}
+
+/// Opens, decompresses and verifies one blob against its id.
+pub fn decode_blob(keys: &MasterKeys, stored: &[u8], entry: &PackEntry, pack: &Id) -> Result<Vec<u8>> {
+    let mut blobs = decode_frame(keys, stored, std::slice::from_ref(entry), pack)?;
+    blobs.pop().ok_or_else(|| RepoError::Usage("no blob decoded".into()))
+}
+
+/// Opens and decompresses one frame (`stored`) and returns the plaintext of each of `entries`
+/// (blobs of that frame, in any order), each verified against its id. The error names the pack,
+/// and the blob at fault.
+pub fn decode_frame(keys: &MasterKeys, stored: &[u8], entries: &[PackEntry], pack: &Id) -> Result<Vec<Vec<u8>>> {
+    let Some(first) = entries.first() else {
+        return Ok(Vec::new());
+    };
+    let frame_name = || {
+        if entries.len() == 1 {
+            format!("{} (blob {})", pack_key(pack), first.id)
+        } else {
+            format!(
+                "{} (frame at offset {} holding blob {})",
+                pack_key(pack),
+                first.offset,
+                first.id
+            )
+        }
+    };
+    let frame = open_frame(keys, stored, &frame_name)?;
+    let mut blobs = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let slice = entry
+            .inner_offset
+            .checked_add(entry.raw_length)
+            .and_then(|end| frame.get(usize::try_from(entry.inner_offset).ok()?..usize::try_from(end).ok()?));
+        let Some(slice) = slice else {
+            return Err(RepoError::corrupt(
+                format!("{} (blob {})", pack_key(pack), entry.id),
+                "decompressed length differs from the index",
+            ));
+        };
+        if entries.len() == 1 && slice.len() == frame.len() {
+            blobs.push(frame);
+            break;
+        }
+        blobs.push(slice.to_vec());
+    }
+    let plaintexts: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+    for (entry, id) in entries.iter().zip(keys.blob_ids(&plaintexts)) {
+        if id != entry.id {
+            return Err(RepoError::corrupt(
+                format!("{} (blob {})", pack_key(pack), entry.id),
+                "content does not match its id",
+            ));
+        }
+    }
+    Ok(blobs)
 }
 
 /// Builds one pack in memory.
@@ -162,15 +237,25 @@ impl PackBuilder {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-    /// Appends an encoded blob.
+    /// Appends an encoded blob (a frame holding it alone).
     pub fn add(&mut self, id: Id, kind: BlobKind, encoded: &[u8], raw_length: u64) {
-        self.entries.push(PackEntry {
-            id,
-            kind,
-            offset: self.data.len() as u64,
-            length: encoded.len() as u64,
-            raw_length,
-        });
+        self.add_frame(encoded, &[(id, kind, 0, raw_length)]);
+    }
+
+    /// Appends an encoded frame holding `blobs`: (id, kind, offset in the frame's plaintext,
+    /// length).
+    pub fn add_frame(&mut self, encoded: &[u8], blobs: &[(Id, BlobKind, u64, u64)]) {
+        let offset = self.data.len() as u64;
+        for &(id, kind, inner_offset, raw_length) in blobs {
+            self.entries.push(PackEntry {
+                id,
+                kind,
+                offset,
+                length: encoded.len() as u64,
+                raw_length,
+                inner_offset,
+            });
+        }
         self.data.extend_from_slice(encoded);
     }
     /// Finishes the pack: returns its bytes and index entry.

@@ -20,7 +20,7 @@ use crate::chunker::CutRule;
 use crate::crypto::{Id, KdfParams, KeyFile, MasterKeys};
 use crate::error::{RepoError, Result};
 use crate::index::{BlobIndex, IndexEncoding, for_each_pack};
-use crate::pack::{IndexFile, IndexPack, PackEntry, blob_bytes, decode_blob, open_json, pack_key, seal_json};
+use crate::pack::{IndexFile, IndexPack, PackEntry, blob_bytes, decode_frame, open_json, pack_key, seal_json};
 use crate::snapshot::Snapshot;
 use crate::util::{hostname, now_unix, parallel_map, rfc3339};
 use crate::{Storage, StorageError};
@@ -182,16 +182,41 @@ fn blob_end(loc: &BlobLocation) -> Result<u64> {
         .ok_or_else(|| RepoError::corrupt(pack_key(&loc.pack), format!("blob {} has a bad offset", loc.entry.id)))
 }
 
-/// Decodes the blobs of one ranged read (`bytes` starts at pack offset `base`), on all cores.
+/// Decodes the blobs of one ranged read of one pack (`bytes` starts at pack offset `base`), each
+/// frame once, frames on all cores; returns the plaintexts in the order of `run`.
 fn decode_run(keys: &MasterKeys, bytes: &[u8], base: u64, run: &[BlobLocation], key: &str) -> Result<Vec<Vec<u8>>> {
-    let one = |loc: &BlobLocation| -> Result<Vec<u8>> {
-        let entry = PackEntry {
-            offset: loc.entry.offset - base,
-            ..loc.entry
-        };
-        decode_blob(keys, blob_bytes(bytes, &entry, key)?, &loc.entry, &loc.pack)
+    let entries: Vec<PackEntry> = run.iter().map(|loc| loc.entry).collect();
+    let Some(first) = run.first() else {
+        return Ok(Vec::new());
     };
-    parallel_map(run, run.len() >= 8, one)
+    decode_entries(keys, bytes, base, &entries, &first.pack, key)
+}
+
+/// Decodes `entries` of pack `pack` (key `key`) from `bytes`, the pack's bytes from offset `base`
+/// on: entries of one frame next to each other share one decoding; frames are decoded on all
+/// cores when there are several. Returns the plaintexts in the order of `entries`.
+pub(crate) fn decode_entries(
+    keys: &MasterKeys,
+    bytes: &[u8],
+    base: u64,
+    entries: &[PackEntry],
+    pack: &Id,
+    key: &str,
+) -> Result<Vec<Vec<u8>>> {
+    let frames: Vec<&[PackEntry]> = entries.chunk_by(|a, b| a.same_frame(b)).collect();
+    let one = |frame: &&[PackEntry]| -> Result<Vec<Vec<u8>>> {
+        let first = frame[0];
+        let relative = PackEntry {
+            offset: first
+                .offset
+                .checked_sub(base)
+                .ok_or_else(|| RepoError::corrupt(key, format!("blob {} lies before the bytes read", first.id)))?,
+            ..first
+        };
+        decode_frame(keys, blob_bytes(bytes, &relative, key)?, frame, pack)
+    };
+    let decoded = parallel_map(&frames, frames.len() >= 4, one)?;
+    Ok(decoded.into_iter().flatten().collect())
 }
 
 impl Repository {
@@ -435,6 +460,12 @@ impl Repository {
             let mut run_end = blob_end(&first)?;
             while let Some(next) = locations.get(end) {
                 let next_end = blob_end(next)?;
+                let previous = &locations[end - 1];
+                if next.pack == previous.pack && next.entry.same_frame(&previous.entry) {
+                    // The next blob of the same frame.
+                    end += 1;
+                    continue;
+                }
                 if next.pack != first.pack
                     || next.entry.offset < run_end
                     || next.entry.offset - run_end > READ_GAP

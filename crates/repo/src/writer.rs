@@ -4,10 +4,11 @@
 //! content-defined chunks between documents (file contents by FastCDC; see [`crate::chunker`]),
 //! so changing a document changes only the chunk holding it and the rest deduplicate against
 //! earlier snapshots. Each chunk's id is the keyed BLAKE3 of its plaintext; chunks already in the
-//! index (or written earlier in this snapshot) are only referenced. New chunks are compressed,
-//! sealed and appended to a pack, which is uploaded when it reaches the configured size. Chunks
-//! are handled in batches of 1 MiB whose hashing, compression and sealing run on every core while
-//! the next batch is read.
+//! index (or written earlier in this snapshot) are only referenced. New chunks are put together
+//! into frames of up to `FRAME_BYTES` (one zstd frame, sealed once: chunks of a few KiB
+//! compress far better and far faster together), appended to a pack, which is uploaded when it
+//! reaches the configured size. Chunks are handled in batches of 1 MiB whose hashing,
+//! compression and sealing run on every core while the next batch is read.
 //! A stream's chunk ids are grouped into chunk-list blobs ([`crate::chunk_list`]) stored the same
 //! way, and the manifest records only those.
 //!
@@ -26,7 +27,6 @@ use crate::chunker::{ByteCutter, DocumentCutter};
 use crate::compression::{Chooser, Compression, Probe};
 use crate::crypto::{Id, IdSet};
 use crate::error::{RepoError, Result};
-use crate::index::BlobIndex;
 use crate::lock::Lock;
 use crate::pack::{BlobKind, IndexPack, PackBuilder, encode_blob, pack_key};
 use crate::snapshot::{
@@ -77,8 +77,27 @@ fn pack_capacity(repo: &Repository) -> usize {
 /// Pack uploads a sink runs concurrently with its caller.
 const UPLOADS_IN_FLIGHT: usize = 2;
 
-/// A blob's id and, when neither the index nor the sink had it, its encoded bytes.
-type Prepared = (Id, Option<Vec<u8>>);
+/// Plaintext bytes gathered into one frame (one zstd frame, sealed once) when new blobs are
+/// stored: compression and sealing cost per frame, and blobs of a few KiB compress far better
+/// together (field names and values repeat across documents).
+pub(crate) const FRAME_BYTES: usize = 64 * 1024;
+
+/// New blobs of a batch encoded together: one sealed frame and its blobs, in order.
+struct Frame {
+    /// The sealed frame.
+    encoded: Vec<u8>,
+    /// The blobs it holds: their position in the batch and in the frame's plaintext.
+    members: Vec<(usize, u64)>,
+}
+
+/// A batch of blobs once hashed and encoded: every blob's id, and frames holding those the
+/// repository lacked.
+struct Prepared {
+    ids: Vec<Id>,
+    frames: Vec<Frame>,
+    /// Sum of the measurements taken (see [`Chooser`]).
+    probe: Probe,
+}
 
 impl BlobSink {
     pub(crate) fn new(repo: Repository, progress: Arc<dyn Progress>) -> Self {
@@ -106,73 +125,60 @@ impl BlobSink {
         kind: BlobKind,
         compression: Compression,
     ) -> Result<Vec<Id>> {
-        let bytes: usize = blobs.iter().map(|b| b.len()).sum();
-        let repo = &self.repo;
-        let parallel = bytes >= PARALLEL_MIN_BYTES;
-        let ids = blob_ids(repo, blobs, parallel)?;
-        let items: Vec<(&[u8], Id)> = blobs.iter().copied().zip(ids).collect();
-        let prepared = repo.with_index(|index| {
-            parallel_map(&items, parallel, |&(b, id)| {
-                prepare_one(repo, index, b, id, compression, None).map(|(prepared, _)| prepared)
-            })
-        })?;
+        let prepared = prepare(&self.repo, None, blobs, &[], compression, None, Stored::Skip)?;
         self.add_prepared(blobs, prepared, kind).await
     }
 
-    /// The sequential half of [`BlobSink::add_batch`], for batches made by [`prepare_one`]: a blob
-    /// without an encoding was in the index then (the index only grows), one with an encoding may
-    /// have been stored by this sink meanwhile.
-    async fn add_prepared(&mut self, blobs: &[&[u8]], prepared: Vec<Prepared>, kind: BlobKind) -> Result<Vec<Id>> {
-        let mut ids = Vec::with_capacity(prepared.len());
-        // Stream bytes count chunks only: chunk lists show in `new_blobs` and `added_bytes`.
-        let data = kind == BlobKind::Data;
-        for (plaintext, (id, encoded)) in blobs.iter().zip(prepared) {
-            let len = plaintext.len() as u64;
-            ids.push(id);
-            if data {
-                self.stats.total_bytes += len;
+    /// Stores every blob of `blobs` that this sink has not stored yet, the repository's index
+    /// notwithstanding (prune moves blobs that are indexed in the packs it deletes).
+    pub(crate) async fn add_batch_again(&mut self, blobs: &[&[u8]], kind: BlobKind) -> Result<Vec<Id>> {
+        let prepared = prepare(&self.repo, None, blobs, &[], self.configured(), None, Stored::Keep)?;
+        self.add_prepared(blobs, prepared, kind).await
+    }
+
+    /// The sequential half of [`BlobSink::add_batch`], for batches made by [`prepare`]: a blob
+    /// outside the frames was in the index then (the index only grows); one in a frame may have
+    /// been stored by this sink meanwhile, and is then left out of the frame's entries (a frame
+    /// none of whose blobs is left is not stored).
+    async fn add_prepared(&mut self, blobs: &[&[u8]], prepared: Prepared, kind: BlobKind) -> Result<Vec<Id>> {
+        let Prepared { ids, frames, .. } = prepared;
+        let mut stored = vec![false; blobs.len()];
+        let mut entries = Vec::new();
+        for frame in frames {
+            entries.clear();
+            for &(i, inner_offset) in &frame.members {
+                if self.pending.insert(ids[i]) {
+                    stored[i] = true;
+                    entries.push((ids[i], kind, inner_offset, blobs[i].len() as u64));
+                }
             }
-            let Some(encoded) = encoded.filter(|_| !self.pending.contains(&id)) else {
-                if data {
+            if entries.is_empty() {
+                continue;
+            }
+            self.pack.add_frame(&frame.encoded, &entries);
+            self.stats.new_blobs += entries.len() as u64;
+            if self.pack.len() as u64 >= self.repo.config.pack_size {
+                self.flush().await?;
+            }
+        }
+        // Stream bytes count chunks only: chunk lists show in `new_blobs` and `added_bytes`.
+        if kind == BlobKind::Data {
+            for (plaintext, stored) in blobs.iter().zip(stored) {
+                let len = plaintext.len() as u64;
+                self.stats.total_bytes += len;
+                if stored {
+                    self.stats.new_bytes += len;
+                } else {
                     self.stats.deduplicated_bytes += len;
                 }
-                continue;
-            };
-            self.append(id, kind, &encoded, len).await?;
+            }
         }
         Ok(ids)
     }
 
     /// The repository's configured compression.
-    fn configured(&self) -> Compression {
+    pub(crate) fn configured(&self) -> Compression {
         Compression::Level(self.repo.config.compression_level)
-    }
-
-    /// Stores a blob known to be absent, under a given id.
-    pub(crate) async fn add_new(&mut self, id: Id, kind: BlobKind, plaintext: &[u8]) -> Result<()> {
-        let encoded = encode_blob(&self.repo.keys, plaintext, self.configured())?;
-        if kind == BlobKind::Data {
-            self.stats.total_bytes += plaintext.len() as u64;
-        }
-        self.append(id, kind, &encoded, plaintext.len() as u64).await
-    }
-
-    async fn append(&mut self, id: Id, kind: BlobKind, encoded: &[u8], raw_length: u64) -> Result<()> {
-        self.pack.add(id, kind, encoded, raw_length);
-        self.pending.insert(id);
-        if kind == BlobKind::Data {
-            self.stats.new_bytes += raw_length;
-        }
-        self.stats.new_blobs += 1;
-        if self.pack.len() as u64 >= self.repo.config.pack_size {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Whether this sink or the repository has the blob.
-    pub(crate) fn has(&self, id: &Id) -> bool {
-        self.pending.contains(id) || self.repo.has_blob(id)
     }
 
     async fn flush(&mut self) -> Result<()> {
@@ -262,25 +268,135 @@ fn blob_ids(repo: &Repository, blobs: &[&[u8]], parallel: bool) -> Result<Vec<Id
     Ok(ids.into_iter().flatten().collect())
 }
 
-/// Unless `index` (the repository's) has the blob `id`, its encoding as `compression` says and,
-/// with `probe_level`, its measurement (see [`Chooser`]). The sink's own pending blobs are
-/// checked later, by [`BlobSink::add_prepared`] (this runs beside it, on another batch).
-fn prepare_one(
+/// Whether [`prepare`] encodes blobs the repository's index already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// Only blobs absent from the index are encoded (backups).
+    Skip,
+    /// Every blob is encoded (prune, moving blobs out of packs it deletes).
+    Keep,
+}
+
+/// Hashes `blobs` and encodes those to store (see [`Stored`]) into frames of about
+/// [`FRAME_BYTES`] of plaintext, blobs in stream order, as `compression` says (`backing`, when
+/// the blobs are slices of one buffer, saves copying them together). With `probe_level`,
+/// the frames holding a blob whose `probes` flag is set are also measured (see [`Chooser`]).
+/// Hashing and encoding run on every core once the batch is large enough.
+fn prepare(
     repo: &Repository,
-    index: &BlobIndex,
-    plaintext: &[u8],
-    id: Id,
+    backing: Option<&[u8]>,
+    blobs: &[&[u8]],
+    probes: &[bool],
     compression: Compression,
     probe_level: Option<i32>,
-) -> Result<(Prepared, Probe)> {
-    if index.contains(&id) {
-        return Ok(((id, None), Probe::default()));
+    stored: Stored,
+) -> Result<Prepared> {
+    let bytes: usize = blobs.iter().map(|b| b.len()).sum();
+    let parallel = bytes >= PARALLEL_MIN_BYTES;
+    let ids = blob_ids(repo, blobs, parallel)?;
+    // Frames: the blobs to store, consecutive ones together up to the frame size.
+    let mut plans: Vec<(Vec<usize>, bool)> = Vec::new();
+    let mut open_bytes = 0usize;
+    repo.with_index(|index| {
+        for (i, (blob, id)) in blobs.iter().zip(&ids).enumerate() {
+            if stored == Stored::Skip && index.contains(id) {
+                continue;
+            }
+            let probe = probes.get(i).copied().unwrap_or(false);
+            match plans.last_mut() {
+                Some((members, probed)) if open_bytes + blob.len() <= FRAME_BYTES => {
+                    members.push(i);
+                    *probed |= probe;
+                    open_bytes += blob.len();
+                }
+                _ => {
+                    plans.push((vec![i], probe));
+                    open_bytes = blob.len();
+                }
+            }
+        }
+    });
+    let encoded = parallel_map(&plans, parallel, |(members, probed)| {
+        encode_frame(
+            repo,
+            backing,
+            blobs,
+            members,
+            compression,
+            probe_level.filter(|_| *probed),
+        )
+    })?;
+    let mut frames = Vec::with_capacity(encoded.len());
+    let mut probe = Probe::default();
+    for (frame, measured) in encoded {
+        frames.push(frame);
+        probe += measured;
     }
+    Ok(Prepared { ids, frames, probe })
+}
+
+/// Seals the frame of `blobs[members]` (compressed as `compression` says) and, with
+/// `probe_level`, measures its plaintext.
+fn encode_frame(
+    repo: &Repository,
+    backing: Option<&[u8]>,
+    blobs: &[&[u8]],
+    members: &[usize],
+    compression: Compression,
+    probe_level: Option<i32>,
+) -> Result<(Frame, Probe)> {
+    let mut inner = Vec::with_capacity(members.len());
+    let mut offset = 0u64;
+    for &i in members {
+        inner.push((i, offset));
+        offset += blobs[i].len() as u64;
+    }
+    let plaintext = frame_plaintext(backing, blobs, members);
     let probe = match probe_level {
-        Some(level) => Probe::measure(plaintext, level)?,
+        Some(level) => Probe::measure(&plaintext, level)?,
         None => Probe::default(),
     };
-    Ok(((id, Some(encode_blob(&repo.keys, plaintext, compression)?)), probe))
+    let encoded = encode_blob(&repo.keys, &plaintext, compression)?;
+    Ok((
+        Frame {
+            encoded,
+            members: inner,
+        },
+        probe,
+    ))
+}
+
+/// The plaintext of a frame holding `blobs[members]`: borrowed when they lie one after the other
+/// in `backing` (the chunks of a batch, unless deduplicated chunks separate them), else joined.
+fn frame_plaintext<'a>(backing: Option<&'a [u8]>, blobs: &[&'a [u8]], members: &[usize]) -> std::borrow::Cow<'a, [u8]> {
+    use std::borrow::Cow;
+    if let [only] = members {
+        return Cow::Borrowed(blobs[*only]);
+    }
+    if let Some(backing) = backing {
+        // Where each member starts in `backing`, if it lies inside it.
+        let base = backing.as_ptr() as usize;
+        let start_of = |blob: &[u8]| {
+            let start = (blob.as_ptr() as usize).checked_sub(base)?;
+            (start + blob.len() <= backing.len()).then_some(start)
+        };
+        let first = members.first().and_then(|&i| start_of(blobs[i]));
+        let mut end = first;
+        for &i in members {
+            end = match (end, start_of(blobs[i])) {
+                (Some(end), Some(start)) if start == end => Some(start + blobs[i].len()),
+                _ => None,
+            };
+        }
+        if let (Some(first), Some(end)) = (first, end) {
+            return Cow::Borrowed(&backing[first..end]);
+        }
+    }
+    let mut joined = Vec::with_capacity(members.iter().map(|&i| blobs[i].len()).sum());
+    for &i in members {
+        joined.extend_from_slice(blobs[i]);
+    }
+    Cow::Owned(joined)
 }
 
 /// `data` cut into pieces of the given lengths.
@@ -306,10 +422,8 @@ struct Batch {
     compression: Compression,
     /// The repository's level, the one measurements compare with.
     level: i32,
-    /// Ids and encodings (once prepared).
-    prepared: Vec<Prepared>,
-    /// Sum of the measurements (once prepared).
-    probe: Probe,
+    /// Ids and frames (once prepared).
+    prepared: Option<Prepared>,
 }
 
 impl Batch {
@@ -319,26 +433,17 @@ impl Batch {
 
     /// Hashes, compresses and seals the batch's chunks (on every core).
     fn prepare(mut self, repo: &Repository) -> Result<Batch> {
-        let data = &self.data;
-        let parallel = data.len() >= PARALLEL_MIN_BYTES;
-        let plaintexts = split(data, &self.cuts);
-        let ids = blob_ids(repo, &plaintexts, parallel)?;
-        let chunks: Vec<(&[u8], Id, bool)> = plaintexts
-            .into_iter()
-            .zip(ids)
-            .zip(self.probes.iter().copied())
-            .map(|((chunk, id), probe)| (chunk, id, probe))
-            .collect();
-        let (compression, level) = (self.compression, self.level);
-        let prepared = repo.with_index(|index| {
-            parallel_map(&chunks, parallel, |&(chunk, id, probe)| {
-                prepare_one(repo, index, chunk, id, compression, probe.then_some(level))
-            })
-        });
-        for (one, probe) in prepared? {
-            self.prepared.push(one);
-            self.probe += probe;
-        }
+        let chunks = split(&self.data, &self.cuts);
+        let prepared = prepare(
+            repo,
+            Some(&self.data),
+            &chunks,
+            &self.probes,
+            self.compression,
+            Some(self.level),
+            Stored::Skip,
+        )?;
+        self.prepared = Some(prepared);
         Ok(self)
     }
 }
@@ -490,8 +595,7 @@ impl StreamWriter {
             cuts,
             compression: self.chooser.current(),
             level: self.chooser.level(),
-            prepared: Vec::new(),
-            probe: Probe::default(),
+            prepared: None,
         };
         self.hasher.update(&batch.data);
         self.cut_bytes = 0;
@@ -517,8 +621,11 @@ impl StreamWriter {
         let mut batch = handle
             .await
             .map_err(|e| RepoError::Usage(format!("chunk encoding task failed: {e}")))??;
-        self.chooser.observe(batch.probe);
-        let prepared = std::mem::take(&mut batch.prepared);
+        let prepared = batch
+            .prepared
+            .take()
+            .ok_or_else(|| RepoError::Usage("chunk batch stored before it was prepared".into()))?;
+        self.chooser.observe(prepared.probe);
         let ids = sink.add_prepared(&batch.chunks(), prepared, BlobKind::Data).await?;
         self.spare.push(batch.data);
         self.lists.push_chunks(&ids, sink).await
@@ -986,5 +1093,28 @@ impl NamespaceWriter<'_> {
     /// Ends the namespace and records it in the snapshot.
     pub async fn finish(self) -> Result<DataStream> {
         self.writer.finish_open(self.open).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_borrow_neighbouring_chunks_and_join_the_others() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let chunks = split(&data, &[10, 20, 30, 40]);
+        let joined = |members: &[usize]| -> Vec<u8> { members.iter().flat_map(|&i| chunks[i].to_vec()).collect() };
+        for members in [&[0, 1, 2, 3][..], &[1, 2], &[3], &[0, 2], &[1, 3], &[2, 1]] {
+            let got = frame_plaintext(Some(&data), &chunks, members);
+            assert_eq!(&*got, &joined(members)[..], "{members:?}");
+            let neighbours = members.windows(2).all(|w| w[1] == w[0] + 1);
+            assert_eq!(matches!(got, std::borrow::Cow::Borrowed(_)), neighbours, "{members:?}");
+            assert_eq!(&*frame_plaintext(None, &chunks, members), &joined(members)[..]);
+        }
+        // Slices of another buffer are joined, never borrowed from the wrong one.
+        let other = data.clone();
+        let foreign = split(&other, &[50, 50]);
+        assert_eq!(&*frame_plaintext(Some(&data), &foreign, &[0, 1]), &other[..]);
     }
 }

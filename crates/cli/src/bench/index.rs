@@ -23,6 +23,9 @@ use crate::CliError;
 const PASSWORD: &str = "tidemark bench";
 /// Blobs per pack (a 16 MiB pack of 2 KiB chunks and their chunk lists).
 const BLOBS_PER_PACK: u64 = 7_000;
+/// Blobs per frame, and a frame's stored bytes (32 chunks of about 2 KiB, compressed).
+const BLOBS_PER_FRAME: u64 = 32;
+const FRAME_LENGTH: u64 = 48 * 1024;
 /// Index objects the entries are spread over.
 const INDEX_OBJECTS: u64 = 10;
 
@@ -36,10 +39,16 @@ fn packs(object: u64, chunks: u64) -> Vec<IndexPack> {
     let mut blob = first;
     while blob < last {
         let count = BLOBS_PER_PACK.min(last - blob);
+        // Frames of 32 blobs, as backups of 2 KiB chunks store them.
         let mut offset = 0u64;
+        let mut inner_offset = 0u64;
         let blobs: Vec<PackEntry> = (blob..blob + count)
             .map(|n| {
                 let raw_length = 1024 + (n * 7919) % 2048;
+                if n % BLOBS_PER_FRAME == 0 {
+                    offset += FRAME_LENGTH;
+                    inner_offset = 0;
+                }
                 let entry = PackEntry {
                     id: Id::hash(&n.to_le_bytes()),
                     kind: if n % 16 == 15 {
@@ -48,16 +57,17 @@ fn packs(object: u64, chunks: u64) -> Vec<IndexPack> {
                         BlobKind::Data
                     },
                     offset,
-                    length: raw_length + 57,
+                    length: FRAME_LENGTH,
                     raw_length,
+                    inner_offset,
                 };
-                offset += entry.length;
+                inner_offset += raw_length;
                 entry
             })
             .collect();
         out.push(IndexPack {
             id: Id::hash(format!("pack {blob}").as_bytes()),
-            size: offset + 4096,
+            size: offset + FRAME_LENGTH + 4096,
             blobs,
         });
         blob += count;

@@ -143,3 +143,22 @@ pub async fn flip_bit_in_blob(storage: &Storage, repo: &Repository, blob: &Id, o
     bytes[usize::try_from(loc.entry.offset + offset).unwrap()] ^= 1;
     storage.put(&key, bytes.into()).await.unwrap();
 }
+
+/// The ids (hex) of the blobs stored in the same frame as `blob`, itself included: damage to a
+/// frame is reported under whichever of them was being read.
+pub async fn frame_mates(repo: &Repository, blob: &Id) -> Vec<String> {
+    let loc = repo.locate(blob).unwrap();
+    let mut out = Vec::new();
+    for (_, file) in repo.index_files().await.unwrap() {
+        for pack in file.packs.iter().filter(|p| p.id == loc.pack) {
+            out.extend(
+                pack.blobs
+                    .iter()
+                    .filter(|b| b.same_frame(&loc.entry))
+                    .map(|b| b.id.to_hex()),
+            );
+        }
+    }
+    assert!(out.contains(&blob.to_hex()));
+    out
+}
