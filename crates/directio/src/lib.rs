@@ -10,7 +10,8 @@
 //! older kernels, some network filesystems, other platforms, pipes), so callers never need to care:
 //!
 //! - [`OutputFile`]: a file written front to back as a stream (dump files, archives), through
-//!   aligned buffers handed to a background thread;
+//!   aligned buffers handed to background threads (with direct I/O, several, each writing whole
+//!   buffers at their offsets, so that the device has several writes in flight);
 //! - [`write_file`]: a whole object held in memory (a repository pack), written straight from the
 //!   caller's memory when it is aligned, as large allocations are;
 //! - [`InputFile`]: a file read front to back as a stream (dump files, archives), into aligned
@@ -126,6 +127,26 @@ impl Target {
         Ok(())
     }
 
+    /// Writes one block at `offset`, from any thread (files opened with direct I/O, whose writer
+    /// threads each write whole blocks at their own offsets); `padded` and `logical` as for
+    /// [`write_block`](Self::write_block). A block the filesystem refuses to take directly is
+    /// written through an ordinary handle instead.
+    fn write_block_at(&self, padded: &[u8], logical: usize, offset: u64) -> io::Result<()> {
+        match write_all_at(&self.file, padded, offset) {
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                let file = OpenOptions::new().write(true).open(&self.path)?;
+                write_all_at(&file, &padded[..logical], offset)
+            }
+            other => other,
+        }
+    }
+
+    /// Sets the length of a file written at offsets (cutting the zero padding of its last block).
+    fn finish_at(self, len: u64) -> io::Result<File> {
+        self.file.set_len(len)?;
+        Ok(self.file)
+    }
+
     /// Cuts the zero padding of a last direct write off (`len`: the bytes of data written).
     fn finish(self, len: u64) -> io::Result<File> {
         if self.direct && self.offset != len {
@@ -133,6 +154,18 @@ impl Target {
         }
         Ok(self.file)
     }
+}
+
+/// Writes all of `bytes` at `offset` of `file` (`pwrite`).
+#[cfg(unix)]
+fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+/// Positional writes are only used with direct I/O, which only Linux gets.
+#[cfg(not(unix))]
+fn write_all_at(_file: &File, _bytes: &[u8], _offset: u64) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "positional writes"))
 }
 
 /// Opens `path` for writing (created or truncated), with `O_DIRECT` when it is (or will be) a
