@@ -750,21 +750,37 @@ fn is_tolerated(code: i32) -> bool {
     code == 11000 || code == 121
 }
 
+/// Documents to insert with one `insert_many` (or `insert` commands).
+#[derive(Default)]
+struct Batch {
+    documents: Vec<RawDocumentBuf>,
+    /// Raw bytes of `documents`.
+    bytes: usize,
+    /// Whether a document holds an empty top-level timestamp and the destination takes
+    /// `bypassEmptyTsReplacement` (found as each document is added, while its bytes are in the
+    /// CPU cache).
+    empty_timestamps: bool,
+}
+
 /// Inserts one batch; returns `(inserted, failed)` or a fatal error.
 async fn insert_batch(
     ctx: &Context,
     ns: &Namespace,
     insert_ns: &Namespace,
-    batch: Vec<RawDocumentBuf>,
+    batch: Batch,
     timeseries: bool,
 ) -> Result<(u64, u64)> {
+    let Batch {
+        documents: batch,
+        empty_timestamps,
+        ..
+    } = batch;
     let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
     let ordered = ctx.options.maintain_insertion_order;
     let bypass_validation = ctx.options.bypass_document_validation && !timeseries;
     // Only batches that hold an empty timestamp need the option; the others take the driver's
     // insert, whose document sequence the server reads without a copy.
-    let outcome = if takes_bypass_empty_ts(ctx.server_version) && batch.iter().any(|d| has_empty_top_level_timestamp(d))
-    {
+    let outcome = if empty_timestamps {
         insert_command(ctx, ns, insert_ns, &batch, ordered, bypass_validation).await?
     } else {
         let coll = ctx.collection(insert_ns);
@@ -902,11 +918,13 @@ async fn insert_command(
 
 /// Accumulates documents into batches and inserts them through `workers` concurrent inserters.
 struct BatchSink {
-    sender: Option<tokio::sync::mpsc::Sender<Vec<RawDocumentBuf>>>,
+    sender: Option<tokio::sync::mpsc::Sender<Batch>>,
     workers: tokio::task::JoinSet<Result<()>>,
-    batch: Vec<RawDocumentBuf>,
-    bytes: usize,
+    batch: Batch,
     batch_size: usize,
+    /// Whether the destination takes `bypassEmptyTsReplacement`, so documents are checked for
+    /// empty timestamps.
+    check_empty_timestamps: bool,
 }
 
 impl BatchSink {
@@ -916,7 +934,7 @@ impl BatchSink {
         } else {
             ctx.options.insertion_workers.max(1)
         };
-        let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(workers_n * 2);
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Batch>(workers_n * 2);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let mut workers = tokio::task::JoinSet::new();
         let timeseries = intent.is_timeseries();
@@ -940,28 +958,32 @@ impl BatchSink {
         Self {
             sender: Some(sender),
             workers,
-            batch: Vec::new(),
-            bytes: 0,
+            batch: Batch::default(),
             batch_size: ctx.options.batch_size.max(1),
+            check_empty_timestamps: takes_bypass_empty_ts(ctx.server_version),
         }
     }
 
     async fn push(&mut self, doc: RawDocumentBuf) -> Result<()> {
         let len = doc.as_bytes().len();
-        if !self.batch.is_empty() && (self.batch.len() >= self.batch_size || self.bytes + len > MAX_BATCH_BYTES) {
+        let batch = &self.batch;
+        if !batch.documents.is_empty()
+            && (batch.documents.len() >= self.batch_size || batch.bytes + len > MAX_BATCH_BYTES)
+        {
             self.flush().await?;
         }
-        self.bytes += len;
-        self.batch.push(doc);
+        let batch = &mut self.batch;
+        batch.bytes += len;
+        batch.empty_timestamps |= self.check_empty_timestamps && has_empty_top_level_timestamp(&doc);
+        batch.documents.push(doc);
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<()> {
-        if self.batch.is_empty() {
+        if self.batch.documents.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        self.bytes = 0;
         let sent = match &self.sender {
             Some(s) => s.send(batch).await.is_ok(),
             None => false,
@@ -975,7 +997,7 @@ impl BatchSink {
 
     async fn finish(&mut self) -> Result<()> {
         if let Some(sender) = self.sender.take()
-            && !self.batch.is_empty()
+            && !self.batch.documents.is_empty()
         {
             let batch = std::mem::take(&mut self.batch);
             // A send error means every worker stopped; their error is collected below.
