@@ -211,14 +211,21 @@ impl MasterKeys {
     /// An empty buffer for [`MasterKeys::seal_in_place`]: room for the nonce (already in place),
     /// `capacity` bytes of plaintext and the tag, so sealing neither copies nor reallocates.
     pub fn seal_buffer(&self, capacity: usize) -> Vec<u8> {
+        self.reuse_seal_buffer(Vec::new(), capacity)
+    }
+
+    /// [`MasterKeys::seal_buffer`] made of `buffer` (emptied first, grown if needed), for callers
+    /// that keep buffers for reuse.
+    pub fn reuse_seal_buffer(&self, mut buffer: Vec<u8>, capacity: usize) -> Vec<u8> {
+        buffer.clear();
         match &self.encryption {
-            None => Vec::with_capacity(capacity),
+            None => buffer.reserve(capacity),
             Some(_) => {
-                let mut buffer = Vec::with_capacity(capacity + SEAL_OVERHEAD);
+                buffer.reserve(capacity + SEAL_OVERHEAD);
                 buffer.resize(NONCE_LEN, 0);
-                buffer
             }
         }
+        buffer
     }
 
     /// Seals a buffer from [`MasterKeys::seal_buffer`] holding the plaintext after the nonce room.

@@ -92,7 +92,17 @@ pub fn pack_key(id: &Id) -> String {
 
 /// Compresses (as `compression` says) and seals one blob, into one buffer.
 pub fn encode_blob(keys: &MasterKeys, plaintext: &[u8], compression: Compression) -> Result<Vec<u8>> {
-    let mut buffer = keys.seal_buffer(frame_bound(plaintext.len()));
+    encode_blob_into(keys, plaintext, compression, Vec::new())
+}
+
+/// [`encode_blob`] into `buffer` (emptied first), for callers that keep buffers for reuse.
+pub fn encode_blob_into(
+    keys: &MasterKeys,
+    plaintext: &[u8],
+    compression: Compression,
+    buffer: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let mut buffer = keys.reuse_seal_buffer(buffer, frame_bound(plaintext.len()));
     append_frame(plaintext, compression, &mut buffer)?;
     keys.seal_in_place(&mut buffer);
     Ok(buffer)

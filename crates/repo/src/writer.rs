@@ -28,7 +28,7 @@ use crate::compression::{Chooser, Compression, Probe};
 use crate::crypto::{Id, IdSet};
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
-use crate::pack::{BlobKind, IndexPack, PackBuilder, encode_blob, pack_key};
+use crate::pack::{BlobKind, IndexPack, PackBuilder, encode_blob_into, pack_key};
 use crate::snapshot::{
     DataStream, FileKind, FileNode, MANIFEST_VERSION, Member, NamespaceEntry, OplogEntry, OplogWindow, Snapshot,
     SnapshotStats, Timestamp,
@@ -81,6 +81,28 @@ const UPLOADS_IN_FLIGHT: usize = 2;
 /// stored: compression and sealing cost per frame, and blobs of a few KiB compress far better
 /// together (field names and values repeat across documents).
 pub(crate) const FRAME_BYTES: usize = 64 * 1024;
+
+/// Buffers of encoded frames, given back once copied into their pack. Frames are encoded on the
+/// pool's threads and copied into packs on the backup's: with a fresh buffer per frame, the
+/// allocator kept handing out new memory, whose pages the kernel clears on first touch.
+static FRAME_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Frame buffers kept at most (about 80 KiB each).
+const POOLED_FRAME_BUFFERS: usize = 128;
+
+fn take_frame_buffer() -> Vec<u8> {
+    FRAME_BUFFERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop()
+        .unwrap_or_default()
+}
+
+fn give_back_frame_buffer(buffer: Vec<u8>) {
+    let mut pool = FRAME_BUFFERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if pool.len() < POOLED_FRAME_BUFFERS && buffer.capacity() <= 2 * FRAME_BYTES {
+        pool.push(buffer);
+    }
+}
 
 /// New blobs of a batch encoded together: one sealed frame and its blobs, in order.
 struct Frame {
@@ -152,10 +174,13 @@ impl BlobSink {
                     entries.push((ids[i], kind, inner_offset, blobs[i].len() as u64));
                 }
             }
+            if !entries.is_empty() {
+                self.pack.add_frame(&frame.encoded, &entries);
+            }
+            give_back_frame_buffer(frame.encoded);
             if entries.is_empty() {
                 continue;
             }
-            self.pack.add_frame(&frame.encoded, &entries);
             self.stats.new_blobs += entries.len() as u64;
             if self.pack.len() as u64 >= self.repo.config.pack_size {
                 self.flush().await?;
@@ -356,7 +381,7 @@ fn encode_frame(
         Some(level) => Probe::measure(&plaintext, level)?,
         None => Probe::default(),
     };
-    let encoded = encode_blob(&repo.keys, &plaintext, compression)?;
+    let encoded = encode_blob_into(&repo.keys, &plaintext, compression, take_frame_buffer())?;
     Ok((
         Frame {
             encoded,
