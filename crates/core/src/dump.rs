@@ -963,62 +963,53 @@ async fn dump_collection(
             }
             _ => filters.push(plan.filter.clone()),
         }
-        let ranged = filters.len() > 1;
         ranges = filters.len();
-        let what = format!("{db}.{coll}");
-        if ranged {
-            // Every range cursor hands its raw batches to the one writer through a channel with
-            // room for one batch per cursor, so memory stays bounded whatever the collection size.
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<RawBatch>(filters.len());
-            let mut readers = tokio::task::JoinSet::new();
-            for filter in filters {
-                let collection = collection.clone();
-                let tx = tx.clone();
-                let what = what.clone();
-                let progress = progress.clone();
-                readers.spawn(async move {
-                    let find = collection
-                        .find(filter)
-                        .hint(Hint::Keys(doc! {"_id": 1}))
-                        .optional(batch_size, |find, size| find.batch_size(size))
-                        .batch();
-                    let opened = find.await.context(|| format!("error reading from {what}"));
-                    let Some(mut cursor) = absent_if_dropped(opened, &what, &*progress)? else {
-                        return Ok(());
-                    };
-                    while let Some(batch) = next_batch(&mut cursor, &what).await? {
-                        if tx.send(batch).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok::<_, Error>(())
-                });
-            }
-            drop(tx);
-            while let Some(batch) = rx.recv().await {
-                let n = write_batch(batch, &mut sink, &ns, &what).await?;
-                count += n;
-                progress.advance(&ns, n);
-            }
-            while let Some(joined) = readers.join_next().await {
-                joined.map_err(|e| Error::Data(format!("reader of {ns} failed: {e}")))??;
-            }
+        // A range cursor reads in `_id` order; a whole collection in natural order (unless a query
+        // picks the plan).
+        let hint = if ranges > 1 {
+            Some(doc! {"_id": 1})
         } else {
-            let mut find = collection.find(filters.swap_remove(0));
-            if let Some(size) = batch_size {
-                find = find.batch_size(size);
-            }
-            if plan.natural_hint {
-                find = find.hint(Hint::Keys(doc! {"$natural": 1}));
-            }
-            let opened = find.batch().await.context(|| format!("error reading from {what}"));
-            if let Some(mut cursor) = absent_if_dropped(opened, &what, &*progress)? {
+            plan.natural_hint.then(|| doc! {"$natural": 1})
+        };
+        let what = format!("{db}.{coll}");
+        // Every cursor reads on its own task and hands its raw batches to the one writer through a
+        // channel with room for one batch per cursor: a cursor asks for its next batch while the
+        // writer is still writing the previous one, so neither waits for the other, and memory
+        // stays bounded whatever the collection size.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<RawBatch>(ranges);
+        let mut readers = tokio::task::JoinSet::new();
+        for filter in filters {
+            let collection = collection.clone();
+            let tx = tx.clone();
+            let what = what.clone();
+            let progress = progress.clone();
+            let hint = hint.clone();
+            readers.spawn(async move {
+                let find = collection
+                    .find(filter)
+                    .optional(hint, |find, hint| find.hint(Hint::Keys(hint)))
+                    .optional(batch_size, |find, size| find.batch_size(size))
+                    .batch();
+                let opened = find.await.context(|| format!("error reading from {what}"));
+                let Some(mut cursor) = absent_if_dropped(opened, &what, &*progress)? else {
+                    return Ok(());
+                };
                 while let Some(batch) = next_batch(&mut cursor, &what).await? {
-                    let n = write_batch(batch, &mut sink, &ns, &what).await?;
-                    count += n;
-                    progress.advance(&ns, n);
+                    if tx.send(batch).await.is_err() {
+                        break;
+                    }
                 }
-            }
+                Ok::<_, Error>(())
+            });
+        }
+        drop(tx);
+        while let Some(batch) = rx.recv().await {
+            let n = write_batch(batch, &mut sink, &ns, &what).await?;
+            count += n;
+            progress.advance(&ns, n);
+        }
+        while let Some(joined) = readers.join_next().await {
+            joined.map_err(|e| Error::Data(format!("reader of {ns} failed: {e}")))??;
         }
         progress.finish(&ns);
     }
