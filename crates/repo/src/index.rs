@@ -92,26 +92,7 @@ impl IndexFile {
         for pack in &self.packs {
             out.extend_from_slice(&pack.id.0);
             put_varint(&mut out, pack.size);
-            put_varint(&mut out, pack.blobs.len() as u64);
-            let mut end = 0u64;
-            let mut previous: Option<&PackEntry> = None;
-            for blob in &pack.blobs {
-                out.extend_from_slice(&blob.id.0);
-                let same_frame = previous.is_some_and(|p| p.same_frame(blob));
-                let kind = match blob.kind {
-                    BlobKind::Data => 0,
-                    BlobKind::ChunkList => FLAG_CHUNK_LIST,
-                };
-                out.push(kind | if same_frame { FLAG_SAME_FRAME } else { 0 });
-                if !same_frame {
-                    put_varint(&mut out, zigzag(i128::from(blob.offset) - i128::from(end)));
-                    put_varint(&mut out, blob.length);
-                    end = blob.offset.saturating_add(blob.length);
-                }
-                put_varint(&mut out, blob.inner_offset);
-                put_varint(&mut out, blob.raw_length);
-                previous = Some(blob);
-            }
+            put_blobs(&mut out, &pack.blobs);
         }
         let hash = blake3::hash(&out);
         out.extend_from_slice(hash.as_bytes());
@@ -128,6 +109,126 @@ impl IndexFile {
         })?;
         Ok(IndexFile { packs })
     }
+}
+
+/// Appends the blob count and the blobs of one pack (the layout of the module documentation).
+fn put_blobs(out: &mut Vec<u8>, blobs: &[PackEntry]) {
+    put_varint(out, blobs.len() as u64);
+    let mut end = 0u64;
+    let mut previous: Option<&PackEntry> = None;
+    for blob in blobs {
+        out.extend_from_slice(&blob.id.0);
+        let same_frame = previous.is_some_and(|p| p.same_frame(blob));
+        let kind = match blob.kind {
+            BlobKind::Data => 0,
+            BlobKind::ChunkList => FLAG_CHUNK_LIST,
+        };
+        out.push(kind | if same_frame { FLAG_SAME_FRAME } else { 0 });
+        if !same_frame {
+            put_varint(out, zigzag(i128::from(blob.offset) - i128::from(end)));
+            put_varint(out, blob.length);
+            end = blob.offset.saturating_add(blob.length);
+        }
+        put_varint(out, blob.inner_offset);
+        put_varint(out, blob.raw_length);
+        previous = Some(blob);
+    }
+}
+
+/// Reads what [`put_blobs`] wrote (or layout version 1's blobs); `at` names the pack in errors.
+fn read_blobs(reader: &mut Reader, version: u8, at: &dyn Fn(String) -> RepoError) -> Result<Vec<PackEntry>> {
+    let count = reader
+        .count(MIN_BLOB_BYTES)
+        .map_err(|m| at(format!("blob count: {m}")))?;
+    let mut blobs = Vec::with_capacity(count);
+    let mut end = 0u64;
+    let mut frame: Option<(u64, u64)> = None;
+    for b in 0..count {
+        let at = |m: &str| at(format!("blob {b}: {m}"));
+        let blob_id = reader.id().map_err(&at)?;
+        let flags = reader.byte().map_err(&at)?;
+        let known = if version == 1 {
+            FLAG_CHUNK_LIST
+        } else {
+            FLAG_CHUNK_LIST | FLAG_SAME_FRAME
+        };
+        if flags & !known != 0 {
+            return Err(at(&format!("unknown kind {flags}")));
+        }
+        let kind = if flags & FLAG_CHUNK_LIST != 0 {
+            BlobKind::ChunkList
+        } else {
+            BlobKind::Data
+        };
+        let (offset, length) = match frame {
+            Some(previous) if flags & FLAG_SAME_FRAME != 0 => previous,
+            None if flags & FLAG_SAME_FRAME != 0 => return Err(at("no frame before it")),
+            _ => {
+                let gap = unzigzag(reader.varint().map_err(&at)?);
+                let offset = end.checked_add_signed(gap).ok_or_else(|| at("offset out of range"))?;
+                let length = reader.varint().map_err(&at)?;
+                end = offset.checked_add(length).ok_or_else(|| at("offset out of range"))?;
+                (offset, length)
+            }
+        };
+        frame = Some((offset, length));
+        let inner_offset = if version == 1 { 0 } else { reader.varint().map_err(&at)? };
+        let raw_length = reader.varint().map_err(&at)?;
+        blobs.push(PackEntry {
+            id: blob_id,
+            kind,
+            offset,
+            length,
+            raw_length,
+            inner_offset,
+        });
+    }
+    Ok(blobs)
+}
+
+/// First bytes of a binary pack header.
+const HEADER_MAGIC: &[u8; 4] = b"TMPH";
+/// Version of the binary pack header layout.
+const HEADER_VERSION: u8 = 1;
+
+/// The binary header of a pack listing `blobs`: `"TMPH" | version u8 (1) | varint blob count |
+/// blobs`, the blobs as in an index object (layout 2). Sealed, it needs no checksum of its own.
+pub(crate) fn encode_pack_header(blobs: &[PackEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + blobs.len() * 40);
+    out.extend_from_slice(HEADER_MAGIC);
+    out.push(HEADER_VERSION);
+    put_blobs(&mut out, blobs);
+    out
+}
+
+/// Decodes a pack header's plaintext: binary, or the JSON array of packs written before; errors
+/// name `object`.
+pub(crate) fn decode_pack_header(plain: &[u8], object: &str) -> Result<Vec<PackEntry>> {
+    if plain.first() == Some(&b'[') {
+        return serde_json::from_slice(plain).map_err(|e| RepoError::corrupt(object, format!("header: {e}")));
+    }
+    let corrupt = |message: String| RepoError::corrupt(object, format!("header: {message}"));
+    if plain.len() < HEADER_MAGIC.len() + 1 || &plain[..HEADER_MAGIC.len()] != HEADER_MAGIC {
+        return Err(corrupt("not a pack header (unknown leading bytes)".into()));
+    }
+    let version = plain[HEADER_MAGIC.len()];
+    if version != HEADER_VERSION {
+        return Err(corrupt(format!(
+            "layout version {version}, this tidemark reads {HEADER_VERSION}"
+        )));
+    }
+    let mut reader = Reader {
+        bytes: plain,
+        pos: HEADER_MAGIC.len() + 1,
+    };
+    let blobs = read_blobs(&mut reader, BINARY_VERSION, &corrupt)?;
+    if reader.pos != plain.len() {
+        return Err(corrupt(format!(
+            "{} bytes after the last blob",
+            plain.len() - reader.pos
+        )));
+    }
+    Ok(blobs)
 }
 
 /// Calls `visit` with each pack of an index object's plaintext, in order, without holding the
@@ -163,50 +264,7 @@ pub(crate) fn for_each_pack(plain: &[u8], object: &str, mut visit: impl FnMut(In
         let at = |m: &str| corrupt(format!("pack {p}: {m}"));
         let id = reader.id().map_err(&at)?;
         let size = reader.varint().map_err(&at)?;
-        let count = reader.count(MIN_BLOB_BYTES).map_err(&at)?;
-        let mut blobs = Vec::with_capacity(count);
-        let mut end = 0u64;
-        let mut frame: Option<(u64, u64)> = None;
-        for b in 0..count {
-            let at = |m: &str| corrupt(format!("pack {p} ({id}), blob {b}: {m}"));
-            let blob_id = reader.id().map_err(&at)?;
-            let flags = reader.byte().map_err(&at)?;
-            let known = if version == 1 {
-                FLAG_CHUNK_LIST
-            } else {
-                FLAG_CHUNK_LIST | FLAG_SAME_FRAME
-            };
-            if flags & !known != 0 {
-                return Err(at(&format!("unknown kind {flags}")));
-            }
-            let kind = if flags & FLAG_CHUNK_LIST != 0 {
-                BlobKind::ChunkList
-            } else {
-                BlobKind::Data
-            };
-            let (offset, length) = match frame {
-                Some(previous) if flags & FLAG_SAME_FRAME != 0 => previous,
-                None if flags & FLAG_SAME_FRAME != 0 => return Err(at("no frame before it")),
-                _ => {
-                    let gap = unzigzag(reader.varint().map_err(&at)?);
-                    let offset = end.checked_add_signed(gap).ok_or_else(|| at("offset out of range"))?;
-                    let length = reader.varint().map_err(&at)?;
-                    end = offset.checked_add(length).ok_or_else(|| at("offset out of range"))?;
-                    (offset, length)
-                }
-            };
-            frame = Some((offset, length));
-            let inner_offset = if version == 1 { 0 } else { reader.varint().map_err(&at)? };
-            let raw_length = reader.varint().map_err(&at)?;
-            blobs.push(PackEntry {
-                id: blob_id,
-                kind,
-                offset,
-                length,
-                raw_length,
-                inner_offset,
-            });
-        }
+        let blobs = read_blobs(&mut reader, version, &|m| corrupt(format!("pack {p} ({id}), {m}")))?;
         visit(IndexPack { id, size, blobs })?;
     }
     if reader.pos != body.len() {
@@ -585,6 +643,24 @@ mod tests {
         let hash = blake3::hash(&out);
         out.extend_from_slice(hash.as_bytes());
         out
+    }
+
+    #[test]
+    fn pack_headers_are_binary_and_json_ones_still_read() {
+        let blobs = pack(5, 40).blobs;
+        let binary = encode_pack_header(&blobs);
+        assert_eq!(decode_pack_header(&binary, "data/ab/x").unwrap(), blobs);
+        let json = serde_json::to_vec(&blobs).unwrap();
+        assert!(json.len() > 3 * binary.len(), "{} {}", json.len(), binary.len());
+        assert_eq!(decode_pack_header(&json, "data/ab/x").unwrap(), blobs);
+        for cut in [0, 3, 5, 6, 40, binary.len() - 1] {
+            let err = decode_pack_header(&binary[..cut], "data/ab/x").unwrap_err().to_string();
+            assert!(err.contains("data/ab/x"), "{err}");
+        }
+        let mut longer = binary.clone();
+        longer.push(0);
+        let err = decode_pack_header(&longer, "data/ab/x").unwrap_err().to_string();
+        assert!(err.contains("1 bytes after the last blob"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! little-endian integer, so a pack alone is enough to rebuild the index:
 //!
 //! ```text
-//! frame_0 | frame_1 | ... | frame_n-1 | sealed(zstd(JSON [PackEntry...])) | u32 LE header length
+//! frame_0 | frame_1 | ... | frame_n-1 | sealed(zstd(header: the PackEntry of every blob)) | u32 LE header length
 //! ```
 //!
 //! A pack is stored under `data/<first two hex digits>/<id>` where `id` is the unkeyed BLAKE3 of
@@ -271,7 +271,7 @@ impl PackBuilder {
     /// Finishes the pack: returns its bytes and index entry.
     pub fn finish(self, keys: &MasterKeys) -> Result<(Vec<u8>, IndexPack)> {
         let PackBuilder { mut data, entries } = self;
-        let header = serde_json::to_vec(&entries).map_err(|e| RepoError::Usage(format!("pack header: {e}")))?;
+        let header = crate::index::encode_pack_header(&entries);
         let sealed = seal_json(keys, &header)?;
         let len = u32::try_from(sealed.len()).map_err(|_| RepoError::Usage("pack header too large".into()))?;
         data.extend_from_slice(&sealed);
@@ -303,8 +303,7 @@ pub fn read_header(keys: &MasterKeys, pack: &[u8], key: &str) -> Result<Vec<Pack
         .checked_sub(header_len)
         .ok_or_else(|| RepoError::corrupt(key, "header length exceeds pack"))?;
     let header = open_json(keys, &pack[header_start..len_start], &format!("{key} (header)"))?;
-    let entries: Vec<PackEntry> =
-        serde_json::from_slice(&header).map_err(|e| RepoError::corrupt(key, format!("header: {e}")))?;
+    let entries = crate::index::decode_pack_header(&header, key)?;
     for e in &entries {
         let end = e.offset.checked_add(e.length);
         if end.is_none_or(|end| end > header_start as u64) {
