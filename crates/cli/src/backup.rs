@@ -188,14 +188,14 @@ async fn reported_set_name(conn: &ConnectionOptions) -> Result<String, CliError>
 
 /// Imports an archive file (gzip detected) read front to back, nothing staged on disk.
 async fn import_archive_file(writer: &mut SnapshotWriter, path: &Path) -> Result<ImportStats, CliError> {
-    let open = || std::fs::File::open(path).with_context(|| format!("open archive {}", path.display()));
+    let open = || tidemark_directio::InputFile::open(path).with_context(|| format!("open archive {}", path.display()));
     let gzip =
         tidemark_format::archive::gzip::sniff_gzip(path).with_context(|| format!("read archive {}", path.display()))?;
     let origin = path.display().to_string();
     let input: Box<dyn std::io::Read> = if gzip {
         Box::new(tidemark_format::archive::gzip::gzip_reader(open()?))
     } else {
-        Box::new(std::io::BufReader::with_capacity(1 << 20, open()?))
+        Box::new(open()?)
     };
     Ok(import_archive(writer, input, &origin).await?)
 }

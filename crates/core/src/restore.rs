@@ -372,7 +372,7 @@ fn open_input(path: Option<&PathBuf>, gzip: bool) -> Result<Box<dyn Read + Send>
     let raw: Box<dyn Read + Send> = match path {
         Some(p) if p.as_os_str() != "-" => {
             let p = tidemark_format::archive::gzip::resolve_archive_path(p, gzip);
-            Box::new(std::fs::File::open(&p).map_err(io_error("error opening archive", &p))?)
+            Box::new(tidemark_directio::InputFile::open(&p).map_err(io_error("error opening archive", &p))?)
         }
         _ => Box::new(std::io::stdin()),
     };

@@ -305,7 +305,7 @@ fn archive_to_directory(src: &Path, dst: &Path, options: &ConvertOptions) -> Res
         Some(g) => g,
         None => crate::archive::gzip::sniff_gzip(src).map_err(io)?,
     };
-    let file = BufReader::new(File::open(src).map_err(io)?);
+    let file = tidemark_directio::InputFile::open(src).map_err(io)?;
     let input: Box<dyn Read> = if gzip {
         Box::new(archive::gzip::gzip_reader(file))
     } else {

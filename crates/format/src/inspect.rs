@@ -11,8 +11,7 @@
 //! Unlike the real tools, which never sniff, this module detects gzip by itself: archives by their
 //! magic bytes, directories by their `.gz` file names.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bson::{RawDocument, Timestamp};
@@ -195,7 +194,7 @@ fn inspect_archive(path: &Path, options: &InspectOptions) -> Result<DumpSummary,
         Some(g) => g,
         None => crate::archive::gzip::sniff_gzip(path).map_err(io_err)?,
     };
-    let file = BufReader::new(File::open(path).map_err(io_err)?);
+    let file = tidemark_directio::InputFile::open(path).map_err(io_err)?;
     let input: Box<dyn Read> = if gzip {
         Box::new(archive::gzip::gzip_reader(file))
     } else {
