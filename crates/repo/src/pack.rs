@@ -168,8 +168,35 @@ pub fn decode_blob(keys: &MasterKeys, stored: &[u8], entry: &PackEntry, pack: &I
 /// (blobs of that frame, in any order), each verified against its id. The error names the pack,
 /// and the blob at fault.
 pub fn decode_frame(keys: &MasterKeys, stored: &[u8], entries: &[PackEntry], pack: &Id) -> Result<Vec<Vec<u8>>> {
+    let DecodedFrame { plaintext, ranges } = decode_frame_ranges(keys, stored, entries, pack)?;
+    if let [only] = &ranges[..]
+        && only.len() == plaintext.len()
+    {
+        return Ok(vec![plaintext]);
+    }
+    Ok(ranges.into_iter().map(|range| plaintext[range].to_vec()).collect())
+}
+
+/// A frame's plaintext and where each requested blob lies in it.
+pub(crate) struct DecodedFrame {
+    /// The whole plaintext of the frame.
+    pub plaintext: Vec<u8>,
+    /// The blobs' bytes, in the order they were asked for.
+    pub ranges: Vec<std::ops::Range<usize>>,
+}
+
+/// [`decode_frame`] without copying the blobs out of the frame's plaintext.
+pub(crate) fn decode_frame_ranges(
+    keys: &MasterKeys,
+    stored: &[u8],
+    entries: &[PackEntry],
+    pack: &Id,
+) -> Result<DecodedFrame> {
     let Some(first) = entries.first() else {
-        return Ok(Vec::new());
+        return Ok(DecodedFrame {
+            plaintext: Vec::new(),
+            ranges: Vec::new(),
+        });
     };
     let frame_name = || {
         if entries.len() == 1 {
@@ -183,27 +210,23 @@ pub fn decode_frame(keys: &MasterKeys, stored: &[u8], entries: &[PackEntry], pac
             )
         }
     };
-    let frame = open_frame(keys, stored, &frame_name)?;
-    let mut blobs = Vec::with_capacity(entries.len());
+    let plaintext = open_frame(keys, stored, &frame_name)?;
+    let mut ranges = Vec::with_capacity(entries.len());
     for entry in entries {
-        let slice = entry
-            .inner_offset
-            .checked_add(entry.raw_length)
-            .and_then(|end| frame.get(usize::try_from(entry.inner_offset).ok()?..usize::try_from(end).ok()?));
-        let Some(slice) = slice else {
+        let range = usize::try_from(entry.inner_offset).ok().and_then(|start| {
+            let end = start.checked_add(usize::try_from(entry.raw_length).ok()?)?;
+            (end <= plaintext.len()).then_some(start..end)
+        });
+        let Some(range) = range else {
             return Err(RepoError::corrupt(
                 format!("{} (blob {})", pack_key(pack), entry.id),
                 "decompressed length differs from the index",
             ));
         };
-        if entries.len() == 1 && slice.len() == frame.len() {
-            blobs.push(frame);
-            break;
-        }
-        blobs.push(slice.to_vec());
+        ranges.push(range);
     }
-    let plaintexts: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
-    for (entry, id) in entries.iter().zip(keys.blob_ids(&plaintexts)) {
+    let blobs: Vec<&[u8]> = ranges.iter().map(|r| &plaintext[r.clone()]).collect();
+    for (entry, id) in entries.iter().zip(keys.blob_ids(&blobs)) {
         if id != entry.id {
             return Err(RepoError::corrupt(
                 format!("{} (blob {})", pack_key(pack), entry.id),
@@ -211,7 +234,7 @@ pub fn decode_frame(keys: &MasterKeys, stored: &[u8], entries: &[PackEntry], pac
             ));
         }
     }
-    Ok(blobs)
+    Ok(DecodedFrame { plaintext, ranges })
 }
 
 /// Builds one pack in memory.

@@ -386,12 +386,8 @@ async fn read_ahead(
                 bytes += repo.locate(&chunks[end]).map_or(0, |l| l.entry.raw_length);
                 end += 1;
             }
-            let plaintexts = repo.read_blobs(&chunks[start..end]).await?;
-            let mut batch = Vec::with_capacity(plaintexts.iter().map(Vec::len).sum());
-            for p in &plaintexts {
-                batch.extend_from_slice(p);
-            }
-            drop(plaintexts);
+            let mut batch = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0));
+            repo.read_blobs_into(&chunks[start..end], &mut batch).await?;
             hasher.update(&batch);
             if tx.send(Ok(Piece::Batch(batch))).await.is_err() {
                 return Ok(());

@@ -20,7 +20,9 @@ use crate::chunker::CutRule;
 use crate::crypto::{Id, KdfParams, KeyFile, MasterKeys};
 use crate::error::{RepoError, Result};
 use crate::index::{BlobIndex, IndexEncoding, for_each_pack};
-use crate::pack::{IndexFile, IndexPack, PackEntry, blob_bytes, decode_frame, open_json, pack_key, seal_json};
+use crate::pack::{
+    DecodedFrame, IndexFile, IndexPack, PackEntry, blob_bytes, decode_frame_ranges, open_json, pack_key, seal_json,
+};
 use crate::snapshot::Snapshot;
 use crate::util::{hostname, now_unix, parallel_map, rfc3339};
 use crate::{Storage, StorageError};
@@ -182,16 +184,6 @@ fn blob_end(loc: &BlobLocation) -> Result<u64> {
         .ok_or_else(|| RepoError::corrupt(pack_key(&loc.pack), format!("blob {} has a bad offset", loc.entry.id)))
 }
 
-/// Decodes the blobs of one ranged read of one pack (`bytes` starts at pack offset `base`), each
-/// frame once, frames on all cores; returns the plaintexts in the order of `run`.
-fn decode_run(keys: &MasterKeys, bytes: &[u8], base: u64, run: &[BlobLocation], key: &str) -> Result<Vec<Vec<u8>>> {
-    let entries: Vec<PackEntry> = run.iter().map(|loc| loc.entry).collect();
-    let Some(first) = run.first() else {
-        return Ok(Vec::new());
-    };
-    decode_entries(keys, bytes, base, &entries, &first.pack, key)
-}
-
 /// Decodes `entries` of pack `pack` (key `key`) from `bytes`, the pack's bytes from offset `base`
 /// on: entries of one frame next to each other share one decoding; frames are decoded on all
 /// cores when there are several. Returns the plaintexts in the order of `entries`.
@@ -203,8 +195,29 @@ pub(crate) fn decode_entries(
     pack: &Id,
     key: &str,
 ) -> Result<Vec<Vec<u8>>> {
+    let frames = decode_frames(keys, bytes, base, entries, pack, key)?;
+    Ok(frames
+        .into_iter()
+        .flat_map(|DecodedFrame { plaintext, ranges }| {
+            ranges
+                .into_iter()
+                .map(move |range| plaintext[range].to_vec())
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+/// The frames of [`decode_entries`], each with its blobs' places, without copying blobs out.
+fn decode_frames(
+    keys: &MasterKeys,
+    bytes: &[u8],
+    base: u64,
+    entries: &[PackEntry],
+    pack: &Id,
+    key: &str,
+) -> Result<Vec<DecodedFrame>> {
     let frames: Vec<&[PackEntry]> = entries.chunk_by(|a, b| a.same_frame(b)).collect();
-    let one = |frame: &&[PackEntry]| -> Result<Vec<Vec<u8>>> {
+    let one = |frame: &&[PackEntry]| -> Result<DecodedFrame> {
         let first = frame[0];
         let relative = PackEntry {
             offset: first
@@ -213,10 +226,9 @@ pub(crate) fn decode_entries(
                 .ok_or_else(|| RepoError::corrupt(key, format!("blob {} lies before the bytes read", first.id)))?,
             ..first
         };
-        decode_frame(keys, blob_bytes(bytes, &relative, key)?, frame, pack)
+        decode_frame_ranges(keys, blob_bytes(bytes, &relative, key)?, frame, pack)
     };
-    let decoded = parallel_map(&frames, frames.len() >= 4, one)?;
-    Ok(decoded.into_iter().flatten().collect())
+    parallel_map(&frames, frames.len() >= 4, one)
 }
 
 impl Repository {
@@ -442,6 +454,38 @@ impl Repository {
     /// Reads several blobs (each verified), in order. Blobs stored next to each other in a pack
     /// are fetched with one ranged read, and decoded on every core.
     pub async fn read_blobs(&self, ids: &[Id]) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        self.read_frames(ids, |DecodedFrame { plaintext, ranges }| {
+            if let [only] = &ranges[..]
+                && only.len() == plaintext.len()
+            {
+                out.push(plaintext);
+                return;
+            }
+            out.extend(ranges.into_iter().map(|range| plaintext[range].to_vec()));
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// [`Repository::read_blobs`] appended to `out`, one after the other, without a buffer per
+    /// blob; returns each blob's length, in order.
+    pub async fn read_blobs_into(&self, ids: &[Id], out: &mut Vec<u8>) -> Result<Vec<usize>> {
+        let mut lengths = Vec::with_capacity(ids.len());
+        self.read_frames(ids, |DecodedFrame { plaintext, ranges }| {
+            for range in ranges {
+                lengths.push(range.len());
+                out.extend_from_slice(&plaintext[range]);
+            }
+        })
+        .await?;
+        Ok(lengths)
+    }
+
+    /// Reads the frames holding `ids` (each blob verified) and hands them to `each` in the order
+    /// of `ids`, each with the places of the blobs asked for. Blobs stored next to each other in
+    /// a pack are fetched with one ranged read, and frames decoded on every core.
+    async fn read_frames(&self, ids: &[Id], mut each: impl FnMut(DecodedFrame)) -> Result<()> {
         let locations = ids
             .iter()
             .map(|id| {
@@ -451,7 +495,6 @@ impl Repository {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut out = Vec::with_capacity(ids.len());
         let mut start = 0;
         while start < locations.len() {
             // A run: blobs of one pack, in increasing offsets with small gaps, up to a size limit.
@@ -478,11 +521,12 @@ impl Repository {
             }
             let key = pack_key(&first.pack);
             let bytes = self.storage.get_range(&key, first.entry.offset..run_end).await?;
-            let run = &locations[start..end];
-            out.extend(decode_run(&self.keys, &bytes, first.entry.offset, run, &key)?);
+            let entries: Vec<PackEntry> = locations[start..end].iter().map(|loc| loc.entry).collect();
+            let frames = decode_frames(&self.keys, &bytes, first.entry.offset, &entries, &first.pack, &key)?;
+            frames.into_iter().for_each(&mut each);
             start = end;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Ids of all snapshots, sorted.
