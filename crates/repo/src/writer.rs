@@ -499,7 +499,7 @@ pub(crate) struct StreamWriter {
     /// Bytes of `buf` covered by `cuts`.
     cut_bytes: usize,
     /// The content hash (of the batches sent to be prepared).
-    hasher: blake3::Hasher,
+    hasher: HashRelay,
     /// The batches being prepared on the blocking pool while the next one fills, oldest first.
     in_flight: std::collections::VecDeque<tokio::task::JoinHandle<Result<Batch>>>,
     /// Buffers of stored batches, reused for the next `buf`s: a fresh 1 MiB buffer costs a page
@@ -536,7 +536,7 @@ impl StreamWriter {
             spare: Vec::new(),
             cuts: Vec::new(),
             cut_bytes: 0,
-            hasher: blake3::Hasher::new(),
+            hasher: HashRelay::Here(Box::default()),
             in_flight: std::collections::VecDeque::new(),
             chooser: Chooser::new(repo.config.compression_level),
             lists: ListTree::default(),
@@ -622,11 +622,17 @@ impl StreamWriter {
             level: self.chooser.level(),
             prepared: None,
         };
-        self.hasher.update(&batch.data);
         self.cut_bytes = 0;
         let repo = self.repo.clone();
-        self.in_flight
-            .push_back(tokio::task::spawn_blocking(move || batch.prepare(&repo)));
+        let (hashed, next_hasher) = tokio::sync::oneshot::channel();
+        let hasher = std::mem::replace(&mut self.hasher, HashRelay::Coming(next_hasher));
+        self.in_flight.push_back(tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher.take_blocking()?;
+            hasher.update(&batch.data);
+            // The next batch's task waits for it; gone only when that task failed already.
+            let _ = hashed.send(hasher);
+            batch.prepare(&repo)
+        }));
         Ok(())
     }
 
@@ -671,8 +677,44 @@ impl StreamWriter {
         let (lists, levels) = std::mem::take(&mut self.lists).finish(sink).await?;
         self.stream.chunk_lists = lists;
         self.stream.list_levels = levels;
-        self.stream.content_hash = Id(*self.hasher.finalize().as_bytes());
+        // Every batch was settled: the last one has handed the hasher on.
+        let relay = std::mem::replace(&mut self.hasher, HashRelay::Here(Box::default()));
+        let hasher = relay.take().await?;
+        self.stream.content_hash = Id(*hasher.finalize().as_bytes());
         Ok(self.stream)
+    }
+}
+
+/// A stream's content hash, passed from batch to batch: each batch's encoding task takes it from
+/// the task of the batch before, hashes its own bytes and hands it on, so the stream is hashed in
+/// order on the tasks beside the encoding, not on the task reading the stream.
+enum HashRelay {
+    /// No batch is being hashed.
+    Here(Box<blake3::Hasher>),
+    /// The task of the last batch sent hands it over when it has hashed its bytes.
+    Coming(tokio::sync::oneshot::Receiver<Box<blake3::Hasher>>),
+}
+
+/// The hasher was dropped by a task that failed.
+fn hash_lost<E>(_: E) -> RepoError {
+    RepoError::Usage("the content hash was lost with a failed chunk encoding task".into())
+}
+
+impl HashRelay {
+    /// The hasher, once the batch before has hashed its bytes (on a blocking task).
+    fn take_blocking(self) -> Result<Box<blake3::Hasher>> {
+        match self {
+            HashRelay::Here(hasher) => Ok(hasher),
+            HashRelay::Coming(receiver) => receiver.blocking_recv().map_err(hash_lost),
+        }
+    }
+
+    /// The hasher, once the batch before has hashed its bytes.
+    async fn take(self) -> Result<Box<blake3::Hasher>> {
+        match self {
+            HashRelay::Here(hasher) => Ok(hasher),
+            HashRelay::Coming(receiver) => receiver.await.map_err(hash_lost),
+        }
     }
 }
 

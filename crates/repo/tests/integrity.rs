@@ -495,7 +495,8 @@ async fn a_damaged_chunk_list_is_found_by_check_and_restore_and_names_the_namesp
     let (storage, repo) = init_memory().await;
     let all: Vec<i32> = (0..300).collect();
     let other = documents(300, &all, 9);
-    let (id, _) = backup(&repo, &[("shop.a", &documents(300, &[], 0)), ("shop.b", &other)]).await;
+    // About 250 chunks: several chunk lists (a list ends after 1 id in 16, at random).
+    let (id, _) = backup(&repo, &[("shop.a", &documents(1000, &[], 0)), ("shop.b", &other)]).await;
     let snap = repo.load_snapshot(&id).await.unwrap();
     let list = snap.members[0].namespaces[0].data.chunk_lists[1];
     let loc = repo.locate(&list).unwrap();
