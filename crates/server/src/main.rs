@@ -55,6 +55,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // The workspace's jemalloc asks for transparent huge pages on all its memory (see
+    // `.cargo/config.toml`), which suits the tools' large reused buffers. A server's heap grows by
+    // millions of small documents, and there each huge-page fault may compact memory first: a
+    // restore cost the server 1.7 to 2.6 times the CPU. So the server opts out for its process;
+    // where the kernel refuses, it runs as it is.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let args = Args::parse();
     let ip_text = args.bind_ip.split(',').next().unwrap_or("127.0.0.1").trim();
     let bind_ip: IpAddr = match ip_text {
