@@ -249,17 +249,7 @@ impl Chooser {
 mod tests {
     use super::*;
 
-    fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x.to_le_bytes()[0]
-            })
-            .collect()
-    }
+    use crate::util::test_noise as random_bytes;
 
     #[test]
     fn stored_frames_are_read_by_zstd() {

@@ -123,17 +123,7 @@ fn left_chunks(n: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x.to_le_bytes()[0]
-            })
-            .collect()
-    }
+    use crate::util::test_noise as noise;
 
     #[test]
     fn equal_blake3_keyed_hash_for_every_shape() {

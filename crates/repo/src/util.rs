@@ -72,6 +72,20 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
     items.par_iter().map(f).collect()
 }
 
+/// Deterministic pseudo-random bytes (xorshift64) for unit tests: nothing compresses them.
+#[cfg(test)]
+pub(crate) fn test_noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
