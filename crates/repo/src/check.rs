@@ -21,7 +21,7 @@ use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
 use crate::oplog_archive;
-use crate::pack::{BlobKind, blob_bytes, decode_frame, pack_key, read_header};
+use crate::pack::{BlobKind, blob_bytes, decode_frame_ranges, pack_key, read_header};
 use crate::reader::SnapshotReader;
 
 /// What to verify beyond structure.
@@ -260,17 +260,17 @@ async fn verify_pack(
     }
     for frame in header.chunk_by(|a, b| a.same_frame(b)) {
         let decoded =
-            blob_bytes(&bytes, &frame[0], &key).and_then(|stored| decode_frame(&repo.keys, stored, frame, id));
-        let plaintexts = match decoded {
-            Ok(plaintexts) => plaintexts,
+            blob_bytes(&bytes, &frame[0], &key).and_then(|stored| decode_frame_ranges(&repo.keys, stored, frame, id));
+        let decoded = match decoded {
+            Ok(decoded) => decoded,
             Err(e) => {
                 report.errors.push(e.to_string());
                 continue;
             }
         };
-        for (entry, plaintext) in frame.iter().zip(plaintexts) {
+        for (entry, range) in frame.iter().zip(decoded.ranges) {
             if entry.kind == BlobKind::ChunkList
-                && let Err(e) = decode_chunk_list(&plaintext)
+                && let Err(e) = decode_chunk_list(&decoded.plaintext[range])
             {
                 report.errors.push(format!("{key} (chunk list {}): {e}", entry.id));
                 continue;

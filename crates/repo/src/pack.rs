@@ -168,13 +168,7 @@ pub fn decode_blob(keys: &MasterKeys, stored: &[u8], entry: &PackEntry, pack: &I
 /// (blobs of that frame, in any order), each verified against its id. The error names the pack,
 /// and the blob at fault.
 pub fn decode_frame(keys: &MasterKeys, stored: &[u8], entries: &[PackEntry], pack: &Id) -> Result<Vec<Vec<u8>>> {
-    let DecodedFrame { plaintext, ranges } = decode_frame_ranges(keys, stored, entries, pack)?;
-    if let [only] = &ranges[..]
-        && only.len() == plaintext.len()
-    {
-        return Ok(vec![plaintext]);
-    }
-    Ok(ranges.into_iter().map(|range| plaintext[range].to_vec()).collect())
+    decode_frame_ranges(keys, stored, entries, pack).map(DecodedFrame::into_blobs)
 }
 
 /// A frame's plaintext and where each requested blob lies in it.
@@ -183,6 +177,19 @@ pub(crate) struct DecodedFrame {
     pub plaintext: Vec<u8>,
     /// The blobs' bytes, in the order they were asked for.
     pub ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl DecodedFrame {
+    /// Each blob in a buffer of its own, in order; a blob alone in its frame keeps the frame's.
+    pub(crate) fn into_blobs(self) -> Vec<Vec<u8>> {
+        let DecodedFrame { plaintext, ranges } = self;
+        if let [only] = &ranges[..]
+            && only.len() == plaintext.len()
+        {
+            return vec![plaintext];
+        }
+        ranges.into_iter().map(|range| plaintext[range].to_vec()).collect()
+    }
 }
 
 /// [`decode_frame`] without copying the blobs out of the frame's plaintext.

@@ -196,15 +196,7 @@ pub(crate) fn decode_entries(
     key: &str,
 ) -> Result<Vec<Vec<u8>>> {
     let frames = decode_frames(keys, bytes, base, entries, pack, key)?;
-    Ok(frames
-        .into_iter()
-        .flat_map(|DecodedFrame { plaintext, ranges }| {
-            ranges
-                .into_iter()
-                .map(move |range| plaintext[range].to_vec())
-                .collect::<Vec<_>>()
-        })
-        .collect())
+    Ok(frames.into_iter().flat_map(DecodedFrame::into_blobs).collect())
 }
 
 /// The frames of [`decode_entries`], each with its blobs' places, without copying blobs out.
@@ -455,16 +447,7 @@ impl Repository {
     /// are fetched with one ranged read, and decoded on every core.
     pub async fn read_blobs(&self, ids: &[Id]) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(ids.len());
-        self.read_frames(ids, |DecodedFrame { plaintext, ranges }| {
-            if let [only] = &ranges[..]
-                && only.len() == plaintext.len()
-            {
-                out.push(plaintext);
-                return;
-            }
-            out.extend(ranges.into_iter().map(|range| plaintext[range].to_vec()));
-        })
-        .await?;
+        self.read_frames(ids, |frame| out.extend(frame.into_blobs())).await?;
         Ok(out)
     }
 
