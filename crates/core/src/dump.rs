@@ -381,6 +381,12 @@ async fn estimated_count(client: &Client, db: &str, coll: &str) -> Option<u64> {
 /// memory per cursor); large enough that round trips cost little.
 const BATCH_BYTES: u64 = 1 << 20;
 
+/// Bytes of one collection an archive dump gathers before handing them to the output (mongodump:
+/// 16 MiB). Consecutive hand-overs of one namespace continue the same segment, so the archive of a
+/// single collection is the same byte for byte whatever this size. With several collections at
+/// once it only interleaves them more finely, and each holds 4 MiB of server replies instead of 16.
+const ARCHIVE_HANDOVER_BYTES: usize = 4 << 20;
+
 /// The `batchSize` that makes batches of about [`BATCH_BYTES`], from the collection's average
 /// document size (`collStats.avgObjSize`); `None` (the server's default) when it is unknown.
 async fn batch_size_for(client: &Client, db: &str, coll: &str) -> Option<u32> {
@@ -1159,14 +1165,14 @@ pub async fn run_dump(
             tasks.spawn(async move {
                 let _permit = permit;
                 let sink = match (target, sink, archive) {
-                    (_, Some(idx), Some(archive)) => {
-                        Sink::Archive(Box::new(archive.namespace_writer(idx).map_err(|source| {
-                            Error::Archive {
+                    (_, Some(idx), Some(archive)) => Sink::Archive(Box::new(
+                        archive
+                            .namespace_writer_with_buffer(idx, ARCHIVE_HANDOVER_BYTES)
+                            .map_err(|source| Error::Archive {
                                 context: "archive writer".into(),
                                 source,
-                            }
-                        })?))
-                    }
+                            })?,
+                    )),
                     (DumpTarget::Documents(output), _, _) => Sink::Documents(output, i),
                     (DumpTarget::Stdout, _, _) => Sink::Stdout(Box::new(BufWriter::new(std::io::stdout()))),
                     (DumpTarget::Directory(out), _, _) => {

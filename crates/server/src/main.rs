@@ -10,9 +10,9 @@ use clap::Parser;
 /// jemalloc instead of the system allocator: the store keeps millions of small documents and index
 /// entries alive while requests allocate and free large buffers around them, a mix under which
 /// glibc's allocator spent about a third of an insert's CPU time (jemalloc: a third less CPU per
-/// restored document, the same resident memory).
+/// restored document, the same resident memory). See `tidemark_alloc` for the one change made to it.
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOCATOR: tidemark_alloc::Allocator = tidemark_alloc::Allocator;
 use tidemark_server::commands::ServerState;
 use tidemark_server::storage::{Storage, StorageOptions};
 use tidemark_server::{Engine, ServerConfig};
@@ -55,11 +55,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    // The workspace's jemalloc asks for transparent huge pages on all its memory (see
-    // `.cargo/config.toml`), which suits the tools' large reused buffers. A server's heap grows by
-    // millions of small documents, and there each huge-page fault may compact memory first: a
-    // restore cost the server 1.7 to 2.6 times the CPU. So the server opts out for its process;
-    // where the kernel refuses, it runs as it is.
+    // A server's heap grows by millions of small documents. Where it gets transparent huge pages
+    // (a kernel set to `always`, or jemalloc configured with `thp:always`), each huge-page fault
+    // may compact memory first: a restore cost the server 1.7 to 3.5 times the CPU. So the server
+    // opts out for its process; where the kernel refuses, it runs as it is.
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let args = Args::parse();
     let ip_text = args.bind_ip.split(',').next().unwrap_or("127.0.0.1").trim();

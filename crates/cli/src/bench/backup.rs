@@ -20,7 +20,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use super::{ServerProcess, ToolRun, load_dump_dataset, run_measured, server_binary};
+use super::{ServerProcess, ToolRun, load_dump_dataset, run_measured, server_binary, warm_memory};
 use crate::CliError;
 
 /// Password of the benchmark repository.
@@ -76,6 +76,7 @@ pub(super) fn bench_backup(
         None => tempfile::Builder::new().prefix("tidemark-bench").tempdir()?,
     };
     let runtime = tokio::runtime::Runtime::new()?;
+    warm_memory(size_mib.saturating_mul(4) << 20);
     let source = ServerProcess::start(&bin, None)?;
     eprintln!("loading {size_mib} MiB into {} ...", source.uri);
     let bytes = runtime.block_on(load_dump_dataset(&source.uri, size_mib * 1024 * 1024))?;
