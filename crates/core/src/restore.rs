@@ -934,7 +934,8 @@ impl BatchSink {
         } else {
             ctx.options.insertion_workers.max(1)
         };
-        let (sender, receiver) = tokio::sync::mpsc::channel::<Batch>(workers_n * 2);
+        // One batch waiting per worker: the reader fills the next one while they insert.
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Batch>(workers_n);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let mut workers = tokio::task::JoinSet::new();
         let timeseries = intent.is_timeseries();

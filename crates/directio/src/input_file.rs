@@ -28,8 +28,9 @@ use crate::{ALIGN, AlignedBuffer};
 /// Size of each read: large enough that a direct read costs one request per MiB, small enough that
 /// several files read at once stay within a few MiB each.
 const READ_BUFFER: usize = 1 << 20;
-/// Buffers a file may hold: one being parsed and up to three read ahead.
-const MAX_READ_BUFFERS: usize = 4;
+/// Buffers a file may hold: one being parsed and up to two read ahead (a directory restore reads
+/// four files at once).
+const MAX_READ_BUFFERS: usize = 3;
 
 /// The open file and where the next read starts.
 struct Source {
