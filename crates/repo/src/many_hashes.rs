@@ -11,19 +11,23 @@
 //! kernel together (`blake3::platform::Platform::hash_many`, which the crate keeps public for this
 //! kind of use but outside its documented API; the minor version is pinned in `Cargo.toml`): the chunks at
 //! the same position of different blobs share their chunk counter, so one call per position
-//! hashes them all. The partial last chunk and the parent nodes of each blob, a few compressions,
-//! go through the documented `hazmat` API, and inputs of one chunk or less through
-//! `blake3::keyed_hash`. The results are exactly `blake3::keyed_hash` of each input; a test
-//! compares them for every length around the chunk and tree boundaries.
+//! hashes them all. The last, partial chunk of a blob (or the only chunk of a blob of at most 1 KiB)
+//! holds up to 16 blocks; hashed block after block it cost as much as all the whole chunks. Its
+//! whole blocks but the last go through the same kernel, grouped by chunk counter and number of
+//! blocks, and only the last block of each blob is compressed alone. The parent nodes of each
+//! blob, a few compressions, go through the documented `hazmat` API. The results are exactly
+//! `blake3::keyed_hash` of each input; a test compares them for every length around the block,
+//! chunk and tree boundaries.
 
 use blake3::IncrementCounter;
-use blake3::hazmat::{ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root};
-use blake3::platform::{Platform, words_from_le_bytes_32};
-use blake3::{CHUNK_LEN, OUT_LEN};
+use blake3::hazmat::{ChainingValue, Mode, merge_subtrees_non_root, merge_subtrees_root};
+use blake3::platform::{Platform, le_bytes_from_words_32, words_from_le_bytes_32};
+use blake3::{BLOCK_LEN, CHUNK_LEN, OUT_LEN};
 
 /// BLAKE3 domain flags (specification, table 3).
 const CHUNK_START: u8 = 1;
 const CHUNK_END: u8 = 1 << 1;
+const ROOT: u8 = 1 << 3;
 const KEYED_HASH: u8 = 1 << 4;
 
 /// `blake3::keyed_hash(key, input)` of every input, in order.
@@ -78,24 +82,143 @@ pub(crate) fn keyed_hashes(key: &[u8; 32], inputs: &[&[u8]]) -> Vec<[u8; 32]> {
         }
     }
 
-    inputs
-        .iter()
-        .zip(&first)
-        .map(|(input, &start)| {
-            if input.len() <= CHUNK_LEN {
-                return *blake3::keyed_hash(key, input).as_bytes();
+    // Last chunks: the chaining value of a partial last chunk, or the hash of a one-chunk input.
+    let mut hashes: Vec<[u8; OUT_LEN]> = vec![[0; OUT_LEN]; inputs.len()];
+    let mut tails: Vec<Tail<'_>> = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter().enumerate() {
+        if input.is_empty() {
+            hashes[i] = *blake3::keyed_hash(key, input).as_bytes();
+            continue;
+        }
+        let (whole, rest) = input.as_chunks::<CHUNK_LEN>();
+        let (counter, bytes, root) = match (whole.len(), rest.is_empty()) {
+            (1, true) => (0, &input[..], true),
+            (_, true) => continue,
+            (0, false) => (0, rest, true),
+            (n, false) => (n, rest, false),
+        };
+        tails.push(Tail {
+            owner: i,
+            counter: counter as u64,
+            bytes,
+            root,
+        });
+    }
+    tails.sort_unstable_by_key(|t| (t.counter, t.leading_blocks()));
+    for group in tails.chunk_by(|a, b| (a.counter, a.leading_blocks()) == (b.counter, b.leading_blocks())) {
+        let counter = group[0].counter;
+        let mut states = vec![key_words; group.len()];
+        leading_blocks_cvs(&platform, group, &key_words, counter, &mut out, &mut states);
+        for (tail, mut cv) in group.iter().zip(states) {
+            let last_start = tail.leading_blocks() * BLOCK_LEN;
+            let last = &tail.bytes[last_start..];
+            let mut block = [0u8; BLOCK_LEN];
+            block[..last.len()].copy_from_slice(last);
+            let mut flags = KEYED_HASH | CHUNK_END;
+            if last_start == 0 {
+                flags |= CHUNK_START;
             }
-            let chunks = input.len().div_ceil(CHUNK_LEN);
-            let (whole, tail) = input.as_chunks::<CHUNK_LEN>();
-            if !tail.is_empty() {
-                cvs[start + whole.len()] = blake3::Hasher::new_keyed(key)
-                    .set_input_offset((whole.len() * CHUNK_LEN) as u64)
-                    .update(tail)
-                    .finalize_non_root();
+            if tail.root {
+                flags |= ROOT;
             }
-            root(&cvs[start..start + chunks], key)
-        })
-        .collect()
+            // At most BLOCK_LEN (64) bytes.
+            let block_len = u8::try_from(last.len()).unwrap_or(u8::MAX);
+            platform.compress_in_place(&mut cv, &block, block_len, counter, flags);
+            let bytes = le_bytes_from_words_32(&cv);
+            if tail.root {
+                hashes[tail.owner] = bytes;
+            } else {
+                cvs[first[tail.owner] + (tail.counter as usize)] = bytes;
+            }
+        }
+    }
+
+    for ((input, &start), hash) in inputs.iter().zip(&first).zip(hashes.iter_mut()) {
+        if input.len() > CHUNK_LEN {
+            *hash = root(&cvs[start..start + input.len().div_ceil(CHUNK_LEN)], key);
+        }
+    }
+    hashes
+}
+
+/// The last chunk of an input: partial, or the whole of an input of one chunk at most.
+struct Tail<'a> {
+    /// Index of the input.
+    owner: usize,
+    /// The chunk's counter (its index in the input).
+    counter: u64,
+    /// Its bytes (1 to 1024).
+    bytes: &'a [u8],
+    /// Whether it is the whole input, so its last block gives the root hash.
+    root: bool,
+}
+
+impl Tail<'_> {
+    /// Whole blocks before the last block (which may be whole too).
+    fn leading_blocks(&self) -> usize {
+        self.bytes.len().div_ceil(BLOCK_LEN) - 1
+    }
+}
+
+/// Sets `states` to the chaining value after the leading blocks of each tail of `group` (all with
+/// the same counter and number of leading blocks), through the multi-lane kernel; leaves them at
+/// the key when there are none. `hash_many` takes arrays of a fixed length, so each count of blocks
+/// is its own instance.
+fn leading_blocks_cvs(
+    platform: &Platform,
+    group: &[Tail<'_>],
+    key_words: &[u32; 8],
+    counter: u64,
+    out: &mut Vec<u8>,
+    states: &mut [[u32; 8]],
+) {
+    fn run<const N: usize>(
+        platform: &Platform,
+        group: &[Tail<'_>],
+        key_words: &[u32; 8],
+        counter: u64,
+        out: &mut Vec<u8>,
+        states: &mut [[u32; 8]],
+    ) {
+        let lanes: Vec<&[u8; N]> = group
+            .iter()
+            .filter_map(|tail| tail.bytes.first_chunk::<N>())
+            .collect();
+        out.clear();
+        out.resize(lanes.len() * OUT_LEN, 0);
+        platform.hash_many(
+            &lanes,
+            key_words,
+            counter,
+            IncrementCounter::No,
+            KEYED_HASH,
+            CHUNK_START,
+            0,
+            out,
+        );
+        for (state, cv) in states.iter_mut().zip(out.as_chunks::<OUT_LEN>().0) {
+            *state = words_from_le_bytes_32(cv);
+        }
+    }
+    let f = match group.first().map(Tail::leading_blocks) {
+        Some(1) => run::<{ BLOCK_LEN }>,
+        Some(2) => run::<{ 2 * BLOCK_LEN }>,
+        Some(3) => run::<{ 3 * BLOCK_LEN }>,
+        Some(4) => run::<{ 4 * BLOCK_LEN }>,
+        Some(5) => run::<{ 5 * BLOCK_LEN }>,
+        Some(6) => run::<{ 6 * BLOCK_LEN }>,
+        Some(7) => run::<{ 7 * BLOCK_LEN }>,
+        Some(8) => run::<{ 8 * BLOCK_LEN }>,
+        Some(9) => run::<{ 9 * BLOCK_LEN }>,
+        Some(10) => run::<{ 10 * BLOCK_LEN }>,
+        Some(11) => run::<{ 11 * BLOCK_LEN }>,
+        Some(12) => run::<{ 12 * BLOCK_LEN }>,
+        Some(13) => run::<{ 13 * BLOCK_LEN }>,
+        Some(14) => run::<{ 14 * BLOCK_LEN }>,
+        Some(15) => run::<{ 15 * BLOCK_LEN }>,
+        _ => return,
+    };
+    f(platform, group, key_words, counter, out, states);
 }
 
 /// The root hash over the chaining values of an input's chunks (at least two).
@@ -135,6 +258,14 @@ mod tests {
             }
         }
         lengths.extend([16 * 1024, 17 * 1024 + 5, 33 * 1024 - 1, 64 * 1024 + 1]);
+        // Every number of blocks in a last chunk, ending on a block boundary or not.
+        for chunks in 0..=2 {
+            for blocks in 0..16 {
+                for rest in [1, 17, 63, 64] {
+                    lengths.push(chunks * 1024 + blocks * 64 + rest);
+                }
+            }
+        }
         let inputs: Vec<Vec<u8>> = lengths.iter().map(|&len| noise(len, len as u64)).collect();
         let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
         // All at once (lanes of different lengths share calls), one at a time, and in a batch
@@ -144,7 +275,12 @@ mod tests {
             assert_eq!(got, blake3::keyed_hash(&key, input).as_bytes(), "{} bytes", input.len());
             assert_eq!(&keyed_hashes(&key, &[input])[0], got);
         }
-        let many: Vec<Vec<u8>> = (0..40).map(|i| noise(2048 + 37 * i, i as u64)).collect();
+        // Many of the same shape fill the lanes of one call.
+        let many: Vec<Vec<u8>> = (0..40)
+            .map(|i| noise(2048 + 37 * i, i as u64))
+            .chain((0..40).map(|i| noise(1500, 100 + i)))
+            .chain((0..40).map(|i| noise(700, 200 + i)))
+            .collect();
         let refs: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
         for (input, got) in refs.iter().zip(keyed_hashes(&key, &refs)) {
             assert_eq!(&got, blake3::keyed_hash(&key, input).as_bytes());
