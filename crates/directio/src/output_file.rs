@@ -372,4 +372,55 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(OutputFile::create(dir.path()).is_err());
     }
+
+    /// Writes far past a file-size limit; run only by the test below, which sets the limit.
+    #[test]
+    #[ignore = "run by a_write_failing_in_a_writer_thread_is_an_error_not_a_hang, under a file-size limit"]
+    fn write_past_the_file_size_limit() {
+        let Some(dir) = std::env::var_os("TIDEMARK_LIMITED_DIR") else {
+            return;
+        };
+        let path = Path::new(&dir).join("limited");
+        let mut file = OutputFile::create(&path).unwrap();
+        let data = pattern(BUFFER);
+        // 64 MiB against a limit of 4 or 8 MiB: the writer threads fail while blocks wait for them.
+        let result = (0..32)
+            .try_for_each(|_| file.write_all(&data))
+            .and_then(|()| file.finish().map(drop));
+        let error = result.expect_err("writing past the limit must fail");
+        assert_eq!(error.raw_os_error(), Some(libc::EFBIG), "{error}");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_write_failing_in_a_writer_thread_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        // `sh` ignores SIGXFSZ (an ignored signal stays ignored across exec), so a write past the limit
+        // fails with EFBIG instead of killing the process; `ulimit -f` counts 512- or 1024-byte blocks.
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"trap "" XFSZ; ulimit -f 8192 && exec "$0" "$@""#)
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "output_file::tests::write_past_the_file_size_limit"])
+            .args(["--ignored", "--test-threads=1"])
+            .env("TIDEMARK_LIMITED_DIR", dir.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the writer hung after a failed write");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        assert!(status.success(), "{out}");
+        assert!(out.contains("1 passed"), "the inner test did not run: {out}");
+    }
 }

@@ -180,10 +180,7 @@ fn leading_blocks_cvs(
         out: &mut Vec<u8>,
         states: &mut [[u32; 8]],
     ) {
-        let lanes: Vec<&[u8; N]> = group
-            .iter()
-            .filter_map(|tail| tail.bytes.first_chunk::<N>())
-            .collect();
+        let lanes: Vec<&[u8; N]> = group.iter().filter_map(|tail| tail.bytes.first_chunk::<N>()).collect();
         out.clear();
         out.resize(lanes.len() * OUT_LEN, 0);
         platform.hash_many(
