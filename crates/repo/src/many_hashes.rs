@@ -99,14 +99,14 @@ pub(crate) fn keyed_hashes(key: &[u8; 32], inputs: &[&[u8]]) -> Vec<[u8; 32]> {
         };
         tails.push(Tail {
             owner: i,
-            counter: counter as u64,
+            counter,
             bytes,
             root,
         });
     }
     tails.sort_unstable_by_key(|t| (t.counter, t.leading_blocks()));
     for group in tails.chunk_by(|a, b| (a.counter, a.leading_blocks()) == (b.counter, b.leading_blocks())) {
-        let counter = group[0].counter;
+        let counter = group[0].counter as u64;
         let mut states = vec![key_words; group.len()];
         leading_blocks_cvs(&platform, group, &key_words, counter, &mut out, &mut states);
         for (tail, mut cv) in group.iter().zip(states) {
@@ -128,7 +128,7 @@ pub(crate) fn keyed_hashes(key: &[u8; 32], inputs: &[&[u8]]) -> Vec<[u8; 32]> {
             if tail.root {
                 hashes[tail.owner] = bytes;
             } else {
-                cvs[first[tail.owner] + (tail.counter as usize)] = bytes;
+                cvs[first[tail.owner] + tail.counter] = bytes;
             }
         }
     }
@@ -146,7 +146,7 @@ struct Tail<'a> {
     /// Index of the input.
     owner: usize,
     /// The chunk's counter (its index in the input).
-    counter: u64,
+    counter: usize,
     /// Its bytes (1 to 1024).
     bytes: &'a [u8],
     /// Whether it is the whole input, so its last block gives the root hash.
