@@ -663,9 +663,6 @@ async fn load_dump_dataset(uri: &str, total_bytes: u64) -> anyhow::Result<u64> {
 
 fn bench_dump(size_mib: u64, server_bin: Option<PathBuf>, dir: Option<&Path>) -> Result<(), CliError> {
     let bin = server_binary(server_bin)?;
-    // The source and a target server each hold about 1.5 times the dataset, and a restoring tool
-    // up to about half of it.
-    warm_memory(size_mib.saturating_mul(4) << 20);
     let me = std::env::current_exe()?;
     let scratch = match dir {
         Some(d) => tempfile::Builder::new().prefix("tidemark-bench").tempdir_in(d)?,
@@ -733,10 +730,13 @@ fn bench_dump(size_mib: u64, server_bin: Option<PathBuf>, dir: Option<&Path>) ->
             if gzip {
                 dump.arg("--gzip");
             }
+            warm_memory(size_mib.saturating_mul(2) << 20);
             let source_cpu = server_cpu(&source);
             let dump_run = run_measured(&mut dump)?;
             let dump_server_cpu = server_cpu(&source) - source_cpu;
             cold_reads &= drop_page_cache();
+            // The target server grows to about 1.5 times the dataset; a tool holds up to a quarter of it.
+            warm_memory(size_mib.saturating_mul(2) << 20);
             let target = ServerProcess::start(&bin, None)?;
             let mut restore = Command::new(&restore_bin);
             if ours {
@@ -792,15 +792,16 @@ fn bench_dump(size_mib: u64, server_bin: Option<PathBuf>, dir: Option<&Path>) ->
     Ok(())
 }
 
-/// Writes `bytes` of fresh memory once (at most three quarters of the memory available) and gives it back,
-/// before anything is timed.
+/// Writes `bytes` of fresh memory (at most three quarters of the memory available) and gives it
+/// back, just before a timed run.
 ///
-/// On a virtual machine whose host backs guest memory on first use (Firecracker with free page
-/// reporting is one), the first write to a guest page costs several times a later one: 8 GiB took
-/// 15.8 s of system time the first time and 5.4 s the next on the machine this was measured on.
-/// Without this, whichever restore first grows a server's heap past what the machine used so far
-/// pays for it in the server's CPU (the directory restore of our tool, run first), and the tools
-/// measured after it do not.
+/// On a virtual machine whose host backs guest memory only while the guest uses it (Firecracker
+/// with its free-page bitmap is one), the kernel's first write to a page the host no longer backs
+/// costs several times an ordinary page fault: clearing such pages was a third of the server's CPU
+/// in a profile, and the same directory restore cost the server 3.6 to 8.5 s of system time
+/// instead of 1.5 to 1.7 s. Which pages are cold depends on what ran before and when, so without
+/// this a run's figures depend on its place in the benchmark. Memory written just before is warm,
+/// and a process starting right after gets it back.
 pub(crate) fn warm_memory(bytes: u64) {
     let available = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -824,8 +825,8 @@ pub(crate) fn warm_memory(bytes: u64) {
     }
     std::hint::black_box(&memory);
     drop(memory);
-    eprintln!(
-        "wrote {:.1} GiB of fresh memory once in {:.1} s, so that no timed run pays for first use of the machine's memory",
+    tracing::debug!(
+        "wrote {:.1} GiB of fresh memory in {:.1} s before a timed run",
         bytes as f64 / f64::from(1u32 << 30),
         started.elapsed().as_secs_f64()
     );
