@@ -237,7 +237,7 @@ impl Repository {
             id: Id::random(),
             chunker: options.chunker,
             document_chunker: options.document_chunker,
-            document_cut_rule: CutRule::BeyondMinimum,
+            document_cut_rule: CutRule::Geometric,
             compression: "zstd".into(),
             compression_level: options.compression_level,
             encryption: if password.is_some() {

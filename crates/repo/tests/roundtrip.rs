@@ -401,7 +401,7 @@ async fn read_back(repo: &Repository, id: &tidemark_repo::Id) -> Vec<u8> {
 async fn a_large_stream_is_recorded_as_lists_of_lists() {
     use tidemark_repo::chunk_list::MAX_TOP;
     let mut options = test_options();
-    // About one small document per chunk.
+    // A few small documents per chunk.
     options.document_chunker = tidemark_repo::ChunkerParams {
         min_size: 64,
         avg_size: 256,
@@ -410,7 +410,7 @@ async fn a_large_stream_is_recorded_as_lists_of_lists() {
     let repo = Repository::init(memory().await, Some(PASSWORD), &options)
         .await
         .unwrap();
-    let docs: Vec<RawDocumentBuf> = (0..60_000)
+    let docs: Vec<RawDocumentBuf> = (0..72_000)
         .map(|i| rawdoc! { "_id": i, "v": noise(u64::try_from(i).unwrap(), 60) })
         .collect();
     let (first, data, _) = backup_documents(&repo, &docs).await;
@@ -517,14 +517,33 @@ async fn a_repository_keeps_the_cut_rule_it_was_created_with() {
         .await
         .unwrap();
     let config: serde_json::Value = serde_json::from_slice(&storage.get("config").await.unwrap()).unwrap();
-    assert_eq!(config["document_cut_rule"], "beyond-minimum");
+    assert_eq!(config["document_cut_rule"], "geometric");
     let (_, data, _) = backup_documents(&repo, &docs).await;
     let chunks = chunk_ids(&repo, &data).await.len();
     let mean = data.bytes / chunks as u64;
+    // The configured 2 KiB plus about half a document.
     assert!(
-        (1900..2600).contains(&mean),
+        (1900..3100).contains(&mean),
         "mean chunk {mean} bytes over {chunks} chunks"
     );
+
+    // A repository created with the linear rule keeps it.
+    let linear = memory().await;
+    Repository::init(linear.clone(), Some(PASSWORD), &options)
+        .await
+        .unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&linear.get("config").await.unwrap()).unwrap();
+    config["document_cut_rule"] = "beyond-minimum".into();
+    linear
+        .put("config", bytes::Bytes::from(serde_json::to_vec(&config).unwrap()))
+        .await
+        .unwrap();
+    let repo = Repository::open(linear, Some(PASSWORD)).await.unwrap();
+    assert_eq!(repo.config().document_cut_rule, tidemark_repo::CutRule::BeyondMinimum);
+    let (first, _, _) = backup_documents(&repo, &docs).await;
+    let (_, _, stats) = backup_documents(&repo, &docs).await;
+    assert_eq!((stats.new_blobs, stats.added_bytes), (0, 0));
+    assert_eq!(read_back(&repo, &first).await, concat(&docs));
 
     let older = memory().await;
     Repository::init(older.clone(), Some(PASSWORD), &options).await.unwrap();
