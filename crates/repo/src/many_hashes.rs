@@ -108,7 +108,9 @@ pub(crate) fn keyed_hashes(key: &[u8; 32], inputs: &[&[u8]]) -> Vec<[u8; 32]> {
     for group in tails.chunk_by(|a, b| (a.counter, a.leading_blocks()) == (b.counter, b.leading_blocks())) {
         let counter = group[0].counter as u64;
         let mut states = vec![key_words; group.len()];
-        leading_blocks_cvs(&platform, group, &key_words, counter, &mut out, &mut states);
+        if let Some(kernel) = leading_blocks_kernel(group[0].leading_blocks()) {
+            kernel(&platform, group, &key_words, counter, &mut out, &mut states);
+        }
         for (tail, mut cv) in group.iter().zip(states) {
             let last_start = tail.leading_blocks() * BLOCK_LEN;
             let last = &tail.bytes[last_start..];
@@ -160,11 +162,35 @@ impl Tail<'_> {
     }
 }
 
-/// Sets `states` to the chaining value after the leading blocks of each tail of `group` (all with
-/// the same counter and number of leading blocks), through the multi-lane kernel; leaves them at
-/// the key when there are none. `hash_many` takes arrays of a fixed length, so each count of blocks
-/// is its own instance.
-fn leading_blocks_cvs(
+/// [`leading_blocks_cvs`] for tails of `blocks` leading blocks (1 to 15; `hash_many` takes arrays of a
+/// fixed length, so each count is its own instance); `None` when there are none.
+fn leading_blocks_kernel(blocks: usize) -> Option<LeadingBlocks> {
+    Some(match blocks {
+        1 => leading_blocks_cvs::<{ BLOCK_LEN }>,
+        2 => leading_blocks_cvs::<{ 2 * BLOCK_LEN }>,
+        3 => leading_blocks_cvs::<{ 3 * BLOCK_LEN }>,
+        4 => leading_blocks_cvs::<{ 4 * BLOCK_LEN }>,
+        5 => leading_blocks_cvs::<{ 5 * BLOCK_LEN }>,
+        6 => leading_blocks_cvs::<{ 6 * BLOCK_LEN }>,
+        7 => leading_blocks_cvs::<{ 7 * BLOCK_LEN }>,
+        8 => leading_blocks_cvs::<{ 8 * BLOCK_LEN }>,
+        9 => leading_blocks_cvs::<{ 9 * BLOCK_LEN }>,
+        10 => leading_blocks_cvs::<{ 10 * BLOCK_LEN }>,
+        11 => leading_blocks_cvs::<{ 11 * BLOCK_LEN }>,
+        12 => leading_blocks_cvs::<{ 12 * BLOCK_LEN }>,
+        13 => leading_blocks_cvs::<{ 13 * BLOCK_LEN }>,
+        14 => leading_blocks_cvs::<{ 14 * BLOCK_LEN }>,
+        15 => leading_blocks_cvs::<{ 15 * BLOCK_LEN }>,
+        _ => return None,
+    })
+}
+
+/// The signature of [`leading_blocks_cvs`].
+type LeadingBlocks = fn(&Platform, &[Tail<'_>], &[u32; 8], u64, &mut Vec<u8>, &mut [[u32; 8]]);
+
+/// Sets `states` to the chaining value after the first `N` bytes (the leading blocks) of each tail of
+/// `group` (all with the same counter), through the multi-lane kernel.
+fn leading_blocks_cvs<const N: usize>(
     platform: &Platform,
     group: &[Tail<'_>],
     key_words: &[u32; 8],
@@ -172,50 +198,22 @@ fn leading_blocks_cvs(
     out: &mut Vec<u8>,
     states: &mut [[u32; 8]],
 ) {
-    fn run<const N: usize>(
-        platform: &Platform,
-        group: &[Tail<'_>],
-        key_words: &[u32; 8],
-        counter: u64,
-        out: &mut Vec<u8>,
-        states: &mut [[u32; 8]],
-    ) {
-        let lanes: Vec<&[u8; N]> = group.iter().filter_map(|tail| tail.bytes.first_chunk::<N>()).collect();
-        out.clear();
-        out.resize(lanes.len() * OUT_LEN, 0);
-        platform.hash_many(
-            &lanes,
-            key_words,
-            counter,
-            IncrementCounter::No,
-            KEYED_HASH,
-            CHUNK_START,
-            0,
-            out,
-        );
-        for (state, cv) in states.iter_mut().zip(out.as_chunks::<OUT_LEN>().0) {
-            *state = words_from_le_bytes_32(cv);
-        }
+    let lanes: Vec<&[u8; N]> = group.iter().filter_map(|tail| tail.bytes.first_chunk::<N>()).collect();
+    out.clear();
+    out.resize(lanes.len() * OUT_LEN, 0);
+    platform.hash_many(
+        &lanes,
+        key_words,
+        counter,
+        IncrementCounter::No,
+        KEYED_HASH,
+        CHUNK_START,
+        0,
+        out,
+    );
+    for (state, cv) in states.iter_mut().zip(out.as_chunks::<OUT_LEN>().0) {
+        *state = words_from_le_bytes_32(cv);
     }
-    let f = match group.first().map(Tail::leading_blocks) {
-        Some(1) => run::<{ BLOCK_LEN }>,
-        Some(2) => run::<{ 2 * BLOCK_LEN }>,
-        Some(3) => run::<{ 3 * BLOCK_LEN }>,
-        Some(4) => run::<{ 4 * BLOCK_LEN }>,
-        Some(5) => run::<{ 5 * BLOCK_LEN }>,
-        Some(6) => run::<{ 6 * BLOCK_LEN }>,
-        Some(7) => run::<{ 7 * BLOCK_LEN }>,
-        Some(8) => run::<{ 8 * BLOCK_LEN }>,
-        Some(9) => run::<{ 9 * BLOCK_LEN }>,
-        Some(10) => run::<{ 10 * BLOCK_LEN }>,
-        Some(11) => run::<{ 11 * BLOCK_LEN }>,
-        Some(12) => run::<{ 12 * BLOCK_LEN }>,
-        Some(13) => run::<{ 13 * BLOCK_LEN }>,
-        Some(14) => run::<{ 14 * BLOCK_LEN }>,
-        Some(15) => run::<{ 15 * BLOCK_LEN }>,
-        _ => return,
-    };
-    f(platform, group, key_words, counter, out, states);
 }
 
 /// The root hash over the chaining values of an input's chunks (at least two).

@@ -504,6 +504,22 @@ async fn documents_spanning_read_batches_come_back_byte_exact() {
 /// 1 KiB documents per chunk with the defaults); a repository whose config names no cut rule was
 /// created before the rule existed and keeps cutting as it always did (one such document per
 /// chunk), so its next backups still deduplicate against its earlier snapshots.
+/// A repository initialised with `options` whose `config` object is then edited by `edit`, as one
+/// written by an earlier version would be.
+async fn with_config(options: &tidemark_repo::InitOptions, edit: impl FnOnce(&mut serde_json::Value)) -> Repository {
+    let storage = memory().await;
+    Repository::init(storage.clone(), Some(PASSWORD), options)
+        .await
+        .unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&storage.get("config").await.unwrap()).unwrap();
+    edit(&mut config);
+    storage
+        .put("config", bytes::Bytes::from(serde_json::to_vec(&config).unwrap()))
+        .await
+        .unwrap();
+    Repository::open(storage, Some(PASSWORD)).await.unwrap()
+}
+
 #[tokio::test]
 async fn a_repository_keeps_the_cut_rule_it_was_created_with() {
     let mut options = test_options();
@@ -528,32 +544,17 @@ async fn a_repository_keeps_the_cut_rule_it_was_created_with() {
     );
 
     // A repository created with the linear rule keeps it.
-    let linear = memory().await;
-    Repository::init(linear.clone(), Some(PASSWORD), &options)
-        .await
-        .unwrap();
-    let mut config: serde_json::Value = serde_json::from_slice(&linear.get("config").await.unwrap()).unwrap();
-    config["document_cut_rule"] = "beyond-minimum".into();
-    linear
-        .put("config", bytes::Bytes::from(serde_json::to_vec(&config).unwrap()))
-        .await
-        .unwrap();
-    let repo = Repository::open(linear, Some(PASSWORD)).await.unwrap();
+    let repo = with_config(&options, |config| config["document_cut_rule"] = "beyond-minimum".into()).await;
     assert_eq!(repo.config().document_cut_rule, tidemark_repo::CutRule::BeyondMinimum);
     let (first, _, _) = backup_documents(&repo, &docs).await;
     let (_, _, stats) = backup_documents(&repo, &docs).await;
     assert_eq!((stats.new_blobs, stats.added_bytes), (0, 0));
     assert_eq!(read_back(&repo, &first).await, concat(&docs));
 
-    let older = memory().await;
-    Repository::init(older.clone(), Some(PASSWORD), &options).await.unwrap();
-    let mut config: serde_json::Value = serde_json::from_slice(&older.get("config").await.unwrap()).unwrap();
-    config.as_object_mut().unwrap().remove("document_cut_rule");
-    older
-        .put("config", bytes::Bytes::from(serde_json::to_vec(&config).unwrap()))
-        .await
-        .unwrap();
-    let repo = Repository::open(older, Some(PASSWORD)).await.unwrap();
+    let repo = with_config(&options, |config| {
+        config.as_object_mut().unwrap().remove("document_cut_rule");
+    })
+    .await;
     assert_eq!(repo.config().document_cut_rule, tidemark_repo::CutRule::WholeDocument);
     let (first, data, _) = backup_documents(&repo, &docs).await;
     assert_eq!(chunk_ids(&repo, &data).await.len(), docs.len());
