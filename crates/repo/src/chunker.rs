@@ -40,7 +40,7 @@ pub enum CutRule {
     /// defaults and 1 KiB documents nearly every chunk held two documents, so a shift by one
     /// document (batches of a parallel dump arriving in another order, an insert) kept the chunks
     /// out of step for about a hundred chunks instead of up to the next cut: a backup of an
-    /// unchanged 2 GB database added 1 to 13% of its size.
+    /// unchanged 2 GB database added 1 to 16% of its size.
     BeyondMinimum,
     /// Each of the document's bytes beyond the minimum size ends the chunk with probability
     /// `1 / (avg_size - min_size)`: a document of `c` such bytes with probability
