@@ -3,8 +3,10 @@
 //! The dump layout and archive framing are produced by `tidemark-format` ([`DumpWriter`],
 //! [`ArchiveWriter`]); this module only feeds them the verified document streams and the
 //! `metadata.json` texts kept verbatim in the manifest, so the export is what mongodump would have
-//! written (the real mongorestore can restore it). The oplog goes last, as mongodump writes it.
+//! written (the real mongorestore can restore it). An archive interleaves up to
+//! [`ARCHIVE_PARALLEL`] namespaces, as `mongodump -j` does. The oplog goes last, as mongodump writes it.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
 
@@ -12,8 +14,15 @@ use tidemark_format::archive::{ArchiveHeader, ArchiveWriter, PreludeEntry};
 use tidemark_format::directory::DumpWriter;
 
 use crate::error::{RepoError, Result};
-use crate::reader::SnapshotReader;
+use crate::reader::{DocumentStream, SnapshotReader};
 use crate::snapshot::Member;
+
+/// Namespaces an archive export reads at once, their segments interleaved as those of
+/// `mongodump --archive -j 4` are: a restore from the archive then inserts into as many collections
+/// at once, where one namespace after another kept it to one.
+pub const ARCHIVE_PARALLEL: usize = 4;
+/// Bytes of a namespace an archive export writes before turning to the next open one.
+const ARCHIVE_TURN_BYTES: usize = 1 << 20;
 
 /// Tool version written into exported preludes and archive headers.
 pub const TOOL_VERSION: &str = concat!("tidemark ", env!("CARGO_PKG_VERSION"));
@@ -119,7 +128,12 @@ pub async fn export_archive<W: Write>(
         path: "archive".into(),
         message: e.to_string(),
     };
-    let header = ArchiveHeader::new(1, server_version(member), TOOL_VERSION);
+    let parallel = ARCHIVE_PARALLEL.min(member.namespaces.len()).max(1);
+    let header = ArchiveHeader::new(
+        i32::try_from(parallel).unwrap_or(1),
+        server_version(member),
+        TOOL_VERSION,
+    );
     let mut entries: Vec<PreludeEntry> = member
         .namespaces
         .iter()
@@ -137,21 +151,43 @@ pub async fn export_archive<W: Write>(
     }
     let mut writer = ArchiveWriter::new(out, &header, &entries).map_err(err)?;
     let mut stats = ExportStats::default();
-    for ns in &member.namespaces {
-        let index = writer
-            .namespace_index(&ns.db, &ns.collection)
-            .or_else(|| writer.namespace_index(&ns.db, &format!("system.buckets.{}", ns.collection)))
-            .ok_or_else(|| RepoError::Export {
-                path: "archive".into(),
-                message: format!("no slot for {}", ns.name()),
-            })?;
-        let mut docs = reader.documents(member, ns);
-        while let Some(doc) = docs.next_document_ref().await? {
+    // Up to `parallel` namespaces are open, each reading ahead on its own task; they take turns of
+    // about `ARCHIVE_TURN_BYTES`, in a fixed order, so the same snapshot always gives the same bytes.
+    let mut waiting = member.namespaces.iter();
+    let mut open: VecDeque<(usize, DocumentStream)> = VecDeque::with_capacity(parallel);
+    loop {
+        while open.len() < parallel
+            && let Some(ns) = waiting.next()
+        {
+            let index = writer
+                .namespace_index(&ns.db, &ns.collection)
+                .or_else(|| writer.namespace_index(&ns.db, &format!("system.buckets.{}", ns.collection)))
+                .ok_or_else(|| RepoError::Export {
+                    path: "archive".into(),
+                    message: format!("no slot for {}", ns.name()),
+                })?;
+            open.push_back((index, reader.documents(member, ns)));
+        }
+        let Some((index, mut docs)) = open.pop_front() else {
+            break;
+        };
+        let mut turn = 0usize;
+        let mut ended = false;
+        while turn < ARCHIVE_TURN_BYTES {
+            let Some(doc) = docs.next_document_ref().await? else {
+                ended = true;
+                break;
+            };
             writer.write_document(index, doc).map_err(err)?;
             stats.documents += 1;
+            turn += doc.as_bytes().len();
         }
-        writer.close_namespace(index).map_err(err)?;
-        stats.namespaces += 1;
+        if ended {
+            writer.close_namespace(index).map_err(err)?;
+            stats.namespaces += 1;
+        } else {
+            open.push_back((index, docs));
+        }
     }
     if member.oplog.is_some() {
         let index = writer.namespace_index("", "oplog").ok_or_else(|| RepoError::Export {

@@ -382,6 +382,71 @@ async fn backup_documents(
     (id, data, stats)
 }
 
+/// An archive export of several namespaces larger than a turn interleaves them, as `mongodump -j`
+/// does, so a restore inserts into several collections at once; the same snapshot gives the same
+/// bytes; every namespace's documents come back whole and in order, with their EOF CRC checked.
+#[tokio::test]
+async fn an_archive_export_interleaves_namespaces_deterministically() {
+    let (_, repo) = init_memory().await;
+    let names = ["shop.a", "shop.b", "shop.c", "shop.d", "shop.e", "shop.f"];
+    // 2,000 documents of about 1 KiB: two turns of the export each.
+    let all: Vec<Vec<RawDocumentBuf>> = (0..names.len())
+        .map(|n| documents(2_000, &[], u64::try_from(n).unwrap()))
+        .collect();
+    let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
+    for (name, docs) in names.iter().zip(&all) {
+        let mut ns = writer
+            .begin_namespace(name, NamespaceMetadata::default())
+            .await
+            .unwrap();
+        for d in docs {
+            ns.write_document(d).await.unwrap();
+        }
+        ns.finish().await.unwrap();
+    }
+    let (id, _) = writer.commit(CommitOptions::default()).await.unwrap();
+    let reader = SnapshotReader::open(&repo, &id).await.unwrap();
+    let (bytes, stats) = export_archive(&reader, None, Vec::new()).await.unwrap();
+    assert_eq!((stats.namespaces, stats.documents), (6, 12_000));
+    assert_eq!(export_archive(&reader, None, Vec::new()).await.unwrap().0, bytes);
+
+    let mut archive = tidemark_format::archive::ArchiveReader::new(&bytes[..]).unwrap();
+    let order: Vec<String> = archive
+        .namespaces()
+        .iter()
+        .map(|ns| format!("{}.{}", ns.namespace.db, ns.namespace.collection))
+        .collect();
+    let mut got: Vec<Vec<u8>> = vec![Vec::new(); order.len()];
+    let (mut segments, mut ended, mut open_at_once, mut open) = (Vec::new(), 0, 0, 0);
+    while let Some(event) = archive.next_event().unwrap() {
+        match event {
+            tidemark_format::archive::ArchiveEvent::SegmentStart { namespace, first } => {
+                segments.push(namespace);
+                if first {
+                    open += 1;
+                    open_at_once = open_at_once.max(open);
+                }
+            }
+            tidemark_format::archive::ArchiveEvent::Document { namespace, document } => {
+                got[namespace].extend_from_slice(document.as_bytes());
+            }
+            tidemark_format::archive::ArchiveEvent::NamespaceEnd { crc_checked, .. } => {
+                assert!(crc_checked);
+                ended += 1;
+                open -= 1;
+            }
+        }
+    }
+    assert_eq!(ended, 6);
+    assert_eq!(open_at_once, tidemark_repo::export::ARCHIVE_PARALLEL);
+    // The first four namespaces take turns before any of them ends.
+    assert_eq!(segments[..4].iter().collect::<std::collections::HashSet<_>>().len(), 4);
+    for (name, docs) in names.iter().zip(&all) {
+        let at = order.iter().position(|o| o == name).unwrap();
+        assert_eq!(got[at], concat(docs), "{name}");
+    }
+}
+
 /// The namespace's documents as a snapshot reader gives them back, concatenated.
 async fn read_back(repo: &Repository, id: &tidemark_repo::Id) -> Vec<u8> {
     let reader = SnapshotReader::open(repo, id).await.unwrap();
