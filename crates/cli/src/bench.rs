@@ -730,6 +730,7 @@ fn bench_dump(size_mib: u64, server_bin: Option<PathBuf>, dir: Option<&Path>) ->
             if gzip {
                 dump.arg("--gzip");
             }
+            // Every timed run starts on warm memory (see `warm_memory`).
             warm_memory(size_mib.saturating_mul(2) << 20);
             let source_cpu = server_cpu(&source);
             let dump_run = run_measured(&mut dump)?;
