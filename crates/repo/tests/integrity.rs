@@ -419,7 +419,8 @@ async fn copy_produces_an_identical_snapshot() {
     assert_eq!(again[0].1, CopyOutcome::AlreadyPresent(new_id));
 }
 
-/// Documents shaped like `tidemark bench`'s: an ObjectId `_id`, small fields and 744 random bytes.
+/// Documents shaped like `tidemark bench`'s: an ObjectId `_id`, small fields and 744 random bytes,
+/// 1,020 bytes in all (the benchmark's size, about `avg_size - min_size` of the default chunking).
 fn bench_like(n: u64, changed_every: Option<u64>) -> Vec<bson::RawDocumentBuf> {
     (0..n)
         .map(|i| {
@@ -442,10 +443,15 @@ fn bench_like(n: u64, changed_every: Option<u64>) -> Vec<bson::RawDocumentBuf> {
                 "score": if changed { -1.5 } else { i as f64 / 7.0 },
                 "active": changed || i % 3 == 0,
                 "payload": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: payload },
+                "address": { "street": "1 Main Street", "city": "Springfield", "zip": i64::try_from(i % 99_999).unwrap() },
+                "note": "x".repeat(PADDING),
             }
         })
         .collect()
 }
+
+/// Bytes of the `note` field that bring a [`bench_like`] document to 1,020 bytes.
+const PADDING: usize = 85;
 
 /// With the repository's default parameters, a second backup of an unchanged collection adds at
 /// most 1% of the first backup's stored bytes, and one after updating 1% of the documents (spread
@@ -468,6 +474,7 @@ async fn default_parameters_meet_the_dedup_targets() {
         total
     };
     let docs = bench_like(12_000, None);
+    assert_eq!(docs[0].as_bytes().len(), 1_020);
     let empty = stored().await;
     backup(&repo, &[("bench.large", &docs)]).await;
     let first = stored().await - empty;
@@ -476,14 +483,30 @@ async fn default_parameters_meet_the_dedup_targets() {
     let changed_docs = bench_like(12_000, Some(100));
     let (id, _) = backup(&repo, &[("bench.large", &changed_docs)]).await;
     let changed = stored().await - empty - first - unchanged;
+    // The same documents again, in batches from four `_id` ranges read at once, arriving in another
+    // order: what a parallel dump of an unchanged large collection delivers. (A dump's batches hold
+    // about 1 MiB of documents, rarely an even number of chunks.)
+    let batches: Vec<&[bson::RawDocumentBuf]> = changed_docs.chunks(997).collect();
+    let reordered: Vec<bson::RawDocumentBuf> = [0, 3, 6, 9, 1, 4, 10, 7, 2, 11, 5, 8, 12]
+        .iter()
+        .flat_map(|&b| batches[b].iter().cloned())
+        .collect();
+    backup(&repo, &[("bench.large", &reordered)]).await;
+    let reordered_added = stored().await - empty - first - unchanged - changed;
     let pct = |b: u64| b as f64 * 100.0 / first as f64;
     eprintln!(
-        "first {first} bytes; unchanged +{:.2}%; 1% changed +{:.2}%",
+        "first {first} bytes; unchanged +{:.2}%; 1% changed +{:.2}%; reordered +{:.2}%",
         pct(unchanged),
-        pct(changed)
+        pct(changed),
+        pct(reordered_added)
     );
     assert!(pct(unchanged) <= 1.0, "unchanged: +{:.2}%", pct(unchanged));
     assert!(pct(changed) <= 5.0, "1% changed: +{:.2}%", pct(changed));
+    assert!(
+        pct(reordered_added) <= 1.0,
+        "batches reordered: +{:.2}%",
+        pct(reordered_added)
+    );
     assert_eq!(
         read_all(&repo, &id, "bench.large").await.unwrap(),
         concat(&changed_docs)
