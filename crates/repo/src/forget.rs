@@ -24,8 +24,8 @@ use crate::crypto::Id;
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
 use crate::oplog_archive::{self, SliceInfo};
-use crate::pack::{IndexPack, PackEntry, pack_key};
-use crate::repository::decode_entries;
+use crate::pack::{DecodedFrame, IndexPack, PackEntry, pack_key};
+use crate::repository::decode_frames;
 use crate::snapshot::{Snapshot, Timestamp};
 use crate::util::civil_from_days;
 use crate::writer::{BlobSink, NoProgress};
@@ -320,7 +320,10 @@ async fn run_prune(repo: &Repository, dry_run: bool) -> Result<PrunePlan> {
         let key = pack_key(&pack.id);
         let bytes = repo.storage.get(&key).await?;
         let entries: Vec<PackEntry> = wanted.iter().map(|&i| pack.blobs[i]).collect();
-        let plaintexts = decode_entries(&repo.keys, &bytes, 0, &entries, &pack.id, &key)?;
+        let plaintexts: Vec<Vec<u8>> = decode_frames(&repo.keys, &bytes, 0, &entries, &pack.id, &key)?
+            .into_iter()
+            .flat_map(DecodedFrame::into_blobs)
+            .collect();
         // Kept blobs move together, in frames again, one kind at a time.
         let mut start = 0;
         for run in entries.chunk_by(|a, b| a.kind == b.kind) {

@@ -186,21 +186,9 @@ fn blob_end(loc: &BlobLocation) -> Result<u64> {
 
 /// Decodes `entries` of pack `pack` (key `key`) from `bytes`, the pack's bytes from offset `base`
 /// on: entries of one frame next to each other share one decoding; frames are decoded on all
-/// cores when there are several. Returns the plaintexts in the order of `entries`.
-pub(crate) fn decode_entries(
-    keys: &MasterKeys,
-    bytes: &[u8],
-    base: u64,
-    entries: &[PackEntry],
-    pack: &Id,
-    key: &str,
-) -> Result<Vec<Vec<u8>>> {
-    let frames = decode_frames(keys, bytes, base, entries, pack, key)?;
-    Ok(frames.into_iter().flat_map(DecodedFrame::into_blobs).collect())
-}
-
-/// The frames of [`decode_entries`], each with its blobs' places, without copying blobs out.
-fn decode_frames(
+/// cores when there are several. Returns the frames in the order of `entries`, each with its blobs'
+/// places, without copying blobs out ([`DecodedFrame::into_blobs`] gives them as plaintexts).
+pub(crate) fn decode_frames(
     keys: &MasterKeys,
     bytes: &[u8],
     base: u64,
