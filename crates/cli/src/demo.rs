@@ -146,7 +146,8 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
     let storage = Storage::open(&repo_url, &StorageConfig::default()).await?;
     let repo = Repository::init(storage, Some(PASSWORD), &InitOptions::default()).await?;
     n.say(format!(
-        "{repo_url}: content-defined chunks, BLAKE3 ids, zstd, XChaCha20-Poly1305 (key from argon2id)"
+        "{repo_url}: content-defined chunks, BLAKE3 ids, zstd, {} (key from argon2id)",
+        repo.config().encryption
     ));
 
     n.step("Start a writing workload and archive the oplog continuously (tidemark oplog follow)");

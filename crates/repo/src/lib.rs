@@ -60,7 +60,7 @@ mod util;
 pub mod writer;
 
 pub use chunker::CutRule;
-pub use crypto::{Id, KdfParams};
+pub use crypto::{Cipher, Id, KdfParams};
 pub use error::{RepoError, Result};
 pub use reader::{DocumentStream, SnapshotReader};
 pub use repository::{ChunkerParams, Config, InitOptions, Repository};

@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn pack_round_trip() {
-        let keys = MasterKeys::generate(Id::random(), true);
+        let keys = MasterKeys::generate(Id::random(), Some(crate::crypto::Cipher::Xaes256Gcm));
         let mut b = PackBuilder::default();
         let blobs: Vec<Vec<u8>> = vec![b"alpha".repeat(100), b"beta".to_vec()];
         for blob in &blobs {

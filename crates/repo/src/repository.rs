@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::chunker::CutRule;
-use crate::crypto::{Id, KdfParams, KeyFile, MasterKeys};
+use crate::crypto::{Cipher, Id, KdfParams, KeyFile, MasterKeys};
 use crate::error::{RepoError, Result};
 use crate::index::{BlobIndex, IndexEncoding, for_each_pack};
 use crate::pack::{
@@ -83,7 +83,7 @@ pub struct Config {
     pub compression: String,
     /// zstd level.
     pub compression_level: i32,
-    /// `xchacha20poly1305` or `none`.
+    /// The [`Cipher`] that seals objects (`xaes-256-gcm`, `xchacha20poly1305`), or `none`.
     pub encryption: String,
     /// Target pack size in bytes.
     pub pack_size: u64,
@@ -102,6 +102,8 @@ pub struct InitOptions {
     pub pack_size: u64,
     /// argon2id costs for the key.
     pub kdf: KdfParams,
+    /// Cipher of an encrypted repository.
+    pub cipher: Cipher,
 }
 
 impl Default for InitOptions {
@@ -112,6 +114,7 @@ impl Default for InitOptions {
             compression_level: 3,
             pack_size: 16 * 1024 * 1024,
             kdf: KdfParams::default(),
+            cipher: Cipher::Xaes256Gcm,
         }
     }
 }
@@ -229,14 +232,14 @@ impl Repository {
             compression: "zstd".into(),
             compression_level: options.compression_level,
             encryption: if password.is_some() {
-                "xchacha20poly1305"
+                options.cipher.name()
             } else {
                 "none"
             }
             .into(),
             pack_size: options.pack_size,
         };
-        let keys = MasterKeys::generate(config.id, password.is_some());
+        let keys = MasterKeys::generate(config.id, password.is_some().then_some(options.cipher));
         let key_file = KeyFile::wrap(
             &keys,
             password.map(str::as_bytes),
@@ -297,6 +300,12 @@ impl Repository {
         let key_objects = storage.list("keys/").await?;
         let mut found = None;
         let encrypted = config.encryption != "none";
+        if encrypted && Cipher::from_name(&config.encryption).is_none() {
+            return Err(RepoError::corrupt(
+                "config",
+                format!("unknown encryption {:?}", config.encryption),
+            ));
+        }
         for meta in &key_objects {
             let raw = storage.get(&meta.key).await?;
             let file: KeyFile =
@@ -320,7 +329,7 @@ impl Repository {
         if keys.repository_id != config.id {
             return Err(RepoError::corrupt("config", "key belongs to another repository"));
         }
-        if keys.encryption.is_some() != encrypted {
+        if keys.encryption.is_some() != encrypted || (encrypted && keys.cipher.name() != config.encryption) {
             return Err(RepoError::corrupt(
                 "config",
                 "encryption mode does not match the repository's key",

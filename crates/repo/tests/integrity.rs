@@ -76,7 +76,7 @@ async fn wrong_password_and_mode_errors_are_clear() {
         .unwrap()
         .config()
         .id;
-    let planted = tidemark_repo::crypto::MasterKeys::generate(id, false);
+    let planted = tidemark_repo::crypto::MasterKeys::generate(id, None);
     let file =
         tidemark_repo::crypto::KeyFile::wrap(&planted, None, test_options().kdf, String::new(), String::new()).unwrap();
     storage

@@ -627,3 +627,49 @@ async fn a_repository_keeps_the_cut_rule_it_was_created_with() {
     assert_eq!((stats.new_blobs, stats.added_bytes), (0, 0));
     assert_eq!(read_back(&repo, &first).await, concat(&docs));
 }
+
+/// New repositories seal with XAES-256-GCM; one created with XChaCha20-Poly1305 (as every
+/// repository was before) keeps it. Both back up and read back, and a `config` naming another
+/// cipher than the key's is refused rather than read with the wrong one.
+#[tokio::test]
+async fn each_repository_keeps_its_cipher() {
+    let docs = documents(300, &[], 0);
+    for (cipher, name) in [
+        (tidemark_repo::Cipher::Xaes256Gcm, "xaes-256-gcm"),
+        (tidemark_repo::Cipher::XChaCha20Poly1305, "xchacha20poly1305"),
+    ] {
+        let mut options = test_options();
+        options.cipher = cipher;
+        let storage = memory().await;
+        let repo = Repository::init(storage.clone(), Some(PASSWORD), &options)
+            .await
+            .unwrap();
+        assert_eq!(repo.config().encryption, name);
+        let (first, _, _) = backup_documents(&repo, &docs).await;
+        let repo = Repository::open(storage.clone(), Some(PASSWORD)).await.unwrap();
+        assert_eq!(read_back(&repo, &first).await, concat(&docs));
+
+        let other = if cipher == tidemark_repo::Cipher::Xaes256Gcm {
+            "xchacha20poly1305"
+        } else {
+            "xaes-256-gcm"
+        };
+        for wrong in [other, "aes-128-ecb"] {
+            let mut config: serde_json::Value = serde_json::from_slice(&storage.get("config").await.unwrap()).unwrap();
+            config["encryption"] = wrong.into();
+            storage
+                .put("config", bytes::Bytes::from(serde_json::to_vec(&config).unwrap()))
+                .await
+                .unwrap();
+            let err = Repository::open(storage.clone(), Some(PASSWORD))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("config"), "{wrong}: {err}");
+        }
+    }
+    assert_eq!(
+        tidemark_repo::InitOptions::default().cipher,
+        tidemark_repo::Cipher::Xaes256Gcm
+    );
+}

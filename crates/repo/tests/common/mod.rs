@@ -32,6 +32,7 @@ pub fn test_options() -> InitOptions {
             t_cost: 1,
             p_cost: 1,
         },
+        ..InitOptions::default()
     }
 }
 
