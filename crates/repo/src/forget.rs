@@ -16,7 +16,6 @@
 //! everything kept, then deletion of the old index objects, then deletion of the old packs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 
 use crate::Repository;
 use crate::chunk_list::for_each_blob;
@@ -28,7 +27,7 @@ use crate::pack::{DecodedFrame, IndexPack, PackEntry, pack_key};
 use crate::repository::decode_frames;
 use crate::snapshot::{Snapshot, Timestamp};
 use crate::util::civil_from_days;
-use crate::writer::{BlobSink, NoProgress};
+use crate::writer::BlobSink;
 
 /// How many snapshots to keep per rule (0 = rule unused).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -315,7 +314,7 @@ async fn run_prune(repo: &Repository, dry_run: bool) -> Result<PrunePlan> {
         return Ok(plan);
     }
 
-    let mut sink = BlobSink::new(repo.clone(), Arc::new(NoProgress));
+    let mut sink = BlobSink::for_moving(repo.clone());
     for (pack, wanted) in &repack {
         let key = pack_key(&pack.id);
         let bytes = repo.storage.get(&key).await?;
@@ -332,7 +331,7 @@ async fn run_prune(repo: &Repository, dry_run: bool) -> Result<PrunePlan> {
             start += run.len();
         }
     }
-    let (_, stats) = sink.finish().await?;
+    let stats = sink.finish().await?;
     plan.bytes_added = stats.added_bytes;
     if !keep.is_empty() {
         repo.write_index(keep).await?;

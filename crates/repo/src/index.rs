@@ -379,6 +379,9 @@ pub struct BlobIndex {
     bits: u32,
     packs: Vec<Id>,
     pack_numbers: IdMap<u32>,
+    /// Incremented by every addition: tells a writer that looked blobs up before whether blobs
+    /// were added since.
+    generation: u64,
 }
 
 impl BlobIndex {
@@ -390,6 +393,11 @@ impl BlobIndex {
     /// Whether no blob is indexed.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Changes whenever blobs are added.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Bytes of memory the index holds (records, fan-out table, pack table), for reports.
@@ -444,7 +452,14 @@ impl BlobIndex {
     pub fn add_packs<'a>(&mut self, packs: impl IntoIterator<Item = &'a IndexPack>, object: &str) -> Result<()> {
         let packs: Vec<&IndexPack> = packs.into_iter().collect();
         let sorted = self.records.len();
-        self.reserve(packs.iter().map(|p| p.blobs.len()).sum());
+        self.generation += 1;
+        // Room grows by a quarter at least: a backup adds an index object every so many new
+        // blobs (a quarter of the index, once it is large), and growing the array by exactly each
+        // one would copy it every time.
+        let adding: usize = packs.iter().map(|p| p.blobs.len()).sum();
+        if self.records.capacity() - self.records.len() < adding {
+            self.reserve(adding.max(self.records.len() / 4));
+        }
         let result = packs.into_iter().try_for_each(|p| self.stage(p, object));
         if result.is_err() {
             self.records.truncate(sorted);

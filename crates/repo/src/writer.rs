@@ -54,8 +54,18 @@ impl Progress for NoProgress {}
 pub(crate) struct BlobSink {
     repo: Repository,
     pack: PackBuilder,
+    /// Blobs this sink stored that the repository's index does not have yet.
     pending: IdSet,
+    /// Uploaded packs not in an index object yet.
     packs: Vec<IndexPack>,
+    /// Blobs of `packs`.
+    unindexed_blobs: usize,
+    /// At least this many blobs go into an index object written as the sink goes.
+    index_every: usize,
+    /// Whether an index object is written whenever [`BlobSink::index_due`] says (backups,
+    /// copies), or only one at the end (prune, which moves blobs the index still places in the
+    /// packs it deletes).
+    index_as_it_goes: bool,
     /// Pack uploads in flight (at most [`UPLOADS_IN_FLIGHT`]): chunking, compression and sealing
     /// go on while packs are written. Indexes are written only after every upload completed.
     uploads: tokio::task::JoinSet<Result<IndexPack>>,
@@ -73,6 +83,14 @@ fn pack_capacity(repo: &Repository) -> usize {
     let target = usize::try_from(repo.config.pack_size).unwrap_or(usize::MAX);
     target.saturating_add(target / 8).saturating_add(256 * 1024)
 }
+
+/// New blobs after which a sink writes an index object for the packs uploaded so far (about
+/// 512 MiB of 2 KiB chunks), or a quarter of the repository's blobs if that is more: the blobs'
+/// index entries then wait in memory as compact index records rather than as pack entries and
+/// set members (about 110 bytes per blob), so a first backup of a large database does not hold
+/// every new blob three times over until its end; merging into the in-memory index costs about
+/// its size each time, so the quarter keeps that linear overall.
+const INDEX_EVERY_BLOBS: usize = 1 << 18;
 
 /// Pack uploads a sink runs concurrently with its caller.
 const UPLOADS_IN_FLIGHT: usize = 2;
@@ -119,6 +137,8 @@ struct Prepared {
     frames: Vec<Frame>,
     /// Sum of the measurements taken (see [`Chooser`]).
     probe: Probe,
+    /// [`BlobIndex::generation`](crate::index::BlobIndex) when the blobs were looked up.
+    index_generation: u64,
 }
 
 impl BlobSink {
@@ -128,11 +148,22 @@ impl BlobSink {
             repo,
             pending: IdSet::default(),
             packs: Vec::new(),
+            unindexed_blobs: 0,
+            index_every: INDEX_EVERY_BLOBS,
+            index_as_it_goes: true,
             uploads: tokio::task::JoinSet::new(),
             spare: Arc::default(),
             stats: SnapshotStats::default(),
             progress,
         }
+    }
+
+    /// A sink for prune, which moves blobs out of packs it deletes: one index object at the end,
+    /// and blobs this sink stored are told apart from indexed ones by itself alone.
+    pub(crate) fn for_moving(repo: Repository) -> Self {
+        let mut sink = Self::new(repo, Arc::new(NoProgress));
+        sink.index_as_it_goes = false;
+        sink
     }
 
     /// Stores the blobs the repository does not have yet, made as `compression` says; returns
@@ -163,13 +194,29 @@ impl BlobSink {
     /// been stored by this sink meanwhile, and is then left out of the frame's entries (a frame
     /// none of whose blobs is left is not stored).
     async fn add_prepared(&mut self, blobs: &[&[u8]], prepared: Prepared, kind: BlobKind) -> Result<Vec<Id>> {
-        let Prepared { ids, frames, .. } = prepared;
+        let Prepared {
+            ids,
+            frames,
+            index_generation,
+            ..
+        } = prepared;
         let mut stored = vec![false; blobs.len()];
         let mut entries = Vec::new();
+        let mut indexed = Vec::new();
         for frame in frames {
             entries.clear();
-            for &(i, inner_offset) in &frame.members {
-                if self.pending.insert(ids[i]) {
+            // Blobs this sink stored leave `pending` once an index object has them (which may
+            // happen between two frames of this batch, as packs fill): if one was written since
+            // the batch was looked up, the frame's blobs are looked up again.
+            indexed.clear();
+            self.repo.with_index(|index| {
+                if self.index_as_it_goes && index.generation() != index_generation {
+                    indexed.extend(frame.members.iter().map(|&(i, _)| index.contains(&ids[i])));
+                }
+            });
+            for (k, &(i, inner_offset)) in frame.members.iter().enumerate() {
+                let in_index = indexed.get(k).copied().unwrap_or(false);
+                if !in_index && self.pending.insert(ids[i]) {
                     stored[i] = true;
                     entries.push((ids[i], kind, inner_offset, blobs[i].len() as u64));
                 }
@@ -255,7 +302,11 @@ impl BlobSink {
             Some(Ok(result)) => {
                 let pack = result?;
                 self.stats.added_bytes += pack.size;
+                self.unindexed_blobs += pack.blobs.len();
                 self.packs.push(pack);
+                if self.index_as_it_goes && self.index_due() {
+                    self.write_index().await?;
+                }
                 Ok(())
             }
             Some(Err(e)) => Err(RepoError::Usage(format!("pack upload task failed: {e}"))),
@@ -271,14 +322,35 @@ impl BlobSink {
         Ok(())
     }
 
-    /// Uploads the last pack and writes one index object for all packs; returns them.
-    pub(crate) async fn finish(mut self) -> Result<(Vec<IndexPack>, SnapshotStats)> {
+    /// Whether enough blobs wait for an index object (see [`INDEX_EVERY_BLOBS`]).
+    fn index_due(&self) -> bool {
+        let indexed = self.repo.with_index(crate::index::BlobIndex::len);
+        self.unindexed_blobs >= self.index_every.max(indexed / 4)
+    }
+
+    /// Writes an index object for the uploaded packs, which the in-memory index then holds.
+    async fn write_index(&mut self) -> Result<()> {
+        if self.packs.is_empty() {
+            return Ok(());
+        }
+        let packs = std::mem::take(&mut self.packs);
+        self.unindexed_blobs = 0;
+        // Nothing adds blobs before the index object is written (this sink is borrowed for
+        // it), and a failure to write it ends the snapshot.
+        for blob in packs.iter().flat_map(|p| &p.blobs) {
+            self.pending.remove(&blob.id);
+        }
+        self.repo.write_index(packs).await?;
+        self.pending.shrink_to_fit();
+        Ok(())
+    }
+
+    /// Uploads the last pack and writes the index object of the packs not in one yet.
+    pub(crate) async fn finish(mut self) -> Result<SnapshotStats> {
         self.flush().await?;
         self.drain_uploads().await?;
-        if !self.packs.is_empty() {
-            self.repo.write_index(self.packs.clone()).await?;
-        }
-        Ok((self.packs, self.stats))
+        self.write_index().await?;
+        Ok(self.stats)
     }
 }
 
@@ -322,7 +394,7 @@ fn prepare(
     // Frames: the blobs to store, consecutive ones together up to the frame size.
     let mut plans: Vec<(Vec<usize>, bool)> = Vec::new();
     let mut open_bytes = 0usize;
-    repo.with_index(|index| {
+    let index_generation = repo.with_index(|index| {
         for (i, (blob, id)) in blobs.iter().zip(&ids).enumerate() {
             if stored == Stored::Skip && index.contains(id) {
                 continue;
@@ -340,6 +412,7 @@ fn prepare(
                 }
             }
         }
+        index.generation()
     });
     let encoded = parallel_map(&plans, parallel, |(members, probed)| {
         encode_frame(
@@ -357,7 +430,12 @@ fn prepare(
         frames.push(frame);
         probe += measured;
     }
-    Ok(Prepared { ids, frames, probe })
+    Ok(Prepared {
+        ids,
+        frames,
+        probe,
+        index_generation,
+    })
 }
 
 /// Seals the frame of `blobs[members]` (compressed as `compression` says) and, with
@@ -805,6 +883,14 @@ impl SnapshotWriter {
         })
     }
 
+    /// Writes an index object whenever at least `blobs` new blobs are in uploaded packs (by
+    /// default 262,144, or a quarter of the repository's blobs if more), so the index entries
+    /// of a long backup wait in the compact in-memory index, and a backup that is interrupted
+    /// leaves its uploaded packs indexed for the next one to deduplicate against.
+    pub fn set_index_interval(&mut self, blobs: usize) {
+        self.sink.index_every = blobs.max(1);
+    }
+
     /// Switches to (creating if needed) the member (replica set) that following namespaces belong to.
     /// A fresh writer starts in an unnamed `replset` member.
     pub fn set_member(&mut self, name: &str, role: &str) {
@@ -973,7 +1059,7 @@ impl SnapshotWriter {
                 })
                 .window = Some(window);
         }
-        let (_, mut stats) = std::mem::replace(&mut self.sink, BlobSink::new(self.repo.clone(), self.progress.clone()))
+        let mut stats = std::mem::replace(&mut self.sink, BlobSink::new(self.repo.clone(), self.progress.clone()))
             .finish()
             .await?;
         stats.documents = self

@@ -673,3 +673,97 @@ async fn each_repository_keeps_its_cipher() {
         tidemark_repo::Cipher::Xaes256Gcm
     );
 }
+
+/// Blob ids of every index object, with how many objects there are.
+async fn indexed_blob_ids(repo: &Repository) -> (usize, Vec<tidemark_repo::Id>) {
+    let files = repo.index_files().await.unwrap();
+    let ids = files
+        .iter()
+        .flat_map(|(_, file)| file.packs.iter().flat_map(|p| p.blobs.iter().map(|b| b.id)))
+        .collect();
+    (files.len(), ids)
+}
+
+/// A backup writes index objects as it goes: each blob is stored and indexed once even when the
+/// same chunks recur across batches written before and after an index object; the snapshot reads
+/// back and checks. A backup abandoned halfway (as a killed one) leaves its uploaded packs indexed,
+/// the repository checks, and the next backup of the same data deduplicates against them.
+#[tokio::test]
+async fn index_objects_are_written_as_a_backup_goes() {
+    let repo = Repository::init(memory().await, Some(PASSWORD), &test_options())
+        .await
+        .unwrap();
+    // 2,000 distinct documents twice over: the same chunks recur in later batches.
+    let distinct = documents(2_000, &[], 0);
+    let docs: Vec<RawDocumentBuf> = (0..2).flat_map(|_| distinct.iter().cloned()).collect();
+    let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
+    writer.set_index_interval(20);
+    let mut ns = writer
+        .begin_namespace("shop.events", NamespaceMetadata::default())
+        .await
+        .unwrap();
+    for d in &docs {
+        ns.write_document(d).await.unwrap();
+    }
+    ns.finish().await.unwrap();
+    let (first, stats) = writer.commit(CommitOptions::default()).await.unwrap();
+    let (objects, ids) = indexed_blob_ids(&repo).await;
+    assert!(objects >= 3, "{objects} index objects");
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a blob was stored twice");
+    assert_eq!(ids.len() as u64, stats.new_blobs);
+    let reopened = Repository::open(repo.storage().clone(), Some(PASSWORD)).await.unwrap();
+    assert_eq!(read_back(&reopened, &first).await, concat(&docs));
+    let report = tidemark_repo::check::check(
+        &reopened,
+        tidemark_repo::check::CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+
+    // Abandoned after most of a new collection: its packs so far are indexed.
+    let all: Vec<i32> = (0..8_000).collect();
+    let more = documents(8_000, &all, 1);
+    let mut writer = SnapshotWriter::new(&reopened, progress()).await.unwrap();
+    writer.set_index_interval(20);
+    let mut ns = writer
+        .begin_namespace("shop.events", NamespaceMetadata::default())
+        .await
+        .unwrap();
+    for d in &more {
+        ns.write_document(d).await.unwrap();
+    }
+    drop(ns);
+    drop(writer);
+    // The chunks the abandoned backup indexed (its last packs and batches in flight were not).
+    let files = reopened.index_files().await.unwrap();
+    let first_ids: std::collections::HashSet<_> = ids.iter().collect();
+    let abandoned_chunk_bytes: u64 = files
+        .iter()
+        .flat_map(|(_, file)| file.packs.iter().flat_map(|p| &p.blobs))
+        .filter(|b| b.kind == tidemark_repo::pack::BlobKind::Data && !first_ids.contains(&b.id))
+        .map(|b| b.raw_length)
+        .sum();
+    assert!(
+        abandoned_chunk_bytes > 256 * 1024,
+        "{abandoned_chunk_bytes} bytes indexed before the end"
+    );
+    let reopened = Repository::open(repo.storage().clone(), Some(PASSWORD)).await.unwrap();
+    let report = tidemark_repo::check::check(
+        &reopened,
+        tidemark_repo::check::CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let (again, _, stats) = backup_documents(&reopened, &more).await;
+    assert_eq!(stats.deduplicated_bytes, abandoned_chunk_bytes, "{stats:?}");
+    assert_eq!(read_back(&reopened, &again).await, concat(&more));
+}
