@@ -12,9 +12,12 @@
 //! A stream's chunk ids are grouped into chunk-list blobs ([`crate::chunk_list`]) stored the same
 //! way, and the manifest records only those.
 //!
-//! [`SnapshotWriter::commit`] uploads the last pack, then one index object for all packs of the
-//! snapshot, and finally the manifest. Dropping the writer without committing leaves uploaded
-//! packs that no index or manifest refers to; they are harmless and `prune` deletes them.
+//! Index objects are written as the backup goes (every [`INDEX_EVERY_BLOBS`] new blobs in
+//! uploaded packs, or a quarter of the index), so new blobs wait in the compact in-memory index.
+//! [`SnapshotWriter::commit`] uploads the last pack, then the index object of the packs not in
+//! one yet, and finally the manifest. Dropping the writer without committing leaves uploaded
+//! packs that no manifest refers to (the ones already indexed are reused by the next backup);
+//! they are harmless and `prune` deletes those no snapshot needs.
 
 use std::sync::Arc;
 
