@@ -19,7 +19,7 @@
 //! (at most [`MAX_TOP`] chunk lists) are recorded as before the upper levels existed.
 //!
 //! `ListTree` builds the levels as chunk ids arrive (memory bounded by [`MAX_TOP`] ids per
-//! level), [`ChunkListCursor`] reads a stream's chunk lists back in order, and [`for_each_blob`] is
+//! level), `ChunkListCursor` reads a stream's chunk lists back in order, and [`for_each_blob`] is
 //! the one walker of everything a stream references; check, prune and copy go through it.
 
 use std::collections::{HashSet, VecDeque};
