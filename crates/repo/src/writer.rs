@@ -357,9 +357,11 @@ impl BlobSink {
     }
 }
 
-/// Blobs hashed together by one [`crate::crypto::MasterKeys::blob_ids`] call: enough to fill the
-/// SIMD lanes a few times, few enough to spread a batch over the cores.
-const IDS_PER_CALL: usize = 64;
+/// Blobs hashed together by one [`crate::crypto::MasterKeys::blob_ids`] call: a whole batch of
+/// 2 KiB chunks. The last, partial BLAKE3 chunks of blobs are hashed in groups of equal length
+/// (up to 16 kinds), so only hundreds of blobs fill the 16 lanes of AVX-512; batches in flight
+/// keep the cores busy instead (64 per call: 1.19 s for an unchanged 1 GiB backup; 1,024: 1.11 s).
+const IDS_PER_CALL: usize = 1024;
 
 /// The ids of `blobs`, in order, hashed [`IDS_PER_CALL`] at a time (on every core when `parallel`).
 fn blob_ids(repo: &Repository, blobs: &[&[u8]], parallel: bool) -> Result<Vec<Id>> {
