@@ -244,34 +244,69 @@ pub(crate) fn decode_frame_ranges(
     Ok(DecodedFrame { plaintext, ranges })
 }
 
+/// Where a pack starts in its buffer: at the first address that is a multiple of this, so that a
+/// local repository writes it with direct I/O straight from the buffer. (Allocators place large
+/// buffers a random number of cache lines past a page boundary, which cost a copy of every pack.)
+pub const PACK_ALIGN: usize = 4096;
+
 /// Builds one pack in memory.
 #[derive(Debug, Default)]
 pub struct PackBuilder {
+    /// Padding up to an aligned address, then the pack.
     data: Vec<u8>,
+    /// Where the pack starts in `data`.
+    start: usize,
     entries: Vec<PackEntry>,
+}
+
+/// A finished pack in the buffer it was built in (see [`PACK_ALIGN`]).
+#[derive(Debug)]
+pub struct PackBytes {
+    buffer: Vec<u8>,
+    start: usize,
+}
+
+impl PackBytes {
+    /// The pack.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buffer[self.start..]
+    }
+
+    /// The buffer, for building another pack in.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buffer
+    }
+}
+
+impl AsRef<[u8]> for PackBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
 }
 
 impl PackBuilder {
     /// A builder with room for a pack of about `size` bytes, so filling it never moves it.
     pub fn with_capacity(size: usize) -> Self {
-        PackBuilder {
-            data: Vec::with_capacity(size),
-            entries: Vec::new(),
-        }
+        Self::with_buffer(Vec::with_capacity(size + PACK_ALIGN))
     }
 
     /// A builder filling `buffer` (emptied first), for reusing the buffer of a finished pack.
     pub fn with_buffer(mut buffer: Vec<u8>) -> Self {
         buffer.clear();
+        // Within the allocation as long as it has room for the padding (else unaligned, which
+        // costs a copy when written, nothing else).
+        let start = buffer.as_ptr().align_offset(PACK_ALIGN).min(buffer.capacity());
+        buffer.resize(start, 0);
         PackBuilder {
             data: buffer,
+            start,
             entries: Vec::new(),
         }
     }
 
     /// Bytes so far.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.data.len() - self.start
     }
     /// Whether no blob was added.
     pub fn is_empty(&self) -> bool {
@@ -285,7 +320,7 @@ impl PackBuilder {
     /// Appends an encoded frame holding `blobs`: (id, kind, offset in the frame's plaintext,
     /// length).
     pub fn add_frame(&mut self, encoded: &[u8], blobs: &[(Id, BlobKind, u64, u64)]) {
-        let offset = self.data.len() as u64;
+        let offset = self.len() as u64;
         for &(id, kind, inner_offset, raw_length) in blobs {
             self.entries.push(PackEntry {
                 id,
@@ -299,17 +334,22 @@ impl PackBuilder {
         self.data.extend_from_slice(encoded);
     }
     /// Finishes the pack: returns its bytes and index entry.
-    pub fn finish(self, keys: &MasterKeys) -> Result<(Vec<u8>, IndexPack)> {
-        let PackBuilder { mut data, entries } = self;
+    pub fn finish(self, keys: &MasterKeys) -> Result<(PackBytes, IndexPack)> {
+        let PackBuilder {
+            mut data,
+            start,
+            entries,
+        } = self;
         let header = crate::index::encode_pack_header(&entries);
         let sealed = seal_json(keys, &header)?;
         let len = u32::try_from(sealed.len()).map_err(|_| RepoError::Usage("pack header too large".into()))?;
         data.extend_from_slice(&sealed);
         data.extend_from_slice(&len.to_le_bytes());
-        let id = Id::hash(&data);
-        let size = data.len() as u64;
+        let pack = PackBytes { buffer: data, start };
+        let id = Id::hash(pack.bytes());
+        let size = pack.bytes().len() as u64;
         Ok((
-            data,
+            pack,
             IndexPack {
                 id,
                 size,
@@ -369,18 +409,20 @@ mod tests {
     #[test]
     fn pack_round_trip() {
         let keys = MasterKeys::generate(Id::random(), Some(crate::crypto::Cipher::Xaes256Gcm));
-        let mut b = PackBuilder::default();
+        let mut b = PackBuilder::with_capacity(1 << 16);
         let blobs: Vec<Vec<u8>> = vec![b"alpha".repeat(100), b"beta".to_vec()];
         for blob in &blobs {
             let enc = encode_blob(&keys, blob, Compression::Level(3)).unwrap();
             b.add(keys.blob_id(blob), BlobKind::Data, &enc, blob.len() as u64);
         }
-        let (bytes, index) = b.finish(&keys).unwrap();
-        assert_eq!(index.id, Id::hash(&bytes));
-        let entries = read_header(&keys, &bytes, "p").unwrap();
+        let (pack, index) = b.finish(&keys).unwrap();
+        let bytes = pack.bytes();
+        assert_eq!(pack.bytes().as_ptr().align_offset(PACK_ALIGN), 0);
+        assert_eq!(index.id, Id::hash(bytes));
+        let entries = read_header(&keys, bytes, "p").unwrap();
         assert_eq!(entries, index.blobs);
         for (e, blob) in entries.iter().zip(&blobs) {
-            let got = decode_blob(&keys, blob_bytes(&bytes, e, "p").unwrap(), e, &index.id).unwrap();
+            let got = decode_blob(&keys, blob_bytes(bytes, e, "p").unwrap(), e, &index.id).unwrap();
             assert_eq!(&got, blob);
         }
         // Truncated or garbage packs are errors, not panics.

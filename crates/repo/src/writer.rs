@@ -31,7 +31,7 @@ use crate::compression::{Chooser, Compression, Probe};
 use crate::crypto::{Id, IdSet};
 use crate::error::{RepoError, Result};
 use crate::lock::Lock;
-use crate::pack::{BlobKind, IndexPack, PackBuilder, encode_blob_into, pack_key};
+use crate::pack::{BlobKind, IndexPack, PackBuilder, PackBytes, encode_blob_into, pack_key};
 use crate::snapshot::{
     DataStream, FileKind, FileNode, MANIFEST_VERSION, Member, NamespaceEntry, OplogEntry, OplogWindow, Snapshot,
     SnapshotStats, Timestamp,
@@ -77,6 +77,30 @@ pub(crate) struct BlobSink {
     spare: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     pub(crate) stats: SnapshotStats,
     progress: Arc<dyn Progress>,
+}
+
+/// A finished pack lent to the storage; its buffer goes back to the sink's spare buffers when the
+/// storage drops it.
+struct ReturningPack {
+    pack: Option<PackBytes>,
+    spare: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for ReturningPack {
+    fn as_ref(&self) -> &[u8] {
+        self.pack.as_ref().map_or(&[], PackBytes::bytes)
+    }
+}
+
+impl Drop for ReturningPack {
+    fn drop(&mut self) {
+        if let Some(pack) = self.pack.take() {
+            self.spare
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(pack.into_buffer());
+        }
+    }
 }
 
 /// Room reserved for a pack: the target size, one large chunk (a pack is finished once it reaches
@@ -279,21 +303,23 @@ impl BlobSink {
         let spare = self.spare.clone();
         self.uploads.spawn(async move {
             // Header, sealing and the pack's hash off the task that reads the stream.
-            let (bytes, index) = tokio::task::spawn_blocking(move || pack.finish(&keys))
+            let (pack, index) = tokio::task::spawn_blocking(move || pack.finish(&keys))
                 .await
                 .map_err(|e| RepoError::Usage(format!("pack finishing task failed: {e}")))??;
             let key = pack_key(&index.id);
-            let len = bytes.len() as u64;
-            let bytes = Bytes::from(bytes);
-            storage.put(&key, bytes.clone()).await?;
+            let len = pack.bytes().len() as u64;
+            // No copy: the storage reads the pack where it was built, and the buffer comes back
+            // for the next pack once the storage lets go of it.
+            storage
+                .put(
+                    &key,
+                    Bytes::from_owner(ReturningPack {
+                        pack: Some(pack),
+                        spare,
+                    }),
+                )
+                .await?;
             progress.pack_uploaded(len);
-            // The storage no longer holds the bytes once the put returned.
-            if let Ok(buffer) = bytes.try_into_mut() {
-                spare
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(buffer.into());
-            }
             Ok(index)
         });
         Ok(())
