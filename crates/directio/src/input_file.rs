@@ -89,7 +89,7 @@ impl Source {
 
 /// Opens `path` for reading, with `O_DIRECT` if `direct` and the filesystem accepts it; returns
 /// the file and whether it has `O_DIRECT`.
-fn open_file(path: &Path, direct: bool) -> io::Result<(File, bool)> {
+pub(crate) fn open_file(path: &Path, direct: bool) -> io::Result<(File, bool)> {
     #[cfg(target_os = "linux")]
     if direct {
         use std::os::unix::fs::OpenOptionsExt;

@@ -15,7 +15,9 @@
 //! - [`write_file`]: a whole object held in memory (a repository pack), written straight from the
 //!   caller's memory when it is aligned, as large allocations are;
 //! - [`InputFile`]: a file read front to back as a stream (dump files, archives), into aligned
-//!   buffers filled ahead by a background thread, parsed in place through [`std::io::BufRead`].
+//!   buffers filled ahead by a background thread, parsed in place through [`std::io::BufRead`];
+//! - [`read_range`]: a range of a file read at once (the frames of a repository pack), into a
+//!   buffer the caller reuses.
 //!
 //! Direct I/O needs offsets, lengths and memory aligned to the device's logical block size; the
 //! last, partial block is written zero-padded and the file then truncated to its real length, and
@@ -23,6 +25,7 @@
 
 mod input_file;
 mod output_file;
+mod range;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -30,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 pub use input_file::InputFile;
 pub use output_file::OutputFile;
+pub use range::{DIRECT_MIN, read_range};
 
 /// Alignment of direct I/O offsets, lengths and memory: the largest logical block size in use.
 const ALIGN: usize = 4096;
