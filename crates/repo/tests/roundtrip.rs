@@ -369,7 +369,25 @@ async fn backup_documents(
     tidemark_repo::snapshot::DataStream,
     tidemark_repo::SnapshotStats,
 ) {
+    backup_indexing_every(repo, docs, None, true).await.unwrap()
+}
+
+/// Backs `docs` up (with an index object every `blobs` new blobs, if given); with `commit` false
+/// the snapshot is abandoned before its end (as by a killed backup).
+async fn backup_indexing_every(
+    repo: &Repository,
+    docs: &[RawDocumentBuf],
+    blobs: Option<usize>,
+    commit: bool,
+) -> Option<(
+    tidemark_repo::Id,
+    tidemark_repo::snapshot::DataStream,
+    tidemark_repo::SnapshotStats,
+)> {
     let mut writer = SnapshotWriter::new(repo, progress()).await.unwrap();
+    if let Some(blobs) = blobs {
+        writer.set_index_interval(blobs);
+    }
     let mut ns = writer
         .begin_namespace("shop.events", NamespaceMetadata::default())
         .await
@@ -377,9 +395,12 @@ async fn backup_documents(
     for d in docs {
         ns.write_document(d).await.unwrap();
     }
+    if !commit {
+        return None;
+    }
     let data = ns.finish().await.unwrap();
     let (id, stats) = writer.commit(CommitOptions::default()).await.unwrap();
-    (id, data, stats)
+    Some((id, data, stats))
 }
 
 /// An archive export of several namespaces larger than a turn interleaves them, as `mongodump -j`
@@ -696,17 +717,7 @@ async fn index_objects_are_written_as_a_backup_goes() {
     // 2,000 distinct documents twice over: the same chunks recur in later batches.
     let distinct = documents(2_000, &[], 0);
     let docs: Vec<RawDocumentBuf> = (0..2).flat_map(|_| distinct.iter().cloned()).collect();
-    let mut writer = SnapshotWriter::new(&repo, progress()).await.unwrap();
-    writer.set_index_interval(20);
-    let mut ns = writer
-        .begin_namespace("shop.events", NamespaceMetadata::default())
-        .await
-        .unwrap();
-    for d in &docs {
-        ns.write_document(d).await.unwrap();
-    }
-    ns.finish().await.unwrap();
-    let (first, stats) = writer.commit(CommitOptions::default()).await.unwrap();
+    let (first, _, stats) = backup_indexing_every(&repo, &docs, Some(20), true).await.unwrap();
     let (objects, ids) = indexed_blob_ids(&repo).await;
     assert!(objects >= 3, "{objects} index objects");
     let unique: std::collections::HashSet<_> = ids.iter().collect();
@@ -714,31 +725,13 @@ async fn index_objects_are_written_as_a_backup_goes() {
     assert_eq!(ids.len() as u64, stats.new_blobs);
     let reopened = Repository::open(repo.storage().clone(), Some(PASSWORD)).await.unwrap();
     assert_eq!(read_back(&reopened, &first).await, concat(&docs));
-    let report = tidemark_repo::check::check(
-        &reopened,
-        tidemark_repo::check::CheckOptions {
-            read_data: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let report = check_read_data(&reopened).await.unwrap();
     assert!(report.is_ok(), "{report:?}");
 
     // Abandoned after most of a new collection: its packs so far are indexed.
     let all: Vec<i32> = (0..8_000).collect();
     let more = documents(8_000, &all, 1);
-    let mut writer = SnapshotWriter::new(&reopened, progress()).await.unwrap();
-    writer.set_index_interval(20);
-    let mut ns = writer
-        .begin_namespace("shop.events", NamespaceMetadata::default())
-        .await
-        .unwrap();
-    for d in &more {
-        ns.write_document(d).await.unwrap();
-    }
-    drop(ns);
-    drop(writer);
+    assert!(backup_indexing_every(&reopened, &more, Some(20), false).await.is_none());
     // The chunks the abandoned backup indexed (its last packs and batches in flight were not).
     let files = reopened.index_files().await.unwrap();
     let first_ids: std::collections::HashSet<_> = ids.iter().collect();
@@ -753,15 +746,7 @@ async fn index_objects_are_written_as_a_backup_goes() {
         "{abandoned_chunk_bytes} bytes indexed before the end"
     );
     let reopened = Repository::open(repo.storage().clone(), Some(PASSWORD)).await.unwrap();
-    let report = tidemark_repo::check::check(
-        &reopened,
-        tidemark_repo::check::CheckOptions {
-            read_data: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let report = check_read_data(&reopened).await.unwrap();
     assert!(report.is_ok(), "{report:?}");
     let (again, _, stats) = backup_documents(&reopened, &more).await;
     assert_eq!(stats.deduplicated_bytes, abandoned_chunk_bytes, "{stats:?}");
