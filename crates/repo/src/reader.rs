@@ -304,8 +304,12 @@ enum Piece {
 const LISTS_PER_READ: usize = 32;
 /// Plaintext of one batch (a chunk larger than this is a batch by itself).
 const BATCH_BYTES: u64 = 2 * 1024 * 1024;
-/// Batches read ahead of the consumer.
-const BATCHES_AHEAD: usize = 4;
+/// Batches decoded and hashed ahead of the consumer (besides those in [`READS_IN_FLIGHT`]).
+const BATCHES_AHEAD: usize = 2;
+/// Batches of one stream being read and decoded at once: the next ones are fetched and decoded
+/// while the one before is hashed and handed over (one at a time, a stream's reads, its decoding
+/// and its hashing took turns, and a restore's largest collection ran alone at the end).
+const READS_IN_FLIGHT: usize = 3;
 
 impl ChunkSource {
     fn new(repo: Repository, data: &DataStream) -> Self {
@@ -366,6 +370,19 @@ impl Drop for ChunkSource {
     }
 }
 
+/// Hashes and hands over a batch once read; `false` once the reader is gone.
+async fn deliver(
+    read: tokio::task::JoinHandle<Result<Vec<u8>>>,
+    hasher: &mut blake3::Hasher,
+    tx: &tokio::sync::mpsc::Sender<Result<Piece>>,
+) -> Result<bool> {
+    let batch = read
+        .await
+        .map_err(|e| RepoError::Usage(format!("chunk read task failed: {e}")))??;
+    hasher.update(&batch);
+    Ok(tx.send(Ok(Piece::Batch(batch))).await.is_ok())
+}
+
 /// The read-ahead task of a [`ChunkSource`]: sends every batch, then the content hash. Returns
 /// early, without error, when the reader is gone.
 async fn read_ahead(
@@ -374,6 +391,8 @@ async fn read_ahead(
     tx: &tokio::sync::mpsc::Sender<Result<Piece>>,
 ) -> Result<()> {
     let mut hasher = blake3::Hasher::new();
+    let mut reads: std::collections::VecDeque<tokio::task::JoinHandle<Result<Vec<u8>>>> =
+        std::collections::VecDeque::new();
     while !lists.is_empty() {
         let group = lists.next_lists(repo, LISTS_PER_READ).await?;
         // Errors name the blob at fault (list or chunk); the reader names the stream.
@@ -386,13 +405,25 @@ async fn read_ahead(
                 bytes += repo.locate(&chunks[end]).map_or(0, |l| l.entry.raw_length);
                 end += 1;
             }
-            let mut batch = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0));
-            repo.read_blobs_into(&chunks[start..end], &mut batch).await?;
-            hasher.update(&batch);
-            if tx.send(Ok(Piece::Batch(batch))).await.is_err() {
+            let ids = chunks[start..end].to_vec();
+            let source = repo.clone();
+            reads.push_back(tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0));
+                source.read_blobs_into(&ids, &mut batch).await?;
+                Ok(batch)
+            }));
+            if reads.len() >= READS_IN_FLIGHT
+                && let Some(oldest) = reads.pop_front()
+                && !deliver(oldest, &mut hasher, tx).await?
+            {
                 return Ok(());
             }
             start = end;
+        }
+    }
+    while let Some(oldest) = reads.pop_front() {
+        if !deliver(oldest, &mut hasher, tx).await? {
+            return Ok(());
         }
     }
     let _ = tx.send(Ok(Piece::End(Id(*hasher.finalize().as_bytes())))).await;
