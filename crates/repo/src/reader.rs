@@ -275,8 +275,9 @@ impl DocumentStream {
 /// usually with one ranged read), then their chunks with as few ranged reads as their places
 /// allow, decoded on every core, a batch of about [`BATCH_BYTES`] at a time; it joins each batch
 /// into one buffer and adds it to the content hash (BLAKE3 is several times faster over a
-/// megabyte than over one document at a time). Up to [`BATCHES_AHEAD`] batches wait for the
-/// reader, so fetching and decoding overlap with whatever consumes the documents.
+/// megabyte than over one document at a time). [`READS_IN_FLIGHT`] batches are fetched and
+/// decoded at once, and up to [`BATCHES_AHEAD`] hashed ones wait for the reader, so fetching,
+/// decoding and hashing overlap with each other and with whatever consumes the documents.
 #[derive(Debug)]
 struct ChunkSource {
     state: SourceState,
