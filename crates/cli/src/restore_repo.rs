@@ -4,8 +4,8 @@
 //! mongodump-compatible dump (what `tidemark repo export` writes) and nothing touches a server.
 //! Otherwise the snapshot goes into a server through the ordinary restore engine, so every
 //! mongorestore option (namespace filters and renames, `--drop`, `--oplogReplay` ...) applies
-//! unchanged: a thread exports the snapshot as an archive stream into an OS pipe whose read end is
-//! the engine's archive input ([`SnapshotStream`], shared with point-in-time restore). The
+//! unchanged: a thread exports the snapshot as an archive stream into an in-process pipe whose
+//! read end is the engine's archive input ([`SnapshotStream`], shared with point-in-time restore). The
 //! repository and snapshot are opened first, on this thread. Nothing is staged on disk, memory stays
 //! bounded by the pipe and the engine's buffers, and the chunks are verified (decrypted,
 //! authenticated, counted and hashed per namespace) as they stream. If the repository cannot
