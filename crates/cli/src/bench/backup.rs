@@ -20,7 +20,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use super::{ServerProcess, ToolRun, load_dump_dataset, run_measured, server_binary, warm_memory};
+use super::{ServerProcess, ToolRun, cpu_seconds, load_dump_dataset, run_measured, server_binary, warm_memory};
 use crate::CliError;
 
 /// Password of the benchmark repository.
@@ -83,14 +83,25 @@ pub(super) fn bench_backup(
     let repo_arg = format!("--repo={}", repo.display());
     let uri_arg = format!("--uri={}", source.uri);
 
-    println!("{:<44} {:>9} {:>10} {:>12}", "run", "seconds", "MB/s", "peak RSS MiB");
-    let print = |what: &str, run: &ToolRun| {
+    println!(
+        "{:<44} {:>9} {:>10} {:>12} {:>7} {:>12}",
+        "run", "seconds", "MB/s", "peak RSS MiB", "CPU s", "server CPU s"
+    );
+    let print = |what: &str, run: &ToolRun, server_cpu: f64| {
         println!(
-            "{what:<44} {:>9.2} {:>10.1} {:>12.1}",
+            "{what:<44} {:>9.2} {:>10.1} {:>12.1} {:>7.2} {:>12.2}",
             run.seconds,
             bytes as f64 / 1e6 / run.seconds.max(1e-9),
-            run.peak_rss_kib as f64 / 1024.0
+            run.peak_rss_kib as f64 / 1024.0,
+            run.cpu_seconds,
+            server_cpu,
         );
+    };
+    // CPU seconds a server spends during `run` (both share the machine's cores).
+    let measured_against = |server: &ServerProcess, cmd: &mut Command| -> anyhow::Result<(ToolRun, f64)> {
+        let before = cpu_seconds(server.child.id()).unwrap_or(0.0);
+        let run = run_measured(cmd)?;
+        Ok((run, cpu_seconds(server.child.id()).unwrap_or(before) - before))
     };
 
     let archive = scratch.path().join("dump.archive");
@@ -98,13 +109,14 @@ pub(super) fn bench_backup(
     // dataset's size, a target server 1.5 times it.
     let warm = || warm_memory(size_mib.saturating_mul(2) << 20);
     warm();
-    let dump = run_measured(
+    let (dump, dump_server) = measured_against(
+        &source,
         tidemark(&me)
             .args(["dump", "--quiet", &uri_arg, "--db=bench"])
             .arg(format!("--archive={}", archive.display())),
     )?;
     std::fs::remove_file(&archive)?;
-    print("tidemark dump --archive", &dump);
+    print("tidemark dump --archive", &dump, dump_server);
 
     let mut init = tidemark(&me);
     init.args(["repo", "init", &repo_arg]);
@@ -113,14 +125,17 @@ pub(super) fn bench_backup(
     }
     run_measured(&mut init)?;
     let empty = stored_bytes(&repo)?;
-    let backup = |what: &str| -> anyhow::Result<(ToolRun, u64)> {
+    let backup = |what: &str| -> anyhow::Result<(ToolRun, f64, u64)> {
         let before = stored_bytes(&repo)?;
         warm();
-        let run = run_measured(tidemark(&me).args(["backup", &repo_arg, &uri_arg, "--db=bench"]))?;
-        print(what, &run);
-        Ok((run, stored_bytes(&repo)? - before))
+        let (run, server) = measured_against(
+            &source,
+            tidemark(&me).args(["backup", &repo_arg, &uri_arg, "--db=bench"]),
+        )?;
+        print(what, &run, server);
+        Ok((run, server, stored_bytes(&repo)? - before))
     };
-    let (full, first) = backup("tidemark backup (full)")?;
+    let (full, full_server, first) = backup("tidemark backup (full)")?;
     let parts: Vec<String> = ["data", "index", "snapshots"]
         .iter()
         .map(|dir| Ok(format!("{dir}/ {:.1} MB", stored_bytes(&repo.join(dir))? as f64 / 1e6)))
@@ -128,19 +143,22 @@ pub(super) fn bench_backup(
 
     warm();
     let target = ServerProcess::start(&bin, None)?;
-    let restore = run_measured(tidemark(&me).args([
-        "restore",
-        "--quiet",
-        &format!("--uri={}", target.uri),
-        &repo_arg,
-        "--snapshot=latest",
-    ]))?;
+    let (restore, restore_server) = measured_against(
+        &target,
+        tidemark(&me).args([
+            "restore",
+            "--quiet",
+            &format!("--uri={}", target.uri),
+            &repo_arg,
+            "--snapshot=latest",
+        ]),
+    )?;
     drop(target);
-    print("tidemark restore --repo --snapshot latest", &restore);
+    print("tidemark restore --repo --snapshot latest", &restore, restore_server);
 
-    let (_, unchanged) = backup("tidemark backup (unchanged database)")?;
+    let (_, _, unchanged) = backup("tidemark backup (unchanged database)")?;
     let changed_docs = runtime.block_on(change_one_percent(&source.uri))?;
-    let (_, changed) = backup("tidemark backup (1% of documents changed)")?;
+    let (_, _, changed) = backup("tidemark backup (1% of documents changed)")?;
 
     let pct = |added: u64| added as f64 * 100.0 / first.max(1) as f64;
     let ratio = dump.seconds / full.seconds.max(1e-9) * 100.0;
@@ -153,6 +171,19 @@ pub(super) fn bench_backup(
         parts.join(", ")
     );
     println!("backup throughput = {ratio:.0}% of dump --archive (target >= 80%)");
+    // Tool and server share the cores: CPU time over the core count bounds the wall time.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let floor = |run: &ToolRun, server: f64| (run.cpu_seconds + server) / cores as f64;
+    println!(
+        "CPU (tool + server): dump --archive {:.2} + {:.2} s, full backup {:.2} + {:.2} s; on {cores} cores \
+         no faster than {:.2} s and {:.2} s",
+        dump.cpu_seconds,
+        dump_server,
+        full.cpu_seconds,
+        full_server,
+        floor(&dump, dump_server),
+        floor(&full, full_server),
+    );
     println!(
         "restore from the repository: {:.1} MB/s",
         bytes as f64 / 1e6 / restore.seconds.max(1e-9)
