@@ -33,9 +33,10 @@
 //!   `<root>/.tmp/` (with direct I/O where the filesystem allows it: objects are written once and not read
 //!   back soon, so copying them into the page cache only costs CPU and evicts the database's data),
 //!   fsynced and renamed over the key; this crate then fsyncs the directory holding the new name, together
-//!   with any directory the put created, so a completed put survives a power loss. Ranged gets of
-//!   256 KiB or more on the filesystem use direct I/O too (a restore reads each pack once). Keys whose first segment is `.tmp` are therefore reserved. A crash can leave stray files
-//!   in `.tmp/`; they are never listed.
+//!   with any directory the put created, so a completed put survives a power loss (keys whose first
+//!   segment is `.tmp` are therefore reserved). A crash can leave stray files in `.tmp/`; they are
+//!   never listed. Ranged gets of 256 KiB or more on the filesystem use direct I/O too: a restore
+//!   reads each pack once.
 //! - Transient failures (timeouts, throttling, connection resets, 5xx answers) are retried with exponential
 //!   backoff; a failure that persists becomes [`StorageError::Transient`] naming the key. Local I/O errors
 //!   that cannot go away by themselves (full or read-only disk, a directory where a file should be) are not
