@@ -16,7 +16,7 @@
 
 use std::{
     io::{Read, Write},
-    sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel},
+    sync::mpsc::{Receiver, SyncSender, sync_channel},
     thread::JoinHandle,
 };
 
@@ -84,7 +84,7 @@ impl PipeWriter {
                 reused.clear();
                 reused
             }
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => Vec::with_capacity(STREAM_BUFFER),
+            Err(_) => Vec::with_capacity(STREAM_BUFFER),
         };
         let full = std::mem::replace(&mut self.buffer, next);
         self.full

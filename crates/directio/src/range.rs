@@ -37,7 +37,7 @@ pub fn read_range(path: &Path, range: Range<u64>, mut buffer: Vec<u8>) -> io::Re
     let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "range too large for memory");
     let want = usize::try_from(range.end.saturating_sub(range.start)).map_err(|_| too_large())?;
     let large = range.end.saturating_sub(range.start) >= DIRECT_MIN;
-    let (mut file, mut direct) = open_file(path, cfg!(target_os = "linux") && large)?;
+    let (mut file, mut direct) = open_file(path, large)?;
     loop {
         let (first, skip) = if direct {
             let first = range.start / ALIGN as u64 * ALIGN as u64;

@@ -439,6 +439,21 @@ impl Storage {
     }
 }
 
+/// The error of a filesystem `operation` on `key` done outside opendal (direct I/O).
+fn file_error(key: &str, operation: Operation, error: &std::io::Error) -> StorageError {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied => StorageError::PermissionDenied {
+            key: key.to_owned(),
+            message: error.to_string(),
+        },
+        _ => StorageError::Other {
+            key: key.to_owned(),
+            operation,
+            message: error.to_string(),
+        },
+    }
+}
+
 /// A ranged read of `key` that the object cannot serve: outside its `size` bytes, or invalid.
 fn range_error(key: &str, range: &Range<u64>, size: Option<u64>) -> StorageError {
     StorageError::Other {
@@ -533,17 +548,7 @@ async fn put_file(root: &Path, key: &str, data: Bytes) -> Result<(), StorageErro
         Ok(Err(e)) => e,
         Err(e) => std::io::Error::other(e.to_string()),
     };
-    Err(match error.kind() {
-        std::io::ErrorKind::PermissionDenied => StorageError::PermissionDenied {
-            key: key.to_owned(),
-            message: error.to_string(),
-        },
-        _ => StorageError::Other {
-            key: key.to_owned(),
-            operation: Operation::Put,
-            message: error.to_string(),
-        },
-    })
+    Err(file_error(key, Operation::Put, &error))
 }
 
 /// Buffers of [`get_file_range`], reused: a fresh one of 16 MiB costs a page fault per 4 KiB.
@@ -622,21 +627,9 @@ async fn get_file_range(
             std::io::ErrorKind::UnexpectedEof => range_error(key, &range, size),
             // Reading a directory fails as the backend's read does: no object there.
             std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory => not_found(key),
-            std::io::ErrorKind::PermissionDenied => StorageError::PermissionDenied {
-                key: key.to_owned(),
-                message: e.to_string(),
-            },
-            _ => StorageError::Other {
-                key: key.to_owned(),
-                operation: Operation::Get,
-                message: e.to_string(),
-            },
+            _ => file_error(key, Operation::Get, &e),
         },
-        Err(e) => StorageError::Other {
-            key: key.to_owned(),
-            operation: Operation::Get,
-            message: e.to_string(),
-        },
+        Err(e) => file_error(key, Operation::Get, &std::io::Error::other(e.to_string())),
     };
     Err(error)
 }
