@@ -18,6 +18,15 @@
 //! blob, a few compressions, go through the documented `hazmat` API. The results are exactly
 //! `blake3::keyed_hash` of each input; a test compares them for every length around the block,
 //! chunk and tree boundaries.
+//!
+//! The kernels may read past the end of a lane. The AVX2 and AVX-512 assembly load some of a
+//! block's 16-byte rows as whole 32- or 64-byte registers and keep only the first row: up to 48
+//! bytes after a lane's last block. Inside the crate the lanes are consecutive chunks of one
+//! buffer, so those bytes are the next chunk's. Here lanes come from different blobs, and a lane
+//! ending at the end of its allocation made that read cross into an unmapped page (SIGSEGV).
+//! So [`hash_lanes`] hands over a lane in place only when at least [`SLACK`] bytes of its own
+//! input follow it, and copies the others (a blob's last whole chunk, the leading blocks of its
+//! last chunk) into a buffer that has that much after each.
 
 use blake3::IncrementCounter;
 use blake3::hazmat::{ChainingValue, Mode, merge_subtrees_non_root, merge_subtrees_root};
@@ -49,34 +58,19 @@ pub(crate) fn keyed_hashes(key: &[u8; 32], inputs: &[&[u8]]) -> Vec<[u8; 32]> {
     // Whole chunks, one multi-lane call per position in the inputs.
     let platform = Platform::detect();
     let key_words = words_from_le_bytes_32(key);
-    let mut lanes: Vec<&[u8; CHUNK_LEN]> = Vec::with_capacity(inputs.len());
+    let mut lanes: Vec<(&[u8], usize)> = Vec::with_capacity(inputs.len());
     let mut owners: Vec<usize> = Vec::with_capacity(inputs.len());
     let mut out: Vec<u8> = Vec::with_capacity(inputs.len() * OUT_LEN);
     for position in 0..positions {
         lanes.clear();
         owners.clear();
         for (i, input) in inputs.iter().enumerate() {
-            if input.len() <= CHUNK_LEN {
-                continue;
-            }
-            let (whole, _) = input.as_chunks::<CHUNK_LEN>();
-            if let Some(chunk) = whole.get(position) {
-                lanes.push(chunk);
+            if input.len() > CHUNK_LEN && input.len() / CHUNK_LEN > position {
+                lanes.push((input, position * CHUNK_LEN));
                 owners.push(first[i] + position);
             }
         }
-        out.clear();
-        out.resize(lanes.len() * OUT_LEN, 0);
-        platform.hash_many(
-            &lanes,
-            &key_words,
-            position as u64,
-            IncrementCounter::No,
-            KEYED_HASH,
-            CHUNK_START,
-            CHUNK_END,
-            &mut out,
-        );
+        hash_lanes::<CHUNK_LEN>(&platform, &lanes, &key_words, position as u64, CHUNK_END, &mut out);
         for (cv, &owner) in out.chunks_exact(OUT_LEN).zip(&owners) {
             cvs[owner].copy_from_slice(cv);
         }
@@ -198,22 +192,59 @@ fn leading_blocks_cvs<const N: usize>(
     out: &mut Vec<u8>,
     states: &mut [[u32; 8]],
 ) {
-    let lanes: Vec<&[u8; N]> = group.iter().filter_map(|tail| tail.bytes.first_chunk::<N>()).collect();
+    let lanes: Vec<(&[u8], usize)> = group.iter().map(|tail| (tail.bytes, 0)).collect();
+    hash_lanes::<N>(platform, &lanes, key_words, counter, 0, out);
+    for (state, cv) in states.iter_mut().zip(out.as_chunks::<OUT_LEN>().0) {
+        *state = words_from_le_bytes_32(cv);
+    }
+}
+
+/// Bytes that must be readable after every lane handed to `hash_many` (one block: more than the
+/// kernels read past a lane, see the module documentation).
+const SLACK: usize = BLOCK_LEN;
+
+/// `platform.hash_many` of the `N`-byte lanes `input[start..start + N]` (keyed, chunk-start
+/// flags, `flags_end` on their last block, all at chunk counter `counter`) into `out`, one
+/// chaining value per lane. A lane with fewer than [`SLACK`] bytes of its input after it is hashed
+/// from a copy followed by that many bytes.
+fn hash_lanes<const N: usize>(
+    platform: &Platform,
+    lanes: &[(&[u8], usize)],
+    key_words: &[u32; 8],
+    counter: u64,
+    flags_end: u8,
+    out: &mut Vec<u8>,
+) {
+    let in_place = |&(input, start): &(&[u8], usize)| input.len() >= start + N + SLACK;
+    let mut copies: Vec<u8> = Vec::new();
+    for lane in lanes.iter().filter(|lane| !in_place(lane)) {
+        copies.extend_from_slice(&lane.0[lane.1..lane.1 + N]);
+    }
+    copies.resize(copies.len() + SLACK, 0);
+    let mut copied = copies.as_chunks::<N>().0.iter();
+    let arrays: Vec<&[u8; N]> = lanes
+        .iter()
+        .filter_map(|lane| {
+            if in_place(lane) {
+                lane.0[lane.1..].first_chunk::<N>()
+            } else {
+                copied.next()
+            }
+        })
+        .collect();
+    debug_assert_eq!(arrays.len(), lanes.len());
     out.clear();
-    out.resize(lanes.len() * OUT_LEN, 0);
+    out.resize(arrays.len() * OUT_LEN, 0);
     platform.hash_many(
-        &lanes,
+        &arrays,
         key_words,
         counter,
         IncrementCounter::No,
         KEYED_HASH,
         CHUNK_START,
-        0,
+        flags_end,
         out,
     );
-    for (state, cv) in states.iter_mut().zip(out.as_chunks::<OUT_LEN>().0) {
-        *state = words_from_le_bytes_32(cv);
-    }
 }
 
 /// The root hash over the chaining values of an input's chunks (at least two).
