@@ -304,9 +304,10 @@ impl MasterKeys {
     }
 
     /// [`MasterKeys::blob_id`] of every plaintext, in order, hashed together: several times
-    /// faster than one by one for blobs of a few KiB (see the `many_hashes` module).
-    pub fn blob_ids(&self, plaintexts: &[&[u8]]) -> Vec<Id> {
-        crate::many_hashes::keyed_hashes(&self.id_key.0, plaintexts)
+    /// faster than one by one for blobs of a few KiB (see the `many_hashes` module). `within`,
+    /// when the plaintexts are slices of one buffer, is that buffer: less of them is copied.
+    pub fn blob_ids(&self, plaintexts: &[&[u8]], within: Option<&[u8]>) -> Vec<Id> {
+        crate::many_hashes::keyed_hashes(&self.id_key.0, plaintexts, within)
             .into_iter()
             .map(Id)
             .collect()

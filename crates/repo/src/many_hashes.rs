@@ -24,9 +24,10 @@
 //! bytes after a lane's last block. Inside the crate the lanes are consecutive chunks of one
 //! buffer, so those bytes are the next chunk's. Here lanes come from different blobs, and a lane
 //! ending at the end of its allocation made that read cross into an unmapped page (SIGSEGV).
-//! So [`hash_lanes`] hands over a lane in place only when at least [`SLACK`] bytes of its own
-//! input follow it, and copies the others (a blob's last whole chunk, the leading blocks of its
-//! last chunk) into a buffer that has that much after each.
+//! So [`hash_lanes`] hands over a lane in place only when at least [`SLACK`] bytes known to be
+//! readable follow it: the rest of its blob, and when the caller says the blobs are slices of one
+//! buffer, the rest of that buffer. Other lanes (such as the last blob's last chunk) are hashed
+//! from a copy that has that much after it.
 
 use blake3::IncrementCounter;
 use blake3::hazmat::{ChainingValue, Mode, merge_subtrees_non_root, merge_subtrees_root};
@@ -39,8 +40,10 @@ const CHUNK_END: u8 = 1 << 1;
 const ROOT: u8 = 1 << 3;
 const KEYED_HASH: u8 = 1 << 4;
 
-/// `blake3::keyed_hash(key, input)` of every input, in order.
-pub(crate) fn keyed_hashes(key: &[u8; 32], inputs: &[&[u8]]) -> Vec<[u8; 32]> {
+/// `blake3::keyed_hash(key, input)` of every input, in order. `within`, when the inputs are
+/// slices of one buffer, is that buffer (it lets lanes be hashed in place more often).
+pub(crate) fn keyed_hashes(key: &[u8; 32], inputs: &[&[u8]], within: Option<&[u8]>) -> Vec<[u8; 32]> {
+    let readable: Vec<&[u8]> = inputs.iter().map(|input| readable_from(input, within)).collect();
     // Chaining values of every BLAKE3 chunk of the inputs longer than one chunk, input after
     // input; `first[i]` is where input `i`'s start (inputs of one chunk or less have none).
     let mut first = Vec::with_capacity(inputs.len());
@@ -58,7 +61,7 @@ pub(crate) fn keyed_hashes(key: &[u8; 32], inputs: &[&[u8]]) -> Vec<[u8; 32]> {
     // Whole chunks, one multi-lane call per position in the inputs.
     let platform = Platform::detect();
     let key_words = words_from_le_bytes_32(key);
-    let mut lanes: Vec<(&[u8], usize)> = Vec::with_capacity(inputs.len());
+    let mut lanes: Vec<&[u8]> = Vec::with_capacity(inputs.len());
     let mut owners: Vec<usize> = Vec::with_capacity(inputs.len());
     let mut out: Vec<u8> = Vec::with_capacity(inputs.len() * OUT_LEN);
     for position in 0..positions {
@@ -66,7 +69,7 @@ pub(crate) fn keyed_hashes(key: &[u8; 32], inputs: &[&[u8]]) -> Vec<[u8; 32]> {
         owners.clear();
         for (i, input) in inputs.iter().enumerate() {
             if input.len() > CHUNK_LEN && input.len() / CHUNK_LEN > position {
-                lanes.push((input, position * CHUNK_LEN));
+                lanes.push(&readable[i][position * CHUNK_LEN..]);
                 owners.push(first[i] + position);
             }
         }
@@ -95,6 +98,7 @@ pub(crate) fn keyed_hashes(key: &[u8; 32], inputs: &[&[u8]]) -> Vec<[u8; 32]> {
             owner: i,
             counter,
             bytes,
+            readable: &readable[i][counter * CHUNK_LEN..],
             root,
         });
     }
@@ -145,6 +149,8 @@ struct Tail<'a> {
     counter: usize,
     /// Its bytes (1 to 1024).
     bytes: &'a [u8],
+    /// The memory known to be readable from its start (see [`readable_from`]).
+    readable: &'a [u8],
     /// Whether it is the whole input, so its last block gives the root hash.
     root: bool,
 }
@@ -192,7 +198,7 @@ fn leading_blocks_cvs<const N: usize>(
     out: &mut Vec<u8>,
     states: &mut [[u32; 8]],
 ) {
-    let lanes: Vec<(&[u8], usize)> = group.iter().map(|tail| (tail.bytes, 0)).collect();
+    let lanes: Vec<&[u8]> = group.iter().map(|tail| tail.readable).collect();
     hash_lanes::<N>(platform, &lanes, key_words, counter, 0, out);
     for (state, cv) in states.iter_mut().zip(out.as_chunks::<OUT_LEN>().0) {
         *state = words_from_le_bytes_32(cv);
@@ -203,22 +209,33 @@ fn leading_blocks_cvs<const N: usize>(
 /// kernels read past a lane, see the module documentation).
 const SLACK: usize = BLOCK_LEN;
 
-/// `platform.hash_many` of the `N`-byte lanes `input[start..start + N]` (keyed, chunk-start
-/// flags, `flags_end` on their last block, all at chunk counter `counter`) into `out`, one
-/// chaining value per lane. A lane with fewer than [`SLACK`] bytes of its input after it is hashed
-/// from a copy followed by that many bytes.
+/// The memory known to be readable from the start of `input`: to the end of `within` when
+/// `input` lies inside it, else `input` itself.
+fn readable_from<'a>(input: &'a [u8], within: Option<&'a [u8]>) -> &'a [u8] {
+    within
+        .and_then(|buffer| {
+            let offset = (input.as_ptr() as usize).checked_sub(buffer.as_ptr() as usize)?;
+            (offset.checked_add(input.len())? <= buffer.len()).then(|| &buffer[offset..])
+        })
+        .unwrap_or(input)
+}
+
+/// `platform.hash_many` of lanes of `N` bytes (keyed, chunk-start flags, `flags_end` on their
+/// last block, all at chunk counter `counter`) into `out`, one chaining value per lane. Each
+/// lane is given as the readable memory from its start (see [`readable_from`]); one with fewer
+/// than [`SLACK`] bytes of it after the lane is hashed from a copy followed by that many bytes.
 fn hash_lanes<const N: usize>(
     platform: &Platform,
-    lanes: &[(&[u8], usize)],
+    lanes: &[&[u8]],
     key_words: &[u32; 8],
     counter: u64,
     flags_end: u8,
     out: &mut Vec<u8>,
 ) {
-    let in_place = |&(input, start): &(&[u8], usize)| input.len() >= start + N + SLACK;
+    let in_place = |lane: &[u8]| lane.len() >= N + SLACK;
     let mut copies: Vec<u8> = Vec::new();
     for lane in lanes.iter().filter(|lane| !in_place(lane)) {
-        copies.extend_from_slice(&lane.0[lane.1..lane.1 + N]);
+        copies.extend_from_slice(&lane[..N]);
     }
     copies.resize(copies.len() + SLACK, 0);
     let mut copied = copies.as_chunks::<N>().0.iter();
@@ -226,7 +243,7 @@ fn hash_lanes<const N: usize>(
         .iter()
         .filter_map(|lane| {
             if in_place(lane) {
-                lane.0[lane.1..].first_chunk::<N>()
+                lane.first_chunk::<N>()
             } else {
                 copied.next()
             }
@@ -296,11 +313,22 @@ mod tests {
         let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
         // All at once (lanes of different lengths share calls), one at a time, and in a batch
         // wider than any SIMD degree.
-        let all = keyed_hashes(&key, &refs);
+        let all = keyed_hashes(&key, &refs, None);
         for (input, got) in refs.iter().zip(&all) {
             assert_eq!(got, blake3::keyed_hash(&key, input).as_bytes(), "{} bytes", input.len());
-            assert_eq!(&keyed_hashes(&key, &[input])[0], got);
+            assert_eq!(&keyed_hashes(&key, &[input], None)[0], got);
         }
+        // As slices of one buffer, said so: lanes are hashed in place up to the buffer's end.
+        let joined = inputs.concat();
+        let mut slices: Vec<&[u8]> = Vec::new();
+        let mut start = 0;
+        for input in &inputs {
+            slices.push(&joined[start..start + input.len()]);
+            start += input.len();
+        }
+        assert_eq!(keyed_hashes(&key, &slices, Some(&joined)), all);
+        // Inputs outside the buffer said to hold them are hashed as if it were not given.
+        assert_eq!(keyed_hashes(&key, &refs, Some(&joined[..4096])), all);
         // Many of the same shape fill the lanes of one call.
         let many: Vec<Vec<u8>> = (0..40)
             .map(|i| noise(2048 + 37 * i, i as u64))
@@ -308,10 +336,10 @@ mod tests {
             .chain((0..40).map(|i| noise(700, 200 + i)))
             .collect();
         let refs: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
-        for (input, got) in refs.iter().zip(keyed_hashes(&key, &refs)) {
+        for (input, got) in refs.iter().zip(keyed_hashes(&key, &refs, None)) {
             assert_eq!(&got, blake3::keyed_hash(&key, input).as_bytes());
         }
-        assert!(keyed_hashes(&key, &[]).is_empty());
+        assert!(keyed_hashes(&key, &[], None).is_empty());
     }
 
     #[test]

@@ -233,7 +233,7 @@ pub(crate) fn decode_frame_ranges(
         ranges.push(range);
     }
     let blobs: Vec<&[u8]> = ranges.iter().map(|r| &plaintext[r.clone()]).collect();
-    for (entry, id) in entries.iter().zip(keys.blob_ids(&blobs)) {
+    for (entry, id) in entries.iter().zip(keys.blob_ids(&blobs, Some(&plaintext))) {
         if id != entry.id {
             return Err(RepoError::corrupt(
                 format!("{} (blob {})", pack_key(pack), entry.id),

@@ -8,7 +8,7 @@
 //! Blobs are placed at the very end of anonymous mappings. Every other mapping of a row is unmapped
 //! again; the kernel places mappings next to each other, so some of the ones kept are followed by
 //! a hole (checked in `/proc/self/maps`). It is its own test binary so that no other test maps
-//! memory meanwhile.
+//! memory meanwhile. The blobs are separate, and slices of one buffer that ends with the mapping.
 
 #![cfg(target_os = "linux")]
 
@@ -61,8 +61,19 @@ fn blobs_ending_before_an_unmapped_page_hash_like_one_by_one() {
             let mut blobs: Vec<&[u8]> = vec![&mapping[SIZE - len..]];
             blobs.extend(others.iter().map(Vec::as_slice));
             let one_by_one: Vec<Id> = blobs.iter().map(|b| keys.blob_id(b)).collect();
-            assert_eq!(keys.blob_ids(&blobs), one_by_one, "blobs of {len} bytes");
+            assert_eq!(keys.blob_ids(&blobs, None), one_by_one, "blobs of {len} bytes");
         }
+        // Blobs of a buffer that ends with the mapping, given as slices of it.
+        let buffer = &mapping[SIZE - 8192..];
+        let mut blobs: Vec<&[u8]> = Vec::new();
+        let mut start = 0;
+        for len in [1000, 2048 + 65, 64, 1024 + 960, 1024] {
+            blobs.push(&buffer[start..start + len]);
+            start += len;
+        }
+        blobs.push(&buffer[start..]);
+        let one_by_one: Vec<Id> = blobs.iter().map(|b| keys.blob_id(b)).collect();
+        assert_eq!(keys.blob_ids(&blobs, Some(buffer)), one_by_one);
     }
     assert!(exercised > 0, "no mapping was followed by a hole");
 }
